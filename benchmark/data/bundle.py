@@ -1,0 +1,132 @@
+"""In-memory dataset splits (uint8 NCHW images, int64 labels), the checks every source applies, and file hashing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.errors import UserError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Split:
+    images: np.ndarray  # uint8 (N, C, H, W)
+    labels: np.ndarray  # int64 (N,)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class DataBundle:
+    name: str
+    image_size: int
+    task: str
+    num_classes: int
+    label_names: list
+    splits: dict = field(repr=False)
+    sha256: str = ""
+    path: str = ""
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.splits["train"].images.shape[1])
+
+    def class_counts(self, split: str = "train") -> np.ndarray:
+        return np.bincount(self.splits[split].labels, minlength=self.num_classes)
+
+
+def to_nchw(images: np.ndarray, where: str) -> np.ndarray:
+    """(N,H,W) or (N,H,W,C) uint8 → contiguous (N,C,H,W)."""
+    if images.dtype != np.uint8:
+        raise UserError(f"{where}: images must be uint8, got {images.dtype}. Convert to 0-255 uint8 first.")
+    if images.ndim == 3:
+        images = images[:, None]
+    elif images.ndim == 4:
+        images = images.transpose(0, 3, 1, 2)
+    else:
+        raise UserError(f"{where}: images must have shape (N,H,W) or (N,H,W,C), got {images.shape}.")
+    return np.ascontiguousarray(images)
+
+
+def flat_labels(labels: np.ndarray, where: str) -> np.ndarray:
+    """Labels shaped (N,) or (N,1) (the official MedMNIST files use (N,1)) → int64 (N,)."""
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise UserError(f"{where}: labels must have shape (N,) or (N,1), got {labels.shape} "
+                        "(multi-label tasks are not supported).")
+    return labels.astype(np.int64)
+
+
+def read_npz(path: Path, keys=None) -> dict:
+    """Arrays of an .npz file; a truncated or corrupt file raises a UserError naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in (keys or npz.files)}
+    except FileNotFoundError:
+        raise UserError(f"Dataset file {path} does not exist.") from None
+    except KeyError as exc:
+        raise UserError(f"Dataset file {path} has no array {exc}; a MedMNIST-format file has "
+                        "train_images, train_labels, val_images, val_labels, test_images, test_labels.") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise UserError(f"Dataset file {path} is truncated or corrupt ({type(exc).__name__}: {exc}). "
+                        "Delete it and download it again.") from None
+
+
+def splits_from_arrays(arrays: dict, where: str) -> dict:
+    splits = {}
+    for split in SPLITS:
+        images = to_nchw(arrays[f"{split}_images"], f"{where} [{split}_images]")
+        labels = flat_labels(arrays[f"{split}_labels"], f"{where} [{split}_labels]")
+        if len(images) != len(labels):
+            raise UserError(f"{where}: {split} has {len(images)} images but {len(labels)} labels.")
+        splits[split] = Split(images, labels)
+    return splits
+
+
+def _hash_cache_path() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "genmed-rare" / "sha256.json"
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, cached by (real path, size, mtime) so big dataset files are hashed once per machine."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    cache_key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    cache_file = _hash_cache_path()
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if cache_key in cache:
+        return cache[cache_key]
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    cache[cache_key] = digest.hexdigest()
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, cache_file)
+    except OSError:
+        pass
+    return cache[cache_key]
+
+
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

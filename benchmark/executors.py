@@ -1,0 +1,106 @@
+"""Executors: run a list of jobs in-process (debug) or in worker processes through submitit (local)."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from benchmark.errors import UserError
+from benchmark.job import JobBatch, execute, run_dir_status
+from benchmark.specs import JobSpec
+
+EXECUTORS = ("auto", "local", "debug", "slurm")
+POLL_SECONDS = 1.0
+
+
+def pack(jobs: list[JobSpec], runs_per_task: int) -> list[list[JobSpec]]:
+    return [jobs[i:i + runs_per_task] for i in range(0, len(jobs), runs_per_task)]
+
+
+def resolve_executor(name: str) -> str:
+    if name not in EXECUTORS:
+        raise UserError(f"Unknown executor {name!r}. Available: {', '.join(EXECUTORS)}.")
+    if name == "auto":
+        try:
+            from benchmark.cluster import slurm_available
+        except ImportError:
+            return "local"
+        available, reason = slurm_available()
+        if not available and reason:
+            print(f"note: {reason}; running locally.")
+        return "slurm" if available else "local"
+    return name
+
+
+def _progress_bar(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="job", dynamic_ncols=True)
+
+
+def run_debug(jobs: list[JobSpec], runs_dir: Path, force: bool = False) -> dict:
+    """Every job in this process, one after another (breakpoints work)."""
+    statuses = {}
+    with _progress_bar(len(jobs), "jobs") as bar:
+        for spec in jobs:
+            bar.set_postfix_str(spec.name, refresh=True)
+            statuses[spec.key] = execute(spec, runs_dir / spec.key, force=force)
+            bar.update(1)
+    return statuses
+
+
+def run_local(jobs: list[JobSpec], runs_dir: Path, logs_dir: Path, force: bool = False, parallel: int = 1,
+              runs_per_task: int | None = None, timeout_min: int = 24 * 60) -> dict:
+    """Jobs in `parallel` worker processes via submitit's LocalExecutor. Each worker runs a pack of jobs, so torch
+    and the dataset are loaded once per pack; progress is read from the run folders as jobs finish."""
+    import submitit
+
+    if not jobs:
+        return {}
+    runs_per_task = runs_per_task or math.ceil(len(jobs) / max(1, parallel))
+    batches = pack(jobs, runs_per_task)
+    executor = submitit.LocalExecutor(folder=str(logs_dir / "%j"))
+    executor.update_parameters(timeout_min=timeout_min)
+    pending = list(batches)
+    running: list[tuple] = []
+    statuses: dict[str, str] = {}
+    finished_keys: set[str] = set()
+    with _progress_bar(len(jobs), "jobs") as bar:
+        while pending or running:
+            while pending and len(running) < parallel:
+                batch = pending.pop(0)
+                task = JobBatch([s.to_dict() for s in batch], str(runs_dir), force)
+                running.append((executor.submit(task), batch, time.time() - 1))
+            time.sleep(POLL_SECONDS)
+            still_running = []
+            for job, batch, submitted_at in running:
+                for spec in batch:
+                    if spec.key not in finished_keys and _written_since(runs_dir / spec.key, submitted_at):
+                        finished_keys.add(spec.key)
+                        bar.update(1)
+                if job.done():
+                    try:
+                        statuses.update(job.result())
+                    except Exception as exc:  # a worker that died (killed, out of memory): its jobs stay pending
+                        for spec in batch:
+                            statuses.setdefault(spec.key, run_dir_status(runs_dir / spec.key))
+                        print(f"warning: worker {job.job_id} ended abnormally ({type(exc).__name__}); "
+                              f"see {logs_dir / str(job.job_id)}")
+                    for spec in batch:
+                        if spec.key not in finished_keys:
+                            finished_keys.add(spec.key)
+                            bar.update(1)
+                else:
+                    still_running.append((job, batch, submitted_at))
+            running = still_running
+    return statuses
+
+
+def _written_since(run_dir: Path, since: float) -> bool:
+    """A result or error file written after `since` (older files are from earlier runs)."""
+    for name in ("result.json", "error.json"):
+        path = run_dir / name
+        if path.is_file() and path.stat().st_mtime >= since:
+            return True
+    return False

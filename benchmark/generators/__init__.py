@@ -1,0 +1,1 @@
+"""Methods on the `generator` axis: baselines (none, class weighting, oversampling) and generative models."""

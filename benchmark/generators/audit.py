@@ -1,0 +1,364 @@
+"""Audit of a synthetic image set: FID/KID, precision/recall/density/coverage, memorization (copy rate, SSIM).
+
+``audit(synthetic, real_rare, train_all, out_dir=None) -> dict`` of flat record columns.
+
+Feature space. FID and KID need an image embedding. Inception-v3 (the usual one) needs weights that cannot be
+downloaded here, so ``feature_extractor="auto"`` uses it only when ``torch-fidelity`` is installed *and* its weights
+file is on disk (``$GENMED_INCEPTION_WEIGHTS`` or ``<torch hub dir>/checkpoints/weights-inception-2015-12-05-
+6726825d.pth``). Otherwise it uses ``random_cnn_v1``: a fixed, randomly initialised 4-layer CNN (widths 16-32-64-128,
+3×3 convolutions, ReLU, 2×2 average pooling, input resized to 64×64), He-normal weights drawn from numpy's PCG64
+with seed 2020 (stable across machines and torch versions), features = global average of each layer, 240 dims.
+Randomly initialised embeddings are the fallback Naeem et al. (ICML 2020, "Reliable fidelity and diversity metrics
+for generative models") show to rank generators sensibly on non-ImageNet data. Its numbers rank models against each
+other on the same data; they are not comparable to Inception FIDs in the literature. A caller may pass any
+``nn.Module`` (uint8 (N, C, H, W) -> (N, d), with a ``name`` attribute), e.g. a locally trained domain classifier.
+The column ``feature_extractor`` names the one used and ``feature_extractor_note`` says why.
+
+Definitions (N training images, M synthetic, R real rare-class training images):
+- ``precision / recall / density / coverage``: k-NN manifolds (k = 5) in feature space, Naeem et al. 2020; real =
+  the R real rare-class images, fake = the synthetic set.
+- ``nn_pixel``: for each synthetic image, the root-mean-square pixel difference (in [0, 1] units:
+  ||a - b||₂ / sqrt(C·H·W) of images scaled to [0, 1]) to its nearest training image (of all N, every class).
+  ``nn_feature``: the Euclidean distance to the nearest training image in feature space.
+- ``copy_threshold_pixel``: the 5th percentile (numpy linear interpolation) of real-to-real nearest-neighbour
+  distances: each training image's distance to its nearest *other* training image (by index, so exact duplicates
+  in the training set count as 0). Computed over all N images as queries, or a fixed random subset of
+  ``threshold_queries`` of them when N is larger (their neighbours are still searched among all N).
+- ``copy_rate``: the share of synthetic images with ``nn_pixel <= copy_threshold_pixel`` — synthetic images closer
+  to a training image than 95 % of training images are to their nearest neighbour. ``copy_rate_feature`` is the same
+  in feature space. Exact copies always count (distance 0 ≤ threshold).
+- ``ssim_nn``: SSIM (torchmetrics, Gaussian 11×11, σ = 1.5, data range 1) between each synthetic image and its
+  nearest training image in pixel space.
+With ``out_dir``: ``audit_closest_pairs.png`` (the 16 synthetic images with the smallest ``nn_pixel``, each above
+its nearest training image), ``audit_real_vs_synthetic.png`` (top rows real rare-class images, bottom rows synthetic)
+and ``audit_nearest.npz`` (per synthetic image: nearest training index and distances, pixel and feature, and SSIM).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.generators._common import save_grid
+
+INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
+COPY_PERCENTILE = 5.0
+PRDC_K = 5
+CLOSEST_PAIRS_PNG = "audit_closest_pairs.png"
+REAL_VS_SYNTHETIC_PNG = "audit_real_vs_synthetic.png"
+NEAREST_NPZ = "audit_nearest.npz"
+
+
+def _torch_modules():
+    import torch
+    from torch import nn
+
+    return torch, nn
+
+
+class RandomConvFeatures:
+    """Factory for the ``random_cnn_v1`` embedding (see the module docstring); ``build(C)`` returns the module."""
+
+    name = "random_cnn_v1"
+    widths = (16, 32, 64, 128)
+    input_size = 64
+    seed = 2020
+
+    @classmethod
+    def build(cls, in_channels: int):
+        torch, nn = _torch_modules()
+        import torch.nn.functional as F
+
+        rng = np.random.default_rng(cls.seed)
+        weights, fan_in = [], in_channels
+        for width in cls.widths:
+            w = rng.standard_normal((width, fan_in, 3, 3)) * np.sqrt(2.0 / (fan_in * 9))
+            weights.append(torch.from_numpy(w.astype(np.float32)))
+            fan_in = width
+        size, name = cls.input_size, cls.name
+
+        class Module(nn.Module):
+            def __init__(self):
+                super().__init__()
+                for i, w in enumerate(weights):
+                    self.register_buffer(f"w{i}", w)
+                self.num_features = sum(cls.widths)
+                self.name = name
+
+            def forward(self, x):
+                x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+                x = (x - 0.5) / 0.5
+                if x.shape[-2:] != (size, size):
+                    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                                      antialias=x.shape[-1] > size)
+                feats = []
+                for i in range(len(weights)):
+                    x = F.avg_pool2d(F.relu(F.conv2d(x, getattr(self, f"w{i}"), padding=1)), 2)
+                    feats.append(x.mean(dim=(2, 3)))
+                return torch.cat(feats, dim=1)
+
+        return Module().eval()
+
+
+def inception_weights() -> Path | None:
+    """The local torch-fidelity Inception weights file, or None when it or torch-fidelity is missing."""
+    if importlib.util.find_spec("torch_fidelity") is None:
+        return None
+    env = os.environ.get("GENMED_INCEPTION_WEIGHTS")
+    if env:
+        return Path(env) if Path(env).is_file() else None
+    import torch
+
+    path = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILE
+    return path if path.is_file() else None
+
+
+def _inception_module(path: Path):
+    torch, nn = _torch_modules()
+    from torchmetrics.image.fid import NoTrainInceptionV3
+
+    class Inception(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
+                                          feature_extractor_weights_path=str(path))
+            self.num_features = 2048
+            self.name = "inception_v3_pool3"
+
+        def forward(self, x):  # uint8 (N, C, H, W); torch-fidelity resizes to 299 itself
+            if x.shape[1] == 1:
+                x = x.expand(-1, 3, -1, -1)
+            return self.net(x[:, :3].contiguous()).reshape(len(x), -1)
+
+    return Inception().eval()
+
+
+def feature_extractor(kind="auto", in_channels: int = 1):
+    """(module, note): the embedding used by the audit. ``kind``: "auto", "random_cnn", "inception" or a module."""
+    _, nn = _torch_modules()
+    if isinstance(kind, nn.Module):
+        return kind.eval(), "caller-supplied feature extractor"
+    if kind not in ("auto", "random_cnn", "inception"):
+        raise ValueError(f"feature_extractor must be 'auto', 'random_cnn', 'inception' or an nn.Module, got {kind!r}")
+    if kind in ("auto", "inception"):
+        path = inception_weights()
+        if path is not None:
+            return _inception_module(path), f"Inception-v3 weights found locally at {path}"
+        if kind == "inception":
+            raise ValueError("feature_extractor='inception' needs torch-fidelity and its weights on disk "
+                             f"($GENMED_INCEPTION_WEIGHTS or the torch hub checkpoints folder, {INCEPTION_WEIGHTS_FILE}); "
+                             "use 'auto' or 'random_cnn' offline")
+        why = ("torch-fidelity is not installed" if importlib.util.find_spec("torch_fidelity") is None
+               else "no local Inception weights")
+        return RandomConvFeatures.build(in_channels), f"{why}: fixed random CNN (Naeem et al. 2020), seed 2020"
+    return RandomConvFeatures.build(in_channels), "requested: fixed random CNN (Naeem et al. 2020), seed 2020"
+
+
+def extract_features(module, images: np.ndarray, batch_size: int = 256, device=None):
+    """(N, d) float64 numpy features of uint8 images (N, C, H, W)."""
+    torch, _ = _torch_modules()
+    device = device or next(iter(module.buffers()), torch.empty(0)).device
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device)
+            out.append(module(batch).double().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, getattr(module, "num_features", 0)))
+
+
+def fid_kid(synthetic_features: np.ndarray, real_features: np.ndarray, seed: int = 0) -> dict:
+    """FID and KID (torchmetrics) between two sets of precomputed features (N, d).
+
+    The features are computed once per image set by the audit's extractor and handed to torchmetrics through a
+    pass-through feature module, so FID, KID and the k-NN metrics share one embedding pass. KID uses 100 random
+    subsets of ``min(1000, max(2, n // 2))`` images (n = the smaller set), drawn with torch seeded by ``seed``.
+    """
+    torch, nn = _torch_modules()
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    result = {"fid": float("nan"), "kid_mean": float("nan"), "kid_std": float("nan")}
+    if len(synthetic_features) < 2 or len(real_features) < 2:
+        return result
+    dim = int(np.shape(real_features)[1])
+
+    class Precomputed(nn.Module):
+        num_features = dim
+
+        def forward(self, x):
+            return x
+
+    subset = int(min(1000, max(2, min(len(synthetic_features), len(real_features)) // 2)))
+    fid = FrechetInceptionDistance(feature=Precomputed(), reset_real_features=True)
+    kid = KernelInceptionDistance(feature=Precomputed(), subsets=100, subset_size=subset, reset_real_features=True)
+    for feats, is_real in ((real_features, True), (synthetic_features, False)):
+        batch = torch.from_numpy(np.asarray(feats, dtype=np.float64))
+        fid.update(batch, real=is_real)
+        kid.update(batch, real=is_real)
+    result["fid"] = float(fid.compute())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        kid_mean, kid_std = kid.compute()
+    result["kid_mean"], result["kid_std"] = float(kid_mean), float(kid_std)
+    return result
+
+
+def nearest_neighbours(queries: np.ndarray, refs: np.ndarray, exclude_self: np.ndarray | None = None,
+                       scale: float = 1.0, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of ``queries`` the index of its nearest row of ``refs`` and the exact Euclidean distance.
+
+    Rows (any numeric dtype, any trailing shape) are flattened and compared as float64 vectors times ``scale``,
+    chunk by chunk (uint8 images are never held as float64 all at once). ``exclude_self[i]`` = the index in ``refs``
+    that query i may not match (itself), or -1. The search uses the ||a||² + ||b||² - 2ab expansion; the reported
+    distance is recomputed exactly for the chosen pair, so an exact copy reports 0.
+    """
+    torch, _ = _torch_modules()
+    queries = np.asarray(queries).reshape(len(queries), -1)
+    refs = np.asarray(refs).reshape(len(refs), -1)
+
+    def as_float(rows):
+        return torch.from_numpy(rows.astype(np.float64) * scale)
+
+    best_idx = np.zeros(len(queries), dtype=np.int64)
+    best_dist = np.zeros(len(queries), dtype=np.float64)
+    for qs in range(0, len(queries), chunk):
+        q = as_float(queries[qs:qs + chunk])
+        q2 = (q * q).sum(1, keepdim=True)
+        best = torch.full((len(q),), float("inf"), dtype=torch.float64)
+        arg = torch.zeros(len(q), dtype=torch.long)
+        for rs in range(0, len(refs), chunk):
+            r = as_float(refs[rs:rs + chunk])
+            d2 = q2 + (r * r).sum(1)[None] - 2.0 * q @ r.T
+            if exclude_self is not None:
+                own = torch.from_numpy(np.asarray(exclude_self[qs:qs + chunk], dtype=np.int64)) - rs
+                rows = torch.nonzero((own >= 0) & (own < len(r))).squeeze(1)
+                d2[rows, own[rows]] = float("inf")
+            value, index = d2.min(dim=1)
+            better = value < best
+            best = torch.where(better, value, best)
+            arg = torch.where(better, index + rs, arg)
+        best_idx[qs:qs + chunk] = arg.numpy()
+        diff = q - as_float(refs[arg.numpy()])
+        best_dist[qs:qs + chunk] = diff.pow(2).sum(1).sqrt().numpy()
+    return best_idx, best_dist
+
+
+def pixel_scale(images: np.ndarray) -> float:
+    """The ``scale`` that makes Euclidean distance between uint8 images the RMS difference in [0, 1] units."""
+    return 1.0 / (255.0 * np.sqrt(np.prod(images.shape[1:])))
+
+
+def copy_threshold(train: np.ndarray, percentile: float = COPY_PERCENTILE, queries: int = 5000, seed: int = 0,
+                   scale: float = 1.0) -> tuple[float, np.ndarray]:
+    """(threshold, real-to-real nearest-neighbour distances used): see the module docstring."""
+    n = len(train)
+    if n < 2:
+        return float("nan"), np.zeros(0)
+    chosen = np.arange(n) if n <= queries else np.sort(np.random.default_rng(seed).choice(n, queries, replace=False))
+    _, dist = nearest_neighbours(train[chosen], train, exclude_self=chosen, scale=scale)
+    return float(np.percentile(dist, percentile)), dist
+
+
+def prdc(real_features: np.ndarray, fake_features: np.ndarray, k: int = PRDC_K) -> dict:
+    """Precision, recall, density, coverage (Naeem et al. 2020) with k-NN radii; NaN when a set has ≤ k points."""
+    nan = {"precision": float("nan"), "recall": float("nan"), "density": float("nan"), "coverage": float("nan")}
+    if len(real_features) <= k or len(fake_features) <= k:
+        return nan
+    torch, _ = _torch_modules()
+    real = torch.from_numpy(np.asarray(real_features, dtype=np.float64))
+    fake = torch.from_numpy(np.asarray(fake_features, dtype=np.float64))
+    d_rr = torch.cdist(real, real, compute_mode="donot_use_mm_for_euclid_dist")
+    d_ff = torch.cdist(fake, fake, compute_mode="donot_use_mm_for_euclid_dist")
+    d_rf = torch.cdist(real, fake, compute_mode="donot_use_mm_for_euclid_dist")  # (R, M)
+    radius_real = d_rr.kthvalue(k + 1, dim=1).values  # k+1: the 0 distance to itself comes first
+    radius_fake = d_ff.kthvalue(k + 1, dim=1).values
+    inside_real = d_rf <= radius_real[:, None]  # fake j inside real i's ball
+    return {
+        "precision": float(inside_real.any(dim=0).double().mean()),
+        "recall": float((d_rf <= radius_fake[None, :]).any(dim=1).double().mean()),
+        "density": float(inside_real.double().sum() / (k * fake.shape[0])),
+        "coverage": float((d_rf.min(dim=1).values <= radius_real).double().mean()),
+    }
+
+
+def ssim_pairs(a: np.ndarray, b: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """SSIM of each pair (a[i], b[i]) of uint8 images (torchmetrics, data range 1)."""
+    torch, _ = _torch_modules()
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    out = []
+    for start in range(0, len(a), batch_size):
+        x = torch.from_numpy(a[start:start + batch_size]).double() / 255.0
+        y = torch.from_numpy(b[start:start + batch_size]).double() / 255.0
+        out.append(structural_similarity_index_measure(x, y, data_range=1.0, reduction="none").numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _check_images(name: str, images) -> np.ndarray:
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(f"audit: {name} must be uint8 (N, C, H, W), got {getattr(images, 'dtype', type(images))} "
+                         f"{getattr(images, 'shape', '')}")
+    return images
+
+
+def audit(synthetic: np.ndarray, real_rare: np.ndarray, train_all: np.ndarray, out_dir=None,
+          feature_extractor_kind="auto", seed: int = 0, threshold_queries: int = 5000) -> dict:
+    """Flat record columns describing ``synthetic`` against the real images; see the module docstring."""
+    torch, _ = _torch_modules()
+    synthetic, real_rare, train_all = (_check_images(n, x) for n, x in
+                                       (("synthetic", synthetic), ("real_rare", real_rare), ("train_all", train_all)))
+    shapes = {synthetic.shape[1:], real_rare.shape[1:], train_all.shape[1:]}
+    if len(shapes) != 1:
+        raise ValueError(f"audit: image shapes differ: synthetic {synthetic.shape[1:]}, real_rare "
+                         f"{real_rare.shape[1:]}, train_all {train_all.shape[1:]}")
+    if len(synthetic) == 0 or len(train_all) == 0:
+        raise ValueError("audit: needs at least one synthetic and one training image")
+    module, note = feature_extractor(feature_extractor_kind, synthetic.shape[1])
+    result = {"feature_extractor": getattr(module, "name", type(module).__name__),
+              "feature_dim": int(getattr(module, "num_features", 0)), "feature_extractor_note": note,
+              "n_synthetic": len(synthetic), "n_real_rare": len(real_rare), "n_train": len(train_all)}
+    f_syn, f_real, f_train = (extract_features(module, x) for x in (synthetic, real_rare, train_all))
+    result["feature_dim"] = int(f_syn.shape[1])
+    result.update(fid_kid(f_syn, f_real, seed=seed))
+    result.update(prdc(f_real, f_syn))
+    result["prdc_k"] = PRDC_K
+
+    scale = pixel_scale(train_all)
+    nn_pix_idx, nn_pix = nearest_neighbours(synthetic, train_all, scale=scale)
+    nn_feat_idx, nn_feat = nearest_neighbours(f_syn, f_train)
+    thr_pix, real_nn_pix = copy_threshold(train_all, queries=threshold_queries, seed=seed, scale=scale)
+    thr_feat, _ = copy_threshold(f_train, queries=threshold_queries, seed=seed)
+    ssim = ssim_pairs(synthetic, train_all[nn_pix_idx])
+    result.update({
+        "nn_pixel_mean": float(nn_pix.mean()), "nn_pixel_min": float(nn_pix.min()),
+        "nn_feature_mean": float(nn_feat.mean()), "nn_feature_min": float(nn_feat.min()),
+        "train_nn_pixel_median": float(np.median(real_nn_pix)) if len(real_nn_pix) else float("nan"),
+        "copy_percentile": COPY_PERCENTILE,
+        "copy_threshold_pixel": thr_pix, "copy_rate": float((nn_pix <= thr_pix).mean()),
+        "copy_threshold_feature": thr_feat, "copy_rate_feature": float((nn_feat <= thr_feat).mean()),
+        "ssim_nn_mean": float(ssim.mean()), "ssim_nn_max": float(ssim.max()),
+    })
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(out / NEAREST_NPZ, nn_pixel_index=nn_pix_idx, nn_pixel=nn_pix,
+                            nn_feature_index=nn_feat_idx, nn_feature=nn_feat, ssim_nn=ssim)
+        order = np.argsort(nn_pix, kind="stable")[:16]
+        cols = 8
+        tiles = []
+        for start in range(0, len(order), cols):
+            rows = order[start:start + cols]
+            pad = cols - len(rows)
+            blank = np.full((pad, *synthetic.shape[1:]), 255, np.uint8)
+            tiles += [synthetic[rows], blank, train_all[nn_pix_idx[rows]], blank]
+        save_grid(out / CLOSEST_PAIRS_PNG, np.concatenate(tiles), cols)
+        n_show = 16
+        real_show, syn_show = real_rare[:n_show], synthetic[:n_show]
+        blank = lambda k: np.full((k, *synthetic.shape[1:]), 255, np.uint8)  # noqa: E731
+        save_grid(out / REAL_VS_SYNTHETIC_PNG, np.concatenate(
+            [real_show, blank(-len(real_show) % cols), syn_show, blank(-len(syn_show) % cols)]), cols)
+        result["audit_files"] = ",".join([CLOSEST_PAIRS_PNG, REAL_VS_SYNTHETIC_PNG, NEAREST_NPZ])
+    return result

@@ -1,0 +1,66 @@
+"""The method interface: how a method changes a cell's real training set, and the fit/sample generator contract."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class TrainingSet:
+    """What a classifier trains on: uint8 images (N, C, H, W), int64 labels, optional per-class loss weights."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    is_synthetic: np.ndarray  # bool (N,): True for generated (or duplicated) images
+    class_weights: np.ndarray | None = None
+    info: dict = field(default_factory=dict)
+
+    def counts(self, num_classes: int) -> dict:
+        """Real and synthetic images per class, as recorded in every result."""
+        real = np.bincount(self.labels[~self.is_synthetic], minlength=num_classes)
+        synthetic = np.bincount(self.labels[self.is_synthetic], minlength=num_classes)
+        return {"real_per_class": real.tolist(), "synthetic_per_class": synthetic.tolist()}
+
+
+class Method:
+    """A method on the `generator` axis. Built from its registry entry's config (``Method(**config)``)."""
+
+    uses_synthetic_ratio = True
+
+    def __init__(self, **config):
+        self.config = config
+
+    def build_training_set(self, real: TrainingSet, rare_class: int, synthetic_ratio: float, num_classes: int,
+                           seed: int) -> TrainingSet:
+        """The training set for one job from the cell's real (already rarity-subsampled) training images."""
+        raise NotImplementedError
+
+
+class Generator:
+    """A generative model: fit once per cell on its real training images, then sample images of a class.
+
+    Contract (every implementation, every test relies on it):
+      - ``fit(images, labels, seed)`` sees only the cell's training-split images after rarity subsampling:
+        uint8 (N, C, H, W) and int64 (N,) numpy arrays;
+      - ``sample(n, class_index, seed)`` returns uint8 (n, C, H, W) in the training images' shape;
+      - ``save(folder)`` / ``load(folder)`` round-trip the fitted model (safetensors, no pickles).
+    """
+
+    def __init__(self, num_classes: int, image_shape: tuple[int, int, int], **config):
+        self.num_classes = num_classes
+        self.image_shape = tuple(image_shape)
+        self.config = config
+
+    def fit(self, images: np.ndarray, labels: np.ndarray, seed: int) -> dict:
+        raise NotImplementedError
+
+    def sample(self, n: int, class_index: int, seed: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def save(self, folder) -> None:
+        raise NotImplementedError
+
+    def load(self, folder) -> None:
+        raise NotImplementedError

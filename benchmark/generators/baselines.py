@@ -1,0 +1,50 @@
+"""Baseline methods every generative method must beat: no change, inverse-frequency class weights, oversampling."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmark.generators.base import Method, TrainingSet
+
+
+class NoAugmentation(Method):
+    """`none`: train on the cell's real images as they are."""
+
+    uses_synthetic_ratio = False
+
+    def build_training_set(self, real, rare_class, synthetic_ratio, num_classes, seed):
+        return real
+
+
+class ClassWeight(Method):
+    """`class_weight`: cross-entropy weighted by inverse class frequency, normalised to mean 1 over classes."""
+
+    uses_synthetic_ratio = False
+
+    def build_training_set(self, real, rare_class, synthetic_ratio, num_classes, seed):
+        counts = np.bincount(real.labels, minlength=num_classes).astype(np.float64)
+        weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / num_classes, 0.0)
+        weights = weights / weights[counts > 0].mean()
+        return TrainingSet(real.images, real.labels, real.is_synthetic, weights.astype(np.float32),
+                           {"class_weights": weights.round(6).tolist()})
+
+
+class Oversample(Method):
+    """`oversample`: rare real images duplicated up to `synthetic_ratio` × the real rare count (cycling through a
+    seeded permutation, so each image is repeated as evenly as possible); augmented like all training data."""
+
+    def build_training_set(self, real, rare_class, synthetic_ratio, num_classes, seed):
+        rare_idx = np.flatnonzero((real.labels == rare_class) & ~real.is_synthetic)
+        extra = int(round(synthetic_ratio * len(rare_idx)))
+        if extra == 0 or len(rare_idx) == 0:
+            return real
+        rng = np.random.default_rng(seed)
+        repeats = -(-extra // len(rare_idx))
+        order = np.concatenate([rng.permutation(rare_idx) for _ in range(repeats)])[:extra]
+        return TrainingSet(
+            np.concatenate([real.images, real.images[order]]),
+            np.concatenate([real.labels, real.labels[order]]),
+            np.concatenate([real.is_synthetic, np.ones(extra, dtype=bool)]),
+            None,
+            {"duplicated": extra},
+        )

@@ -1,0 +1,333 @@
+"""Class-conditional DCGAN at the dataset's resolution: BCE with one-sided label smoothing + feature matching.
+
+Architecture (derived from the image size S): S is halved while it is even and larger than 4, giving a base size b
+and n upsamplings (28 -> 7 with n = 2; 32 -> 4, n = 3; 64 -> 4, n = 4; 128 -> 4, n = 5).
+
+- Generator: [z ; embed(class)] -> ConvTranspose(b×b) -> n-1 × [ConvTranspose(4, 2, 1), BatchNorm, ReLU]
+  -> ConvTranspose(4, 2, 1) -> tanh; channels ngf·2^(n-1) halving to ngf.
+- Discriminator: Conv(4, 2, 1), LeakyReLU(0.2) -> n-1 × [Conv(4, 2, 1), BatchNorm, LeakyReLU(0.2)]; the flattened
+  last activations are its features f(x); logit = w·f(x) + <embed(class), f(x)> (projection discriminator,
+  Miyato & Koyama 2018).
+- Losses: D: BCE(D(real), 0.9) + BCE(D(fake), 0) (one-sided label smoothing, Salimans et al. 2016).
+  G: BCE(D(fake), 1) + feature_matching_weight · ||mean f(real) - mean f(fake)||² (feature matching, same paper)
+  [+ perceptual_weight · ||mean VGG(real) - mean VGG(fake)||² when local VGG weights are configured].
+- Batches are class-balanced (``balanced: true``) so the rare class is seen as often as the others; generated
+  labels are drawn uniformly.
+Sampling runs the generator in eval mode (BatchNorm running statistics), so a sample does not depend on ``n``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.generators._common import (
+    CorruptArtifactError, GeneratorConfigError, check_class_index, check_training_data, choose_device, class_balanced_probabilities,
+    read_artifact, resolve_config, save_artifact, save_grid, to_signed, to_uint8,
+)
+from benchmark.generators.base import Generator
+
+DEFAULTS = {
+    "steps": 2000,
+    "batch_size": 64,
+    "lr": 2e-4,
+    "betas": [0.5, 0.999],
+    "nz": 64,
+    "ngf": 64,
+    "ndf": 64,
+    "embed_dim": 16,
+    "real_label": 0.9,
+    "feature_matching_weight": 1.0,
+    "balanced": True,
+    "perceptual_weight": 0.1,
+    "vgg_weights": None,       # local file (safetensors, or a torch state dict) of torchvision VGG16 `features`
+    "vgg_layers": 9,           # vgg16.features[:9] = up to relu2_2; only these weights need to be in the file
+    "grid_every": 500,         # steps between fixed-noise grids (and one at the end) when fit() gets out_dir
+    "grid_columns": 8,
+    "log_every": 50,
+    "device": None,
+}
+
+
+def architecture(size: int) -> tuple[int, int]:
+    """(base size, number of stride-2 upsamplings) for a square image of side ``size``."""
+    base, n = size, 0
+    while base % 2 == 0 and base > 4:
+        base //= 2
+        n += 1
+    if n < 2:
+        raise GeneratorConfigError(
+            f"DCGAN: image size {size} cannot be built from stride-2 upsamplings (need a side like 28, 32, 64, 128).")
+    return base, n
+
+
+def _build_networks(num_classes: int, image_shape: tuple, cfg: dict):
+    import torch
+    from torch import nn
+
+    channels, height, width = image_shape
+    if height != width:
+        raise GeneratorConfigError(f"DCGAN: square images only, got {height}×{width}.")
+    base, n = architecture(height)
+    nz, ngf, ndf, emb = int(cfg["nz"]), int(cfg["ngf"]), int(cfg["ndf"]), int(cfg["embed_dim"])
+
+    class Gen(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(num_classes, emb)
+            width_ = ngf * 2 ** (n - 1)
+            layers = [nn.ConvTranspose2d(nz + emb, width_, base, 1, 0, bias=False), nn.BatchNorm2d(width_), nn.ReLU(True)]
+            for _ in range(n - 1):
+                layers += [nn.ConvTranspose2d(width_, width_ // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width_ // 2),
+                           nn.ReLU(True)]
+                width_ //= 2
+            layers += [nn.ConvTranspose2d(width_, channels, 4, 2, 1), nn.Tanh()]
+            self.net = nn.Sequential(*layers)
+
+        def forward(self, z, y):
+            h = torch.cat([z, self.embed(y)], dim=1)
+            return self.net(h[:, :, None, None])
+
+    class Disc(nn.Module):
+        def __init__(self):
+            super().__init__()
+            layers = [nn.Conv2d(channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+            width_ = ndf
+            for _ in range(n - 1):
+                layers += [nn.Conv2d(width_, width_ * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width_ * 2),
+                           nn.LeakyReLU(0.2, True)]
+                width_ *= 2
+            self.features = nn.Sequential(*layers)
+            feature_dim = width_ * base * base
+            self.linear = nn.Linear(feature_dim, 1)
+            self.embed = nn.Embedding(num_classes, feature_dim)
+            nn.init.normal_(self.embed.weight, std=0.02)
+
+        def forward(self, x, y):
+            f = self.features(x).flatten(1)
+            logit = self.linear(f).squeeze(1) + (self.embed(y) * f).sum(1)
+            return logit, f
+
+    def init(m):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+    g, d = Gen(), Disc()
+    g.apply(init)
+    d.features.apply(init)
+    return g, d
+
+
+def _perceptual_network(cfg: dict, channels: int, device):
+    """(module or None, reason): VGG16 features from local weights, or None with why the loss is off."""
+    if not cfg["perceptual_weight"]:
+        return None, "perceptual loss off: perceptual_weight is 0"
+    if not cfg["vgg_weights"]:
+        return None, "perceptual loss off: no local VGG weights configured (config vgg_weights); nothing is downloaded"
+    path = Path(cfg["vgg_weights"]).expanduser()
+    if not path.is_file():
+        return None, f"perceptual loss off: VGG weights not found at {path}"
+    import torch
+    from torch import nn
+    from torchvision.models import vgg16
+
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier.")}
+    features = vgg16(weights=None).features[: int(cfg["vgg_layers"])]
+    missing, _ = features.load_state_dict(state, strict=False)
+    if missing:
+        return None, f"perceptual loss off: {path} lacks VGG16 feature weights {', '.join(missing[:4])}"
+    features.eval().requires_grad_(False).to(device)
+    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1)
+
+    class Perceptual(nn.Module):
+        def forward(self, x):  # x in [-1, 1], C = 1 or 3
+            x = (x + 1) / 2
+            if x.shape[1] != 3:
+                x = x[:, :1].expand(-1, 3, -1, -1)
+            return features((x - mean) / std).mean(dim=(2, 3))
+
+    return Perceptual(), f"perceptual loss on: VGG16 features[:{cfg['vgg_layers']}] from {path}"
+
+
+class DCGAN(Generator):
+    """Class-conditional DCGAN; see the module docstring for architecture and losses, ``DEFAULTS`` for the config."""
+
+    def __init__(self, num_classes: int, image_shape=(1, 28, 28), **config):
+        super().__init__(num_classes, image_shape, **config)
+        self.cfg = resolve_config("DCGAN", DEFAULTS, config)
+        if len(self.image_shape) != 3:
+            raise GeneratorConfigError(f"DCGAN: image_shape must be (C, H, W), got {self.image_shape}.")
+        architecture(self.image_shape[1])
+        for key in ("steps", "batch_size", "nz", "ngf", "ndf", "embed_dim"):
+            if int(self.cfg[key]) <= 0:
+                raise GeneratorConfigError(f"DCGAN: {key} must be a positive integer, got {self.cfg[key]!r}.")
+        if not 0.0 < float(self.cfg["real_label"]) <= 1.0:
+            raise GeneratorConfigError(f"DCGAN: real_label must lie in (0, 1], got {self.cfg['real_label']!r}.")
+        for key in ("feature_matching_weight", "perceptual_weight"):
+            if float(self.cfg[key]) < 0:
+                raise GeneratorConfigError(f"DCGAN: {key} must be ≥ 0, got {self.cfg[key]!r}.")
+        self.device = choose_device(self.cfg["device"])
+        self.generator = None
+        self.discriminator = None
+
+    def _build(self, seed: int):
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            g, d = _build_networks(self.num_classes, self.image_shape, self.cfg)
+        self.generator, self.discriminator = g.to(self.device), d.to(self.device)
+
+    def fixed_noise(self, per_class: int, seed: int = 0):
+        """Noise and labels for a grid with one row per class (the same noise in every row)."""
+        import torch
+
+        gen = torch.Generator().manual_seed(seed)
+        z = torch.randn(per_class, int(self.cfg["nz"]), generator=gen).repeat(self.num_classes, 1)
+        y = torch.arange(self.num_classes).repeat_interleave(per_class)
+        return z.to(self.device), y.to(self.device)
+
+    def fit(self, images: np.ndarray, labels: np.ndarray, seed: int, out_dir=None) -> dict:
+        """Train from scratch; with ``out_dir`` write fixed-noise grids ``grid_step<k>.png`` there."""
+        import torch
+        import torch.nn.functional as F
+
+        labels = check_training_data(images, labels, self.image_shape, self.num_classes)
+        cfg = self.cfg
+        start = time.perf_counter()
+        self._build(seed)
+        g, d = self.generator, self.discriminator
+        perceptual, perceptual_reason = _perceptual_network(cfg, self.image_shape[0], self.device)
+        opt_g = torch.optim.Adam(g.parameters(), lr=float(cfg["lr"]), betas=tuple(cfg["betas"]))
+        opt_d = torch.optim.Adam(d.parameters(), lr=float(cfg["lr"]), betas=tuple(cfg["betas"]))
+        data = to_signed(images, self.device)
+        targets = torch.from_numpy(labels).to(self.device)
+        present = np.unique(labels)
+        probs = class_balanced_probabilities(labels, self.num_classes) if cfg["balanced"] else None
+        rng = np.random.default_rng(seed)
+        noise = torch.Generator().manual_seed(seed)
+        batch, nz, real_label = int(cfg["batch_size"]), int(cfg["nz"]), float(cfg["real_label"])
+        fixed = self.fixed_noise(int(cfg["grid_columns"]), seed) if out_dir else None
+        grids = []
+        log = {"steps": 0, "loss_d": [], "loss_g": [], "loss_fm": [], "loss_perceptual": [], "log_steps": [],
+               "perceptual": perceptual_reason, "grids": grids}
+        for step in range(1, int(cfg["steps"]) + 1):
+            idx = torch.from_numpy(rng.choice(len(images), size=batch, replace=True, p=probs)).to(self.device)
+            real, y_real = data[idx], targets[idx]
+            z = torch.randn(batch, nz, generator=noise).to(self.device)
+            y_fake = torch.from_numpy(rng.choice(present, size=batch)).to(self.device)
+            fake = g(z, y_fake)
+
+            logit_real, _ = d(real, y_real)
+            logit_fake, _ = d(fake.detach(), y_fake)
+            loss_d = (F.binary_cross_entropy_with_logits(logit_real, torch.full_like(logit_real, real_label))
+                      + F.binary_cross_entropy_with_logits(logit_fake, torch.zeros_like(logit_fake)))
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+
+            logit_fake, f_fake = d(fake, y_fake)
+            with torch.no_grad():
+                _, f_real = d(real, y_real)
+            loss_adv = F.binary_cross_entropy_with_logits(logit_fake, torch.ones_like(logit_fake))
+            loss_fm = (f_real.mean(0) - f_fake.mean(0)).pow(2).mean()
+            loss_g = loss_adv + float(cfg["feature_matching_weight"]) * loss_fm
+            if perceptual is not None:
+                with torch.no_grad():
+                    p_real = perceptual(real).mean(0)
+                loss_p = (p_real - perceptual(fake).mean(0)).pow(2).mean()
+                loss_g = loss_g + float(cfg["perceptual_weight"]) * loss_p
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+
+            if step % int(cfg["log_every"]) == 0 or step == int(cfg["steps"]):
+                log["log_steps"].append(step)
+                log["loss_d"].append(loss_d.item())
+                log["loss_g"].append(loss_g.item())
+                log["loss_fm"].append(loss_fm.item())
+                if perceptual is not None:
+                    log["loss_perceptual"].append(loss_p.item())
+            if out_dir and (step % int(cfg["grid_every"]) == 0 or step == int(cfg["steps"])):
+                grids.append(str(self._save_grid(Path(out_dir) / f"grid_step{step:06d}.png", fixed)))
+        log["steps"] = int(cfg["steps"])
+        log["seconds"] = time.perf_counter() - start
+        log["device"] = str(self.device)
+        if not log["loss_perceptual"]:
+            del log["loss_perceptual"]
+        return log
+
+    def _save_grid(self, path, fixed):
+        import torch
+
+        self.generator.eval()
+        with torch.no_grad():
+            images = to_uint8(self.generator(*fixed))
+        self.generator.train()
+        return save_grid(path, images, int(self.cfg["grid_columns"]))
+
+    def _require_fitted(self):
+        if self.generator is None:
+            raise RuntimeError("DCGAN: call fit() or load() before sample()")
+
+    def sample(self, n: int, class_index: int, seed: int, batch_size: int = 256) -> np.ndarray:
+        import torch
+
+        self._require_fitted()
+        class_index = check_class_index(class_index, self.num_classes)
+        noise = torch.Generator().manual_seed(seed)
+        z = torch.randn(n, int(self.cfg["nz"]), generator=noise)
+        was_training = self.generator.training
+        self.generator.eval()
+        out = []
+        with torch.no_grad():
+            for chunk in z.split(batch_size):
+                y = torch.full((len(chunk),), class_index, dtype=torch.long, device=self.device)
+                out.append(to_uint8(self.generator(chunk.to(self.device), y)))
+        self.generator.train(was_training)
+        return np.concatenate(out) if out else np.zeros((0, *self.image_shape), np.uint8)
+
+    def save(self, folder) -> None:
+        """``config.json`` + ``generator.safetensors`` (the discriminator is not needed for sampling)."""
+        self._require_fitted()
+        meta = {"class": "DCGAN", "num_classes": self.num_classes, "image_shape": list(self.image_shape),
+                "config": {k: v for k, v in self.cfg.items() if k != "device"}}
+        save_artifact(folder, meta, {"generator": self.generator.state_dict()})
+
+    def load(self, folder) -> None:
+        meta, tensors = read_artifact(folder, "DCGAN", ["generator"])
+        self.num_classes = int(meta["num_classes"])
+        self.image_shape = tuple(meta["image_shape"])
+        self.cfg = {**DEFAULTS, **meta["config"], "device": self.cfg.get("device")}
+        self.device = choose_device(self.cfg["device"])
+        self.config = dict(meta["config"])
+        self._build(0)
+        try:
+            self.generator.load_state_dict(tensors["generator"])
+        except RuntimeError as exc:
+            raise CorruptArtifactError(f"Generator artifact {folder}: weights do not fit its config.json ({exc}). "
+                                       "Rebuild the generator artifact (--force).") from exc
+        self.generator.eval()
+
+    @classmethod
+    def from_folder(cls, folder, device=None) -> "DCGAN":
+        """A DCGAN rebuilt from ``save()``'s folder."""
+        model = cls.__new__(cls)
+        Generator.__init__(model, 1, (1, 28, 28))
+        model.cfg = {"device": device}
+        model.load(folder)
+        return model

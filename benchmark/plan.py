@@ -1,0 +1,69 @@
+"""Planning a grid run before anything starts: data presence, rarity feasibility, job statuses and the job table."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+from benchmark.data import dataset_source
+from benchmark.data.rarity import resolve_rare_class, resolve_rare_count
+from benchmark.errors import UserError
+from benchmark.job import run_dir_status
+from benchmark.specs import JobSpec
+
+
+def results_root(path: str | None = None) -> Path:
+    return Path(path or os.environ.get("GENMED_RESULTS_DIR") or "results")
+
+
+def check_data(jobs: list[JobSpec], download: bool = False) -> list[str]:
+    """One line per (dataset, size): present or will download. Where the file is on disk (or after downloading,
+    with `download`), its labels are read and every job's rarity is checked; problems raise one UserError."""
+    lines, problems = [], []
+    cells: dict[tuple, set] = {}
+    for spec in jobs:
+        cells.setdefault((spec.dataset, spec.image_size), set()).add((spec.rare_class, spec.rare_count))
+    for (dataset, size), rarities in sorted(cells.items()):
+        source = dataset_source(dataset)
+        present = source.is_present(size)
+        if not present and not download:
+            url = getattr(source, "url", None)
+            lines.append(f"{dataset}@{size}: will download" + (f" from {url(size)}" if url else "")
+                         + f" into {source.path(size).parent}")
+            continue
+        labels = source.load_labels(size)
+        num_classes = source.num_classes or int(max(int(v.max()) for v in labels.values()) + 1)
+        counts = [int((labels["train"] == c).sum()) for c in range(num_classes)]
+        lines.append(f"{dataset}@{size}: present ({source.path(size)}; train class counts {counts})")
+        for rare_class, rare_count in sorted(rarities, key=str):
+            try:
+                resolved = resolve_rare_class(rare_class, labels["train"], num_classes)
+                resolve_rare_count(rare_count, counts[resolved], f"{dataset} (rare class {resolved}): ")
+            except UserError as exc:
+                problems.append(str(exc))
+    if problems:
+        raise UserError("Impossible rarity settings; nothing was started:\n  - " + "\n  - ".join(problems))
+    return lines
+
+
+def statuses(jobs: list[JobSpec], runs_dir: Path) -> dict[str, str]:
+    return {spec.key: run_dir_status(runs_dir / spec.key) for spec in jobs}
+
+
+def job_table(jobs: list[JobSpec], status: dict[str, str], limit: int | None = None) -> str:
+    rows = [(spec.name, spec.key, status[spec.key]) for spec in jobs]
+    shown = rows if limit is None else rows[:limit]
+    width = max((len(r[0]) for r in shown), default=4)
+    lines = [f"{'name':<{width}}  {'key':<16}  status", f"{'-' * width}  {'-' * 16}  ------"]
+    lines += [f"{name:<{width}}  {key:<16}  {st}" for name, key, st in shown]
+    if limit is not None and len(rows) > limit:
+        lines.append(f"... and {len(rows) - limit} more (use --only to filter)")
+    return "\n".join(lines)
+
+
+def summary_line(jobs: list[JobSpec], status: dict[str, str]) -> str:
+    per_stage = Counter(spec.stage for spec in jobs)
+    counts = Counter(status.values())
+    stages = ", ".join(f"{n} {stage} jobs" for stage, n in per_stage.items()) or "0 jobs"
+    return f"{stages}: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "pending", "failed"))

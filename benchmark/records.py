@@ -1,0 +1,127 @@
+"""Records: result.json files flattened into the public records table (records.csv), plus failed/missing jobs.
+
+records.csv columns (one row per finished classifier job; documented in README "Records"):
+  identity      key, name, grid, stage, dataset, image_size, rare_class, rare_class_name, rare_count, n_rare_train,
+                generator, synthetic_ratio, backbone, seed, fold
+  training      epochs, batch_size, lr, weight_decay, mixed_precision, best_epoch
+  versions      dataset_version, generator_version, backbone_version
+  metrics       <split>_<metric> for split in val, test and metric in benchmark.metrics.SCALAR_METRICS;
+                test_confusion_matrix, test_per_class_recall, test_per_class_precision (JSON strings)
+  counts        n_train_real, n_train_synthetic
+  compute       wall_s, train_s, train_images_per_s, num_processes, device, compute_hours
+  provenance    dataset_sha256, git_sha, git_dirty, python_version, torch_version, timm_version,
+                accelerate_version, host, finished_at
+  audit         audit_<name> for generative methods (FID, copy rate, …), when present
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmark.job import ERROR_FILE, RESULT_FILE
+from benchmark.metrics import SCALAR_METRICS
+
+IDENTITY_COLUMNS = ("dataset", "rare_class", "rare_count", "backbone", "generator", "synthetic_ratio", "seed")
+
+
+def flatten_result(result: dict) -> dict:
+    spec = result["spec"]
+    resolved = result.get("resolved", {})
+    env = result.get("environment", {})
+    versions = env.get("versions", {})
+    timings = result.get("timings", {})
+    compute = result.get("compute", {})
+    row = {
+        "key": result["key"], "name": result["name"], "grid": spec.get("grid", ""), "stage": result.get("stage"),
+        "dataset": spec["dataset"], "image_size": spec["image_size"],
+        "rare_class": resolved.get("rare_class", spec["rare_class"]),
+        "rare_class_name": resolved.get("rare_class_name"),
+        "rare_count": spec["rare_count"], "n_rare_train": resolved.get("n_rare_train"),
+        "generator": spec["generator"], "synthetic_ratio": spec["synthetic_ratio"], "backbone": spec["backbone"],
+        "seed": spec["seed"], "fold": spec.get("fold", 0),
+        **{k: spec["training"].get(k) for k in ("epochs", "batch_size", "lr", "weight_decay", "mixed_precision")},
+        "best_epoch": result.get("best_epoch"),
+        "dataset_version": spec["entries"]["dataset"]["version"],
+        "generator_version": spec["entries"]["generator"]["version"],
+        "backbone_version": spec["entries"]["backbone"]["version"],
+    }
+    for split in ("val", "test"):
+        metrics = result["metrics"].get(split, {})
+        for name in SCALAR_METRICS:
+            row[f"{split}_{name}"] = metrics.get(name, float("nan"))
+    test = result["metrics"].get("test", {})
+    for name in ("confusion_matrix", "per_class_recall", "per_class_precision"):
+        row[f"test_{name}"] = json.dumps(test.get(name))
+    counts = result.get("counts", {})
+    wall = timings.get("wall_s", float("nan"))
+    row.update({
+        "n_train_real": counts.get("n_train_real"), "n_train_synthetic": counts.get("n_train_synthetic"),
+        "wall_s": wall, "train_s": timings.get("train_s"), "train_images_per_s": timings.get("train_images_per_s"),
+        "num_processes": compute.get("num_processes", 1), "device": compute.get("device"),
+        "compute_hours": wall * compute.get("num_processes", 1) / 3600.0,
+        "dataset_sha256": result.get("dataset", {}).get("sha256"), "git_sha": env.get("git_sha"),
+        "git_dirty": env.get("git_dirty"), "python_version": env.get("python"),
+        "torch_version": versions.get("torch"), "timm_version": versions.get("timm"),
+        "accelerate_version": versions.get("accelerate"), "host": env.get("host"),
+        "finished_at": timings.get("finished_at"),
+    })
+    for name, value in (result.get("audit") or {}).items():
+        if isinstance(value, (int, float, str, bool)) or value is None:
+            row[f"audit_{name}"] = value
+    return row
+
+
+@dataclass
+class GridRecords:
+    records: "object"  # pandas.DataFrame
+    failed: list = field(default_factory=list)
+    missing: list = field(default_factory=list)
+    blocked: list = field(default_factory=list)
+    out_dir: Path = Path(".")
+    design: dict = field(default_factory=dict)
+
+
+def gather(jobs, runs_dir: Path):
+    """(rows, failed, missing) for the expected jobs: a job counts only through its result.json."""
+    rows, failed, missing = [], [], []
+    for spec in jobs:
+        run_dir = Path(runs_dir) / spec.key
+        result_path = run_dir / RESULT_FILE
+        if result_path.is_file():
+            rows.append(flatten_result(json.loads(result_path.read_text())))
+        elif (run_dir / ERROR_FILE).is_file():
+            error = json.loads((run_dir / ERROR_FILE).read_text())
+            failed.append({"key": spec.key, "name": spec.name, "error": error.get("error", "")})
+        else:
+            missing.append({"key": spec.key, "name": spec.name})
+    return rows, failed, missing
+
+
+def collect_grid(grid_name_or_path: str, profile: str | None, results_root: Path) -> GridRecords:
+    """Records of every job the grid (at `profile`) expands to, from `results_root/<grid label>/runs/`."""
+    import pandas as pd
+
+    from benchmark.grid import expand, load_grid
+
+    grid = load_grid(grid_name_or_path, profile)
+    jobs = expand(grid)
+    out_dir = Path(results_root) / grid.label
+    rows, failed, missing = gather(jobs, out_dir / "runs")
+    design = {"grid": grid.name, "profile": grid.profile, "axes": grid.axes, "training": grid.training,
+              "n_jobs": len(jobs), "source": grid.source}
+    return GridRecords(pd.DataFrame(rows), failed, missing, [], out_dir, design)
+
+
+def write_records(df, path: Path) -> None:
+    """records.csv (or .parquet by suffix), written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if path.suffix == ".parquet":
+        df.to_parquet(tmp, index=False)
+    else:
+        df.to_csv(tmp, index=False)
+    os.replace(tmp, path)

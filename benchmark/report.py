@@ -1,0 +1,697 @@
+"""Reports from a :class:`benchmark.stats.Analysis`: leaderboards (md/tex/csv), stats CSVs, report.md, a
+self-contained report.html (plots embedded as base64) and PNG plots (critical-difference diagrams, dose-response).
+
+Every file is written atomically (a temporary file in the same folder, then ``os.replace``). matplotlib is
+imported lazily, inside the plotting functions, with the Agg backend. Entry points: :func:`read_records`,
+:func:`write_all`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmark import stats
+from benchmark.errors import UserError
+
+NA_VALUES = ["", "nan", "NaN", "-nan", "-NaN", "NULL", "null", "<NA>", "N/A", "n/a", "#N/A"]  # not None/none/NA
+METRIC_TITLES = {"auroc": "AUROC", "auprc": "AUPRC", "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
+                 "macro_f1": "macro F1", "rare_sensitivity": "rare-class sensitivity",
+                 "rare_specificity": "rare-class specificity", "rare_precision": "rare-class precision",
+                 "rare_auprc": "rare-class AUPRC", "ece": "ECE"}
+MARKS_MD = {"better": " ▲", "worse": " ▼", "n.s.": "", "baseline": "", "no baseline": " ?"}
+MARKS_TEX = {"better": r"$^{\uparrow}$", "worse": r"$^{\downarrow}$", "n.s.": "", "baseline": "", "no baseline": "?"}
+STATS_FILES = ("paired_tests", "missing_baseline", "seed_mismatch", "nan_metrics", "duplicates", "friedman", "ranks",
+               "dose_response", "dose_curves", "audit")
+MAX_ROWS = 40  # rows of a long table shown in report.md/html; the CSVs have all of them
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------------------------------------------
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> Path:
+    return atomic_write_text(path, df.to_csv(index=False))
+
+
+def read_records(path) -> pd.DataFrame:
+    """A records table from CSV or Parquet; a clear UserError when it cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Records file {path} does not exist. Pass the records.csv a grid run wrote "
+                        f"(results/<grid>/records.csv) or collect a grid with --grid NAME.")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            try:
+                return pd.read_parquet(path)
+            except ImportError as exc:
+                raise UserError(f"Reading {path} needs a Parquet engine ({exc}). Install pyarrow "
+                                f"(pip install pyarrow) or pass the records as CSV.") from None
+        if suffix in (".csv", ".tsv", ".txt"):
+            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", keep_default_na=False,
+                               na_values=NA_VALUES, low_memory=False)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
+        raise UserError(f"Could not read records file {path}: {exc}. Check that it is a valid "
+                        f"{suffix.lstrip('.').upper()} file with a header row.") from None
+    raise UserError(f"Records file {path} has an unsupported extension {suffix!r}. Use .csv or .parquet.")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Formatting
+# ----------------------------------------------------------------------------------------------------------------
+
+def metric_title(metric: str) -> str:
+    """``test_auroc`` → ``test AUROC``."""
+    split, _, base = metric.partition("_")
+    if split in stats.SPLITS and base:
+        return f"{split} {METRIC_TITLES.get(base, base.replace('_', ' '))}"
+    return METRIC_TITLES.get(metric, metric.replace("_", " "))
+
+
+def fnum(x, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not np.isfinite(x)) or pd.isna(x):
+        return "–"
+    return f"{x:.{digits}f}"
+
+
+def fp(p) -> str:
+    """p-values: '<0.001' or three significant digits."""
+    if p is None or pd.isna(p):
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3g}"
+
+
+def fratio(r) -> str:
+    return f"{float(r):g}"
+
+
+def cell_title(row, sep: str = " · ") -> str:
+    parts = [str(row["dataset"])]
+    if str(row["image_size"]) != "-":
+        parts.append(f"{row['image_size']} px")
+    if str(row["rare_class"]) != "-":
+        parts.append(f"rare class {row['rare_class']}")
+    rc = str(row["rare_count"])
+    parts.append("all rare images" if rc == "all" else f"{rc} rare images")
+    parts.append(str(row["backbone"]))
+    return sep.join(parts)
+
+
+def metric_cells(board: pd.DataFrame, m: str, marks=MARKS_MD, pm: str = "±") -> list[str]:
+    """'0.812 ± 0.011 [0.798, 0.826] ▲ (2)' for every leaderboard row: mean ± std [95 % CI] mark (rank)."""
+    cols = [board[f"{m}_{c}"].to_numpy() for c in ("mean", "std", "ci_low", "ci_high", "rank", "vs_baseline")]
+    out = []
+    for mean, std, lo, hi, rank, vs in zip(*cols):
+        if pd.isna(mean):
+            out.append("–")
+            continue
+        rank_s = "" if pd.isna(rank) else f" ({int(rank) if float(rank).is_integer() else rank})"
+        out.append(f"{fnum(mean)} {pm} {fnum(std)} [{fnum(lo)}, {fnum(hi)}]{marks.get(vs, '')}{rank_s}")
+    return out
+
+
+def md_escape(x) -> str:
+    return str(x).replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(df: pd.DataFrame, align_right=()) -> str:
+    if df is None or df.empty:
+        return "_(none)_\n"
+    cols = [str(c) for c in df.columns]
+    head = "| " + " | ".join(md_escape(c) for c in cols) + " |"
+    sep = "|" + "|".join("---:" if c in align_right else "---" for c in cols) + "|"
+    body = ["| " + " | ".join(md_escape(v) for v in row) + " |" for row in df.itertuples(index=False, name=None)]
+    return "\n".join([head, sep, *body]) + "\n"
+
+
+def tex_escape(x) -> str:
+    s = str(x)
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
+                 ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"), ("^", r"\^{}")):
+        s = s.replace(a, b) if a != "\\" else s.replace(a, "\x00")
+    return s.replace("\x00", r"\textbackslash{}")
+
+
+def _format_frame(df: pd.DataFrame, pcols=(), digits: int = 3, max_rows: int | None = None) -> pd.DataFrame:
+    """Strings for display: p-value columns via :func:`fp`, other floats with ``digits`` decimals."""
+    if df is None or df.empty:
+        return pd.DataFrame()
+    d = df.head(max_rows) if max_rows else df
+    out = pd.DataFrame(index=d.index)
+    for c in d.columns:
+        s = d[c]
+        if c in pcols:
+            out[c] = [fp(v) for v in s]
+        elif c in ("synthetic_ratio", "baseline_ratio"):
+            out[c] = [fratio(v) for v in s]
+        elif pd.api.types.is_bool_dtype(s):
+            out[c] = ["yes" if v else "no" for v in s]
+        elif pd.api.types.is_float_dtype(s):
+            out[c] = [fnum(v, digits) for v in s]
+        else:
+            out[c] = ["" if (v is None or (isinstance(v, float) and math.isnan(v))) else str(v) for v in s]
+    return out.reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Leaderboards
+# ----------------------------------------------------------------------------------------------------------------
+
+def _legend(a: stats.Analysis) -> str:
+    o = a.options
+    corr = {"holm": "Holm", "fdr_bh": "Benjamini–Hochberg"}[o["correction"]]
+    return (f"Baseline: `{a.baseline}`. Each metric: mean ± std over seeds [95 % t-interval of the mean], ▲/▼ = "
+            f"significantly better/worse than the baseline in the same cell ({o['test'] if o['test'] != 't' else 'paired t'}-test, "
+            f"{corr}-corrected over the {o['family']} family, α = {o['alpha']:g}), ? = no baseline run to compare "
+            f"with, (rank) = rank of the method in its cell (1 = best). compute h = hours summed over the runs.")
+
+
+def _jobs_table(jobs, cols) -> pd.DataFrame:
+    rows = [{c: str(j.get(c, "")) for c in cols} for j in jobs]
+    return pd.DataFrame(rows, columns=list(cols))
+
+
+def _jobs_sections(failed, missing, blocked) -> list[tuple[str, object]]:
+    """(title, table or text) for failed, missing and blocked jobs; None lists are 'not known'."""
+    out = []
+    for title, jobs, cols in (("Failed jobs", failed, ("key", "name", "error")),
+                              ("Missing jobs", missing, ("key", "name")),
+                              ("Blocked jobs", blocked, ("key", "name", "reason"))):
+        if jobs is None:
+            out.append((title, "Not known when collecting from a records file (use `--grid NAME` to list them)."))
+        else:
+            jobs = list(jobs)
+            if jobs and "error" in cols:
+                tab = _jobs_table(jobs, cols)
+                tab["error"] = [e.strip().splitlines()[-1][:200] if e.strip() else "" for e in tab["error"]]
+            else:
+                tab = _jobs_table(jobs, cols)
+            out.append((f"{title} ({len(jobs)})", tab if jobs else "None."))
+    return out
+
+
+def leaderboard_markdown(a: stats.Analysis, title: str, failed=None, missing=None, blocked=None) -> str:
+    board = a.leaderboard
+    lines = [f"# Leaderboard — {title}", "", _legend(a), ""]
+    cols = ["method", "ratio", "seeds", *[metric_title(m) for m in a.metrics], "compute h"]
+    shown = pd.DataFrame({"method": board["generator"], "ratio": [fratio(r) for r in board["synthetic_ratio"]],
+                          "seeds": board["n_runs"].astype(int),
+                          **{metric_title(m): metric_cells(board, m) for m in a.metrics},
+                          "compute h": [fnum(h, 2) for h in board["compute_hours"]]})
+    for _, idx in board.groupby(list(stats.CELL), sort=False).indices.items():
+        lines += [f"## {cell_title(board.iloc[idx[0]])}", ""]
+        lines.append(md_table(shown.iloc[idx], align_right={"ratio", "seeds", "compute h"}))
+    for head, body in _jobs_sections(failed, missing, blocked):
+        lines += [f"## {head}", "", md_table(body) if isinstance(body, pd.DataFrame) else body, ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def leaderboard_latex(a: stats.Analysis, title: str) -> str:
+    ncol = 4 + len(a.metrics)
+    head = " & ".join(["method", "ratio", "seeds", *[tex_escape(metric_title(m)) for m in a.metrics], "compute h"])
+    out = [f"% {tex_escape(title)}: generated by benchmark.report. Needs \\usepackage{{booktabs,longtable}}.",
+           f"% mean $\\pm$ std over seeds [95\\% t-CI]; $\\uparrow$/$\\downarrow$: significantly better/worse than "
+           f"{tex_escape(a.baseline)} after {a.options['correction']} correction; (rank in cell).",
+           "\\begin{longtable}{lrr" + "l" * len(a.metrics) + "r}", "\\toprule", head + " \\\\", "\\midrule",
+           "\\endhead"]
+    board = a.leaderboard
+    rows = list(zip([tex_escape(g) for g in board["generator"]], [fratio(r) for r in board["synthetic_ratio"]],
+                    board["n_runs"].astype(int).astype(str),
+                    *[[c.replace("–", "--") for c in metric_cells(board, m, MARKS_TEX, "$\\pm$")] for m in a.metrics],
+                    [fnum(h, 2).replace("–", "--") for h in board["compute_hours"]]))
+    for _, idx in board.groupby(list(stats.CELL), sort=False).indices.items():
+        head_cell = tex_escape(cell_title(board.iloc[idx[0]], ", "))
+        out.append(f"\\multicolumn{{{ncol}}}{{l}}{{\\textbf{{{head_cell}}}}} \\\\")
+        out.extend(" & ".join(rows[i]) + " \\\\" for i in idx)
+        out.append("\\midrule")
+    out[-1] = "\\bottomrule"
+    out.append("\\end{longtable}")
+    return "\n".join(out) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Plots
+# ----------------------------------------------------------------------------------------------------------------
+
+def _figure(width: float, height: float):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100)
+
+
+def _png(fig, tight: bool = True) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight" if tight else None, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def plot_cd(avg_ranks: pd.Series, cd: float, cliques, title: str) -> bytes:
+    """Critical-difference diagram (Demšar 2006, Fig. 1): average ranks on an axis, methods whose ranks differ by
+    less than the Nemenyi CD joined by thick bars."""
+    s = avg_ranks.sort_values()
+    k = len(s)
+    half = (k + 1) // 2
+    rows = max(half, k - half)
+    y0 = 0.7 + 0.3 * len(cliques)               # first label row below the axis, under the clique bars
+    fig = _figure(8, 1.2 + 0.28 * (rows + y0))
+    ax = fig.add_axes([0.03, 0.02, 0.94, 0.9])
+    lo, hi = 1, max(k, 2)
+    pad = (hi - lo) * 0.35
+    ax.set_xlim(lo - 0.3 - pad, hi + 0.3 + pad)
+    ax.set_ylim(-(rows + y0), 1.7)
+    ax.axis("off")
+    ax.hlines(0, lo, hi, color="k", lw=1)
+    for t in range(lo, hi + 1):
+        ax.vlines(t, 0, 0.18, color="k", lw=1)
+        ax.text(t, 0.3, str(t), ha="center", va="bottom", fontsize=8)
+    if np.isfinite(cd):
+        ax.hlines(1.25, lo, min(lo + cd, hi + pad), color="k", lw=1.5)
+        ax.text(lo + min(cd, hi + pad - lo) / 2, 1.35, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=8)
+    names, ranks = list(s.index), s.to_numpy()
+    for i, (n, r) in enumerate(zip(names, ranks)):
+        left = i < half
+        y = -(y0 + (i if left else k - 1 - i))
+        xe = lo - 0.2 - (hi - lo) * 0.05 if left else hi + 0.2 + (hi - lo) * 0.05
+        ax.plot([r, r, xe], [0, y, y], color="0.3", lw=0.8)
+        ax.text(xe + (-0.05 if left else 0.05), y, f"{n} ({r:.2f})", ha="right" if left else "left",
+                va="center", fontsize=8)
+    for j, group in enumerate(cliques):
+        rr = s[group]
+        ax.hlines(-0.3 - 0.3 * j, rr.min() - 0.03, rr.max() + 0.03, color="k", lw=3)
+    ax.set_title(title, fontsize=9)
+    return _png(fig)
+
+
+def plot_dose(curves: pd.DataFrame, coef: pd.DataFrame, metric: str, baseline: str) -> bytes:
+    """Metric vs synthetic ratio, one panel per dataset, one line per method with its 95 % band; methods without a
+    ratio (ratio 0) are horizontal dashed lines with their band."""
+    datasets = list(dict.fromkeys(curves["dataset"]))
+    ncol = min(3, max(1, len(datasets)))
+    nrow = math.ceil(len(datasets) / ncol)
+    n_methods = curves["generator"].nunique()
+    legend_h = 0.25 * math.ceil(n_methods / 4) + 0.3
+    fig = _figure(4.2 * ncol, 3.2 * nrow + 0.6 + legend_h)
+    axes = fig.subplots(nrow, ncol, squeeze=False)
+    gens = list(dict.fromkeys([baseline] + list(curves["generator"])))
+    import matplotlib
+
+    colors = matplotlib.colormaps["tab10"]
+    slope = coef.set_index("generator")["slope"] if len(coef) else pd.Series(dtype=float)
+    pos = curves.loc[curves["synthetic_ratio"] > 0, "synthetic_ratio"]
+    xmin, xmax = (pos.min(), pos.max()) if len(pos) else (0.5, 2.0)
+    for ax, ds in zip(axes.flat, datasets):
+        sub = curves[curves["dataset"] == ds]
+        for gi, g in enumerate(gens):
+            c = sub[sub["generator"] == g].sort_values("synthetic_ratio")
+            if c.empty:
+                continue
+            color = colors(gi % 10)
+            label = g + (f" (slope {slope[g]:+.2g})" if g in slope.index else "")
+            if (c["synthetic_ratio"] > 0).sum() >= 1 and (c["synthetic_ratio"] > 0).all():
+                ax.plot(c["synthetic_ratio"], c["mean"], "o-", color=color, lw=1.4, ms=3, label=label)
+                ax.fill_between(c["synthetic_ratio"], c["ci_low"], c["ci_high"], color=color, alpha=0.18, lw=0)
+            else:
+                r = c.iloc[0]
+                ax.hlines(r["mean"], xmin, xmax, color=color, ls="--", lw=1.2, label=label)
+                ax.fill_between([xmin, xmax], r["ci_low"], r["ci_high"], color=color, alpha=0.1, lw=0)
+        if xmin > 0:
+            ax.set_xscale("log", base=2)
+            ticks = sorted(pos.unique())
+            if len(ticks) <= 8:
+                ax.set_xticks(ticks, [fratio(t) for t in ticks])
+                ax.minorticks_off()
+        ax.set_title(ds, fontsize=9)
+        ax.set_xlabel("synthetic ratio", fontsize=8)
+        ax.set_ylabel(metric_title(metric), fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(datasets):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=7, frameon=False)
+    fig.suptitle(f"{metric_title(metric)} vs synthetic ratio (mean over seeds, 95 % CI; slope per doubling)",
+                 fontsize=10)
+    height = fig.get_figheight()
+    fig.subplots_adjust(left=0.07, right=0.98, hspace=0.5, wspace=0.28, top=1 - 0.6 / height,
+                        bottom=(legend_h + 0.5) / height)
+    return _png(fig, tight=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# report.md / report.html
+# ----------------------------------------------------------------------------------------------------------------
+
+class Doc:
+    """A report as blocks, rendered to both Markdown and self-contained HTML."""
+
+    def __init__(self):
+        self.blocks: list[tuple[str, object]] = []
+
+    def h(self, level: int, text: str):
+        self.blocks.append((f"h{level}", text))
+
+    def p(self, text: str):
+        self.blocks.append(("p", text))
+
+    def items(self, lines):
+        self.blocks.append(("ul", list(lines)))
+
+    def table(self, df: pd.DataFrame, note: str = ""):
+        self.blocks.append(("table", (df, note)))
+
+    def image(self, rel: str, data: bytes, alt: str):
+        self.blocks.append(("img", (rel, data, alt)))
+
+    def markdown(self) -> str:
+        out = []
+        for kind, c in self.blocks:
+            if kind.startswith("h"):
+                out += ["#" * int(kind[1]) + " " + c, ""]
+            elif kind == "p":
+                out += [c, ""]
+            elif kind == "ul":
+                out += [f"- {x}" for x in c] + [""] if c else ["_(none)_", ""]
+            elif kind == "table":
+                df, note = c
+                out += [md_table(df)] + ([note, ""] if note else [])
+            elif kind == "img":
+                out += [f"![{c[2]}]({c[0]})", ""]
+        return "\n".join(out).rstrip() + "\n"
+
+    def html(self, title: str) -> str:
+        import re
+
+        def inline(text: str) -> str:
+            t = html.escape(text)
+            t = re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
+            return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", t)
+
+        body = []
+        for kind, c in self.blocks:
+            if kind.startswith("h"):
+                body.append(f"<{kind}>{inline(c)}</{kind}>")
+            elif kind == "p":
+                body.append(f"<p>{inline(c)}</p>")
+            elif kind == "ul":
+                body.append("<ul>" + "".join(f"<li>{inline(x)}</li>" for x in c) + "</ul>" if c else
+                            "<p><i>(none)</i></p>")
+            elif kind == "table":
+                df, note = c
+                body.append(df.to_html(index=False, escape=True, border=0, classes="t") if df is not None and
+                            not df.empty else "<p><i>(none)</i></p>")
+                if note:
+                    body.append(f"<p class='note'>{inline(note)}</p>")
+            elif kind == "img":
+                b64 = base64.b64encode(c[1]).decode("ascii")
+                body.append(f"<figure><img alt='{html.escape(c[2])}' src='data:image/png;base64,{b64}'/>"
+                            f"<figcaption>{html.escape(c[2])}</figcaption></figure>")
+        style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+                 "table.t{border-collapse:collapse;font-size:12px;margin:.5em 0 1em}"
+                 "table.t th,table.t td{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left}"
+                 "table.t th{background:#f4f4f4}img{max-width:100%}code{background:#f4f4f4;padding:0 3px}"
+                 "p.note{font-size:12px;color:#555}figcaption{font-size:12px;color:#555}")
+        return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def _design_rows(a: stats.Analysis, design: dict | None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    if design and design.get("axes"):
+        axes = pd.DataFrame([{"axis": k, "values": ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)}
+                             for k, v in design["axes"].items()])
+        training = design.get("training") or {}
+        tr = pd.DataFrame([{"setting": k, "value": str(v)} for k, v in training.items()]) if training else None
+        return axes, tr
+    d = a.records
+    rows = []
+    for col in (*stats.CELL, "generator", "synthetic_ratio", "seed", "fold"):
+        vals = sorted(d[col].unique(), key=stats._natural_key) if col != "generator" else list(
+            dict.fromkeys(d[col]))
+        txt = ", ".join(fratio(v) if col == "synthetic_ratio" else str(v) for v in vals[:30])
+        rows.append({"axis": col, "values": txt + (f", … ({len(vals)} in all)" if len(vals) > 30 else "")})
+    return pd.DataFrame(rows), None
+
+
+def per_dataset_table(a: stats.Analysis, dataset: str) -> pd.DataFrame:
+    """Variants of one dataset: mean over its cells of the seed means, average rank, better/worse counts."""
+    b = a.leaderboard[a.leaderboard["dataset"] == dataset]
+    g = b.groupby(["generator", "synthetic_ratio", "variant"], sort=False)
+    out = g.size().rename("cells").reset_index()
+    for m in a.metrics:
+        t = metric_title(m)
+        out[t] = [fnum(v) for v in g[f"{m}_mean"].mean().to_numpy()]
+        out[f"rank ({t})"] = [fnum(v, 2) for v in g[f"{m}_rank"].mean().to_numpy()]
+        vs = g[f"{m}_vs_baseline"]
+        out[f"▲/▼ ({t})"] = [f"{(v == 'better').sum()}/{(v == 'worse').sum()}" if (v != "baseline").all() else
+                             "baseline" for _, v in vs]
+    return out.drop(columns=["generator", "synthetic_ratio"]).rename(columns={"variant": "method"})
+
+
+def paired_summary(a: stats.Analysis) -> pd.DataFrame:
+    t = a.tests
+    if t.empty:
+        return pd.DataFrame()
+    g = t.groupby(["metric", "generator", "synthetic_ratio", "variant"], sort=False)
+    out = pd.DataFrame({
+        "comparisons": g.size(),
+        "mean diff": g["mean_diff"].mean(),
+        "better": g["verdict"].agg(lambda v: int((v == "better").sum())),
+        "worse": g["verdict"].agg(lambda v: int((v == "worse").sum())),
+        "median pairs": g["n_pairs"].median(),
+        "median MDE (80 %)": g["mde"].median(),
+        "Wilcoxon cannot reach α": g["wilcoxon_can_reach_alpha"].agg(lambda v: int((~v.astype(bool)).sum())),
+    }).reset_index()
+    out["metric"] = out["metric"].map(metric_title)
+    out["mean diff"] = [f"{v:+.4f}" if pd.notna(v) else "–" for v in out["mean diff"]]
+    return _format_frame(out.drop(columns=["generator", "synthetic_ratio"]), digits=4)
+
+
+def top_tests(a: stats.Analysis, metric: str, n: int = 20) -> pd.DataFrame:
+    t = a.tests[a.tests["metric"] == metric]
+    if t.empty:
+        return pd.DataFrame()
+    t = t.sort_values(["p_adj", "p_t"], na_position="last", kind="stable").head(n)
+    out = pd.DataFrame({
+        "cell": [cell_title(r) for _, r in t.iterrows()],
+        "method": t["variant"], "vs": [stats.variant_label(a.baseline, r) for r in t["baseline_ratio"]],
+        "n": t["n_pairs"], "diff": [f"{v:+.4f}" for v in t["mean_diff"]],
+        "95% CI (t)": [f"[{fnum(l, 4)}, {fnum(h, 4)}]" for l, h in zip(t["ci_t_low"], t["ci_t_high"])],
+        "95% CI (boot)": [f"[{fnum(l, 4)}, {fnum(h, 4)}]" for l, h in zip(t["ci_boot_low"], t["ci_boot_high"])],
+        "p (t)": [fp(v) for v in t["p_t"]], "p (Wilcoxon)": [fp(v) for v in t["p_wilcoxon"]],
+        "p adj": [fp(v) for v in t["p_adj"]], "d_z": [fnum(v, 2) for v in t["cohens_dz"]],
+        "W/T/L": [f"{w}/{ti}/{lo}" for w, ti, lo in zip(t["wins"], t["ties"], t["losses"])],
+        "verdict": t["verdict"]})
+    return out
+
+
+def build_report(a: stats.Analysis, title: str, plots: dict, design=None, failed=None, missing=None, blocked=None,
+                 files=()) -> Doc:
+    o = a.options
+    doc = Doc()
+    d = a.records
+    doc.h(1, f"GenMed-Rare statistical report — {title}")
+    doc.p(f"{len(d)} records · {d['dataset'].nunique()} dataset(s) · {d.groupby(list(stats.CELL)).ngroups} cell(s) · "
+          f"{d['generator'].nunique()} method(s) · baseline `{a.baseline}` · metrics "
+          f"{', '.join(metric_title(m) for m in a.metrics)}. Paired tests: {o['test'] if o['test'] != 't' else 'paired t'} "
+          f"for significance, {o['correction']} correction over each {o['family']} family, α = {o['alpha']:g}; "
+          f"Wilcoxon zeros: {o['zero_method']}; bootstrap: {o['n_boot']} resamples, seed {o['bootstrap_seed']}. "
+          f"Methods and columns: docs/statistics.md.")
+    doc.h(2, "Design of the sweep")
+    axes, training = _design_rows(a, design)
+    if design:
+        doc.p(f"Grid `{design.get('grid', design.get('name', '?'))}`, profile `{design.get('profile') or '-'}`.")
+    else:
+        doc.p("Inferred from the records (values present in the table).")
+    doc.table(axes)
+    if training is not None:
+        doc.table(training)
+
+    doc.h(2, "Data quality and warnings")
+    doc.items(a.warnings or ["No warnings."])
+    if len(a.nan_rows):
+        doc.h(3, f"NaN metric values ({len(a.nan_rows)}), excluded")
+        doc.table(_format_frame(a.nan_rows, max_rows=MAX_ROWS), _more(a.nan_rows, "stats/nan_metrics.csv"))
+    if len(a.missing_baseline):
+        doc.h(3, f"Variants without a baseline to compare with ({len(a.missing_baseline)})")
+        doc.table(_format_frame(a.missing_baseline, max_rows=MAX_ROWS), _more(a.missing_baseline,
+                                                                             "stats/missing_baseline.csv"))
+    if len(a.seed_mismatch):
+        doc.h(3, f"Comparisons whose seed sets differ ({len(a.seed_mismatch)}); common seeds paired")
+        doc.table(_format_frame(a.seed_mismatch, max_rows=MAX_ROWS), _more(a.seed_mismatch, "stats/seed_mismatch.csv"))
+    if len(a.duplicates):
+        doc.h(3, f"Duplicate records ({len(a.duplicates)}), ignored")
+        doc.table(_format_frame(a.duplicates, max_rows=MAX_ROWS), _more(a.duplicates, "stats/duplicates.csv"))
+    doc.h(2, "Failed, missing and blocked jobs")
+    for head, body in _jobs_sections(failed, missing, blocked):
+        doc.h(3, head)
+        if isinstance(body, pd.DataFrame):
+            doc.table(body.head(MAX_ROWS), _more(body, "leaderboard.md"))
+        else:
+            doc.p(body)
+
+    doc.h(2, "Per-dataset results")
+    doc.p("Mean over the dataset's cells of the seed means; rank = average rank in the cells (1 = best); ▲/▼ = "
+          "number of cells where the method is significantly better/worse than the baseline after correction. "
+          "Per-cell tables with confidence intervals: leaderboard.md.")
+    for ds in dict.fromkeys(a.leaderboard["dataset"]):
+        doc.h(3, ds)
+        doc.table(per_dataset_table(a, ds))
+
+    doc.h(2, f"Paired comparisons with `{a.baseline}`")
+    doc.p("Per method and metric over all cells. MDE = smallest mean difference a two-sided paired t-test detects "
+          "with 80 % power at α given the number of pairs and the observed spread. Full table: "
+          "stats/paired_tests.csv.")
+    doc.table(paired_summary(a))
+    for m in a.metrics:
+        doc.h(3, f"Smallest adjusted p-values: {metric_title(m)}")
+        doc.table(top_tests(a, m))
+    doc.h(3, "Power")
+    doc.items(_power_lines(a))
+
+    doc.h(2, "Ranks across cells (Friedman, Iman–Davenport, Nemenyi, Holm)")
+    doc.p("Blocks are cells (dataset × image size × rare class × rare count × backbone), values the seed means. "
+          "Methods or blocks with missing values are dropped to keep the design complete (listed below).")
+    if len(a.friedman):
+        f = a.friedman.copy()
+        keep = [c for c in ("metric", "n_blocks", "k", "chi2", "p_chi2", "F", "df1", "df2", "p_F", "cd", "control",
+                            "dropped_variants", "n_dropped_blocks", "note") if c in f.columns]
+        f = f[keep]
+        f["metric"] = f["metric"].map(metric_title)
+        doc.table(_format_frame(f, pcols=("p_chi2", "p_F")))
+    for m in a.metrics:
+        rr = a.rank_results.get(m, {})
+        if "cd" in plots and m in plots["cd"]:
+            doc.h(3, f"Critical-difference diagram: {metric_title(m)}")
+            rel, data = plots["cd"][m]
+            doc.image(rel, data, f"CD diagram, {metric_title(m)}")
+        if len(rr.get("ranks", [])):
+            doc.table(_format_frame(rr["ranks"].drop(columns="metric"), pcols=("p_vs_control", "p_holm")))
+
+    doc.h(2, "Dose-response: does more synthetic data help?")
+    model_note = ("Slope of the metric per doubling of the synthetic ratio (log2 scale) from a linear mixed model "
+                  "(statsmodels MixedLM, REML) on cell-centred seed means: metric ~ method + method:log2(ratio), "
+                  "random intercept for seed within dataset; OLS with cluster-robust errors when it does not "
+                  "converge (see warnings). p_holm: Holm over methods.")
+    doc.p(model_note)
+    if len(a.dose):
+        dd = a.dose.copy()
+        dd["metric"] = dd["metric"].map(metric_title)
+        doc.table(_format_frame(dd, pcols=("p", "p_holm"), digits=4))
+    for m in a.metrics:
+        if "dose" in plots and m in plots["dose"]:
+            rel, data = plots["dose"][m]
+            doc.image(rel, data, f"dose-response, {metric_title(m)}")
+
+    doc.h(2, "Generator audit")
+    if len(a.audit):
+        doc.p("Mean of each audit_* column per dataset, rare count and generator (FID/KID, memorisation checks).")
+        doc.table(_format_frame(a.audit, max_rows=200))
+    else:
+        doc.p("No audit_* columns in the records.")
+    doc.h(2, "Files")
+    doc.items([f"`{f}`" for f in files])
+    return doc
+
+
+def _more(df: pd.DataFrame, where: str) -> str:
+    return f"First {MAX_ROWS} of {len(df)} rows; all in {where}." if len(df) > MAX_ROWS else ""
+
+
+def _power_lines(a: stats.Analysis) -> list[str]:
+    lines = []
+    for m in a.metrics:
+        t = a.tests[(a.tests["metric"] == m) & (a.tests["n_pairs"] >= 2)]
+        if t.empty:
+            lines.append(f"{metric_title(m)}: no comparison with 2 or more pairs.")
+            continue
+        n = int(t["n_pairs"].median())
+        lines.append(f"{metric_title(m)}: median {n} pairs per comparison → detectable d_z at 80 % power "
+                     f"{stats.mde_dz(n, a.options['alpha']):.2f}; median detectable difference "
+                     f"{t['mde'].median():.4f} (observed median |diff| {t['mean_diff'].abs().median():.4f}); "
+                     f"Wilcoxon cannot reach p<{a.options['alpha']:g} in "
+                     f"{int((~t['wilcoxon_can_reach_alpha'].astype(bool)).sum())} of {len(t)} comparisons.")
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Everything
+# ----------------------------------------------------------------------------------------------------------------
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def write_all(a: stats.Analysis, out_dir, title: str | None = None, design: dict | None = None, failed=None,
+              missing=None, blocked=None, plots: bool = True) -> dict[str, Path]:
+    """Write leaderboards, stats CSVs, plots and the reports under ``out_dir``; returns {label: path}.
+
+    ``failed``/``missing``/``blocked`` are lists of dicts (key, name, error/reason) or None when not known.
+    """
+    out = Path(out_dir)
+    title = title or (design or {}).get("grid") or out.name
+    written: dict[str, Path] = {}
+    tables = {"paired_tests": a.tests, "missing_baseline": a.missing_baseline, "seed_mismatch": a.seed_mismatch,
+              "nan_metrics": a.nan_rows, "duplicates": a.duplicates, "friedman": a.friedman, "ranks": a.ranks,
+              "dose_response": a.dose, "dose_curves": a.dose_curves, "audit": a.audit}
+    for name in STATS_FILES:
+        written[f"stats/{name}.csv"] = write_csv(tables[name], out / "stats" / f"{name}.csv")
+    written["leaderboard.csv"] = write_csv(a.leaderboard, out / "leaderboard.csv")
+    written["leaderboard.md"] = atomic_write_text(out / "leaderboard.md",
+                                                  leaderboard_markdown(a, title, failed, missing, blocked))
+    written["leaderboard.tex"] = atomic_write_text(out / "leaderboard.tex", leaderboard_latex(a, title))
+    figs: dict[str, dict] = {"cd": {}, "dose": {}}
+    if plots:
+        for m in a.metrics:
+            rr = a.rank_results.get(m, {})
+            if "avg_ranks" in rr:
+                data = plot_cd(rr["avg_ranks"], rr["summary"]["cd"], rr["cliques"],
+                               f"{metric_title(m)}: average ranks over {rr['summary']['n_blocks']} blocks "
+                               f"(Nemenyi CD, α = {a.options['alpha']:g})")
+                rel = f"plots/cd_{_safe(m)}.png"
+                figs["cd"][m] = (rel, data)
+            curves = a.dose_curves[a.dose_curves["metric"] == m]
+            if len(curves) and (curves["synthetic_ratio"] > 0).any():
+                coef = a.dose[a.dose["metric"] == m] if len(a.dose) else a.dose
+                rel = f"plots/dose_{_safe(m)}.png"
+                figs["dose"][m] = (rel, plot_dose(curves, coef, m, a.baseline))
+        for kind in figs.values():
+            for rel, data in kind.values():
+                written[rel] = atomic_write_bytes(out / rel, data)
+    files = sorted([*written, "report.md", "report.html"])
+    doc = build_report(a, title, figs, design, failed, missing, blocked, files)
+    written["report.md"] = atomic_write_text(out / "report.md", doc.markdown())
+    written["report.html"] = atomic_write_text(out / "report.html", doc.html(f"GenMed-Rare report — {title}"))
+    return written

@@ -1,0 +1,81 @@
+"""Collect a grid's results, or any records table, into statistics, leaderboards, a report and plots.
+
+    python launch/collect.py --grid rare_sweep [--profile smoke]
+    python launch/collect.py --records results/rare_sweep/records.csv --baseline oversample --correction fdr_bh
+Methods and output columns: docs/statistics.md.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmark.errors import UserError, exits_on_user_error  # noqa: E402
+
+DEFAULT_METRICS = "test_auroc,test_balanced_accuracy,test_rare_sensitivity"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--grid", help="grid name in registry/grids or path to a grid YAML file")
+    src.add_argument("--records", help="records table (.csv or .parquet), e.g. from another benchmark")
+    p.add_argument("--profile", help="grid profile (with --grid)")
+    p.add_argument("--out", help="output folder (default: results/<grid label>, or the records file's folder)")
+    p.add_argument("--baseline", default="none", help="method every other method is compared with (default: none)")
+    p.add_argument("--metrics", default=DEFAULT_METRICS, help=f"comma-separated (default: {DEFAULT_METRICS})")
+    p.add_argument("--correction", default="holm", choices=["holm", "fdr_bh"], help="multiple-comparison correction")
+    p.add_argument("--family", default="metric", choices=["metric", "cell", "all"],
+                   help="correction family: all comparisons of a metric (default), of a metric in a cell, or all")
+    p.add_argument("--results", default=os.environ.get("GENMED_RESULTS_DIR", "results"),
+                   help="results root for --grid (default: $GENMED_RESULTS_DIR or ./results)")
+    return p.parse_args(argv)
+
+
+@exits_on_user_error
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.profile and not args.grid:
+        raise UserError("--profile only applies to --grid. Drop --profile, or collect with --grid NAME --profile P.")
+    from benchmark import report, stats
+
+    design = failed = missing = blocked = None
+    if args.grid:
+        try:
+            from benchmark.records import collect_grid, write_records
+        except ImportError as exc:
+            raise UserError(f"--grid needs benchmark.records (the core harness), which cannot be imported here "
+                            f"({exc}). Collect from a table instead: --records results/<grid>/records.csv.") from None
+
+        grid = collect_grid(args.grid, args.profile, Path(args.results))
+        out = Path(args.out) if args.out else Path(grid.out_dir)
+        records, design = grid.records, grid.design
+        failed, missing, blocked = grid.failed, grid.missing, grid.blocked
+        write_records(records, out / "records.csv")
+        source, title = f"grid {args.grid!r}", Path(grid.out_dir).name
+        print(f"records: {out / 'records.csv'} ({len(records)} finished, {len(failed)} failed, {len(missing)} "
+              f"missing, {len(blocked)} blocked)")
+    else:
+        records = report.read_records(args.records)
+        out = Path(args.out) if args.out else Path(args.records).resolve().parent
+        source, title = f"records file {args.records}", Path(args.records).resolve().parent.name
+    if records is None or len(records) == 0:
+        raise UserError(f"No finished jobs in {source}: nothing to analyse. Run the grid first "
+                        f"(python launch/grid.py --grid …), then collect again.")
+    analysis = stats.analyse(records, metrics=args.metrics.split(","), baseline=args.baseline,
+                             correction=args.correction, family=args.family, source=source)
+    written = report.write_all(analysis, out, title=title, design=design, failed=failed, missing=missing,
+                               blocked=blocked)
+    for note in analysis.warnings:
+        print(f"warning: {note}", file=sys.stderr)
+    print(f"report: {written['report.html']}\n        {written['report.md']}")
+    print(f"leaderboard: {out / 'leaderboard.md'} (.tex, .csv)")
+    print(f"statistics: {out / 'stats'}/ ({', '.join(p.name for k, p in written.items() if k.startswith('stats/'))})")
+    print(f"plots: {out / 'plots'}/ ({sum(k.startswith('plots/') for k in written)} PNG files)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
