@@ -496,6 +496,7 @@ def paired_summary(a: stats.Analysis) -> pd.DataFrame:
     }).reset_index()
     out["metric"] = out["metric"].map(metric_title)
     out["mean diff"] = [f"{v:+.4f}" if pd.notna(v) else "–" for v in out["mean diff"]]
+    out["median pairs"] = [f"{v:g}" for v in out["median pairs"]]
     return _format_frame(out.drop(columns=["generator", "synthetic_ratio"]), digits=4)
 
 
@@ -532,7 +533,9 @@ def build_report(a: stats.Analysis, title: str, plots: dict, design=None, failed
     doc.h(2, "Design of the sweep")
     axes, training = _design_rows(a, design)
     if design:
-        doc.p(f"Grid `{design.get('grid', design.get('name', '?'))}`, profile `{design.get('profile') or '-'}`.")
+        n_jobs = f", {design['n_jobs']} jobs expected" if design.get("n_jobs") is not None else ""
+        doc.p(f"Grid `{design.get('grid', design.get('name', '?'))}`, profile `{design.get('profile') or '-'}`"
+              f"{n_jobs}; {len(d)} finished records analysed.")
     else:
         doc.p("Inferred from the records (values present in the table).")
     doc.table(axes)

@@ -52,6 +52,10 @@ def format_ratio(ratio: Any) -> str:
     return str(ratio)
 
 
+IDENTITY_FIELDS = ("dataset", "image_size", "rare_class", "rare_count", "generator", "synthetic_ratio", "backbone",
+                   "seed", "entries")
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """One classifier job. Every field but `grid` (and the run-only training settings) determines its result."""
@@ -70,9 +74,9 @@ class JobSpec:
 
     stage = "classifier"
 
+
     def identity(self) -> dict:
-        data = asdict(self)
-        data.pop("grid")
+        data = {name: getattr(self, name) for name in IDENTITY_FIELDS}
         data["training"] = {k: v for k, v in self.training.items() if k not in TRAINING_NOT_IN_KEY}
         return data
 

@@ -90,14 +90,16 @@ def unit_label(seed, fold) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 
 def metric_choices(df: pd.DataFrame) -> list[str]:
-    """Columns that can serve as metrics: numeric, not identifiers, not audit columns."""
+    """Columns that can serve as metrics: the numeric ``val_*``/``test_*`` columns when there are any (a harness
+    table), otherwise every numeric column that is not an identifier, bookkeeping or audit column."""
     out = []
     for col in df.columns:
         if col in CELL or col in VARIANT or col in BOOKKEEPING or str(col).startswith("audit_"):
             continue
         if col in KNOWN_METRIC_COLUMNS or pd.api.types.is_numeric_dtype(df[col]):
             out.append(str(col))
-    return out
+    split = [c for c in out if c.startswith(tuple(f"{s}_" for s in SPLITS))]
+    return split or out
 
 
 def resolve_metrics(df: pd.DataFrame, metrics, source: str = "the records table") -> list[str]:
@@ -993,6 +995,7 @@ def analyse(records: pd.DataFrame, metrics=DEFAULT_METRICS, baseline: str = "non
         notes.append(f"{len(few)} comparison(s) of {metrics[0]} have fewer than 2 pairs: no test")
     options = {"correction": correction, "alpha": alpha, "family": family, "zero_method": zero_method,
                "test": test, "n_boot": n_boot, "bootstrap_seed": seed, "power": POWER}
+    notes = list(dict.fromkeys(notes))
     return Analysis(df, metrics, baseline, options, tests, pairing.missing_baseline, mismatch, nan_rows, duplicates,
                     board, fr, ranks, rank_results, dose, pd.concat(curve_frames, ignore_index=True),
                     audit_table(df, baseline), notes)

@@ -57,9 +57,10 @@ DB_PORT=$((PORT_BASE + 3))
 
 mkdir -p "$DIR"
 chmod 755 "$DIR"
-# One start/stop at a time per DIR (a CI script and a pytest fixture may race).
+# One start/stop at a time per DIR (a CI script and a pytest fixture may race). The daemons are
+# started with fd 9 closed (`9>&-`): one that inherited it would hold the lock for its lifetime.
 exec 9>"$DIR/.lock"
-flock -w 300 9 || die "another start/stop holds $DIR/.lock"
+flock -w 120 9 || die "another start/stop holds $DIR/.lock for 120 s"
 
 # ------------------------------------------------------------------------------------ install
 pkgs=(munge slurmctld slurmd slurm-client)
@@ -295,7 +296,7 @@ if ! alive munged "$DIR/run/munged.pid"; then
   rm -f "$MSOCK" "$MSOCK.lock"
   munged --socket="$MSOCK" --key-file="$DIR/etc/munge.key" --pid-file="$DIR/run/munged.pid" \
     --log-file="$DIR/log/munged.log" --seed-file="$DIR/var/munged.seed" \
-    </dev/null >>"$DIR/log/munged.out" 2>&1 || fail_with "$DIR/log/munged.log" "munged failed to start"
+    </dev/null >>"$DIR/log/munged.out" 2>&1 9>&- || fail_with "$DIR/log/munged.log" "munged failed to start"
   wait_for 15 alive munged "$DIR/run/munged.pid" || fail_with "$DIR/log/munged.log" "munged wrote no pid file"
 fi
 wait_for 15 sh -c "munge -S '$MSOCK' -n | unmunge -S '$MSOCK'" ||
@@ -319,7 +320,7 @@ if [ "$ACCOUNTING" = 1 ]; then
       --pid-file="$DIR/run/mariadbd.pid" --port="$DB_PORT" --bind-address=127.0.0.1 \
       --log-error="$DIR/log/mariadbd.log" --skip-log-bin --innodb-buffer-pool-size=512M \
       --innodb-log-file-size=64M --innodb-lock-wait-timeout=900 \
-      </dev/null >>"$DIR/log/mariadbd.out" 2>&1
+      </dev/null >>"$DIR/log/mariadbd.out" 2>&1 9>&-
     wait_for 60 alive mariadbd "$DIR/run/mariadbd.pid" || fail_with "$DIR/log/mariadbd.log" "mariadbd wrote no pid file"
   fi
   wait_up mariadbd "$DIR/run/mariadbd.pid" 60 mariadb-admin --no-defaults --socket="$DB_SOCK" -u root ping ||
@@ -334,7 +335,7 @@ EOF
   if ! alive slurmdbd "$DIR/run/slurmdbd.pid"; then
     need_port slurmdbd "$DBD_PORT"
     log "starting slurmdbd"
-    slurmdbd </dev/null >>"$DIR/log/slurmdbd.out" 2>&1 || fail_with "$DIR/log/slurmdbd.log" "slurmdbd failed to start"
+    slurmdbd </dev/null >>"$DIR/log/slurmdbd.out" 2>&1 9>&- || fail_with "$DIR/log/slurmdbd.log" "slurmdbd failed to start"
     wait_for 30 alive slurmdbd "$DIR/run/slurmdbd.pid" || fail_with "$DIR/log/slurmdbd.log" "slurmdbd wrote no pid file"
   fi
   wait_up slurmdbd "$DIR/run/slurmdbd.pid" 60 sacctmgr -n list cluster ||
@@ -348,7 +349,7 @@ fi
 if ! alive slurmctld "$DIR/run/slurmctld.pid"; then
   need_port slurmctld "$CTLD_PORT"
   log "starting slurmctld"
-  slurmctld -f "$CONF" </dev/null >>"$DIR/log/slurmctld.out" 2>&1 ||
+  slurmctld -f "$CONF" </dev/null >>"$DIR/log/slurmctld.out" 2>&1 9>&- ||
     fail_with "$DIR/log/slurmctld.log" "slurmctld failed to start"
   wait_for 30 alive slurmctld "$DIR/run/slurmctld.pid" || fail_with "$DIR/log/slurmctld.log" "slurmctld wrote no pid file"
 fi
@@ -358,7 +359,7 @@ wait_up slurmctld "$DIR/run/slurmctld.pid" 60 scontrol ping ||
 if ! alive slurmd "$DIR/run/slurmd.pid"; then
   need_port slurmd "$SLURMD_PORT"
   log "starting slurmd"
-  slurmd -f "$CONF" </dev/null >>"$DIR/log/slurmd.out" 2>&1 || fail_with "$DIR/log/slurmd.log" "slurmd failed to start"
+  slurmd -f "$CONF" </dev/null >>"$DIR/log/slurmd.out" 2>&1 9>&- || fail_with "$DIR/log/slurmd.log" "slurmd failed to start"
   wait_for 30 alive slurmd "$DIR/run/slurmd.pid" || fail_with "$DIR/log/slurmd.log" "slurmd wrote no pid file"
 fi
 

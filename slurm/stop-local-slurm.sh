@@ -32,7 +32,7 @@ if [ "$PURGE" = 1 ] && [ ! -e "$DIR/etc/slurm.conf" ] && [ -n "$(ls -A "$DIR")" 
   exit 2
 fi
 exec 9>"$DIR/.lock"
-flock -w 300 9 || { log "another start/stop holds $DIR/.lock"; exit 1; }
+flock -w 120 9 || { log "another start/stop holds $DIR/.lock for 120 s"; exit 1; }
 export SLURM_CONF=$DIR/etc/slurm.conf
 
 gone() {  # gone PID: the process has exited (a zombie counts as exited)

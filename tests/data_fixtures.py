@@ -1,0 +1,37 @@
+"""Fixtures for the real BreastMNIST file (found through GENMED_DATA_DIR; CI=true makes its absence a failure)."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
+
+
+def breastmnist_dir() -> Path:
+    return Path(os.environ.get("GENMED_DATA_DIR") or DEFAULT_DATA_DIR)
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    """The folder holding the real breastmnist.npz. In CI a missing file fails the test, never skips it."""
+    folder = breastmnist_dir()
+    if not (folder / "breastmnist.npz").is_file():
+        message = (f"breastmnist.npz not found in {folder}; set GENMED_DATA_DIR to the folder holding it "
+                   "(CI uses ../shared/data)")
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return folder
+
+
+@pytest.fixture
+def data_env(real_data_dir, monkeypatch):
+    """GENMED_DATA_DIR pointing at the real data for code under test."""
+    monkeypatch.setenv("GENMED_DATA_DIR", str(real_data_dir))
+    from benchmark.cell import load_bundle
+
+    load_bundle.cache_clear()
+    yield real_data_dir
+    load_bundle.cache_clear()

@@ -1,0 +1,97 @@
+"""End to end on the real BreastMNIST: the smoke grid through the CLIs, then the collector, then a no-op re-run."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(script, *args, env):
+    return subprocess.run([sys.executable, str(REPO / "launch" / script), *args], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=1500)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(real_data_dir, tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    env = {**os.environ, "GENMED_DATA_DIR": str(real_data_dir), "GENMED_RESULTS_DIR": str(results)}
+    first = run_cli("grid.py", "--grid", "rare_sweep", "--profile", "smoke", "--executor", "local", env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    collect = run_cli("collect.py", "--grid", "rare_sweep", "--profile", "smoke", env=env)
+    assert collect.returncode == 0, collect.stdout + collect.stderr
+    return results / "rare_sweep-smoke", env, first
+
+
+@pytest.mark.slow
+def test_smoke_grid_produces_a_record_per_job(smoke_run):
+    out_dir, _, first = smoke_run
+    assert "18 classifier jobs: 18 done, 0 pending, 0 failed" in first.stdout
+    results = sorted((out_dir / "runs").glob("*/result.json"))
+    assert len(results) == 18
+    with open(out_dir / "records.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 18
+    for column in ("dataset", "rare_class", "rare_count", "backbone", "generator", "synthetic_ratio", "seed",
+                   "test_auroc", "test_balanced_accuracy", "test_rare_sensitivity", "dataset_sha256", "git_sha"):
+        assert column in rows[0]
+    by_key = {json.loads(p.read_text())["key"]: json.loads(p.read_text()) for p in results}
+    for row in rows:
+        record = by_key[row["key"]]
+        assert float(row["test_auroc"]) == pytest.approx(record["metrics"]["test"]["auroc"])
+        assert 0.5 <= float(row["test_auroc"]) <= 1.0
+    assert (out_dir / "leaderboard.md").is_file()
+
+
+@pytest.mark.slow
+def test_second_run_trains_nothing(smoke_run):
+    out_dir, env, _ = smoke_run
+    mtimes = {p: p.stat().st_mtime_ns for p in (out_dir / "runs").glob("*/result.json")}
+    again = run_cli("grid.py", "--grid", "rare_sweep", "--profile", "smoke", "--executor", "local", env=env)
+    assert again.returncode == 0, again.stderr
+    assert "18 done, 0 pending, 0 failed; running 0" in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+
+@pytest.mark.slow
+def test_pairing_holds_in_the_records(smoke_run):
+    out_dir, _, _ = smoke_run
+    records = [json.loads(p.read_text()) for p in (out_dir / "runs").glob("*/result.json")]
+    cells = {}
+    for record in records:
+        spec = record["spec"]
+        cell = (spec["rare_count"], spec["seed"])
+        cells.setdefault(cell, set()).add((record["resolved"]["init_seed"], record["counts"]["n_train_real"]))
+    assert len(cells) == 6
+    assert all(len(v) == 1 for v in cells.values()), cells
+
+
+def test_bad_input_exits_2_before_anything_starts(tmp_path):
+    env = {**os.environ, "GENMED_RESULTS_DIR": str(tmp_path)}
+    bad_grid = tmp_path / "bad.yaml"
+    bad_grid.write_text("name: bad\naxes:\n  dataset: [breastmnist]\n  generator: [nonee]\n  backbone: [resnet18]\n"
+                        "  rare_count: [100000]\n")
+    out = run_cli("grid.py", "--grid", str(bad_grid), env={**env, "GENMED_DATA_DIR": str(tmp_path / "none")})
+    assert out.returncode == 2
+    assert "Unknown generator 'nonee'. Did you mean 'none'" in out.stderr
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: broken\naxes:\n  dataset: [breastmnist\n")
+    out = run_cli("grid.py", "--grid", str(broken), env=env)
+    assert out.returncode == 2 and f"Malformed YAML at {broken}:" in out.stderr
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "broken").exists()
+
+
+def test_impossible_rarity_exits_2_when_data_is_present(real_data_dir, tmp_path):
+    grid = tmp_path / "rarity.yaml"
+    grid.write_text("name: rarity\naxes:\n  dataset: [breastmnist]\n  generator: [none]\n  backbone: [resnet18]\n"
+                    "  rare_count: [20, 500]\n")
+    env = {**os.environ, "GENMED_RESULTS_DIR": str(tmp_path), "GENMED_DATA_DIR": str(real_data_dir)}
+    out = run_cli("grid.py", "--grid", str(grid), env=env)
+    assert out.returncode == 2
+    assert "rare_count=500 is impossible: the rare class has 147 training images" in out.stderr
+    assert not (tmp_path / "rarity" / "runs").exists()
