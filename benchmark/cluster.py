@@ -312,16 +312,30 @@ def slurm_available(timeout_s: float = 5.0) -> tuple[bool, str]:
     try:
         proc = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=timeout_s,
                               stdin=subprocess.DEVNULL, check=False)
-    except subprocess.TimeoutExpired:
-        return False, f"sbatch found but no controller answers (sinfo: no answer within {timeout_s:g} s)"
+    except subprocess.TimeoutExpired as exc:
+        # A dead controller costs sinfo ~9 s of retries, an unreadable SLURM_CONF 60 s: say what it said so far.
+        said = _first_line(exc.stderr)
+        detail = f"no answer within {timeout_s:g} s" + (f"; {said}" if said else "")
+        return False, f"sbatch found but no controller answers (sinfo: {detail})"
     except OSError as exc:
         return False, f"sbatch found but sinfo cannot run ({exc})"
     if proc.returncode != 0:
-        lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
-        detail = lines[0] if lines else f"exit code {proc.returncode}"
-        if len(detail) > 160:
-            detail = detail[:157] + "..."
+        detail = _first_line(proc.stderr) or _first_line(proc.stdout) or f"exit code {proc.returncode}"
         return False, f"sbatch found but no controller answers (sinfo: {detail})"
     partitions = [p for p in proc.stdout.split() if p]
     shown = ", ".join(partitions[:6]) + (", ..." if len(partitions) > 6 else "")
     return True, f"SLURM controller answers (partitions: {shown or 'none'})"
+
+
+def _first_line(text: str | bytes | None, limit: int = 160) -> str:
+    """The telling line of a SLURM command's stderr (its 'fatal:' line, else the first), shortened, without the
+    'sinfo: error:' prefixes: for one-line messages."""
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    line = next((ln for ln in reversed(lines) if "fatal:" in ln), lines[0])
+    for prefix in ("sinfo:", "fatal:", "error:"):
+        line = line.removeprefix(prefix).strip()
+    return line if len(line) <= limit else line[:limit - 3] + "..."

@@ -33,6 +33,28 @@ def resolve_executor(name: str) -> str:
     return name
 
 
+def run_stages(generator_jobs: list, classifier_jobs: list, runs_dir: Path, executor: str, logs_dir: Path,
+               force: bool = False, parallel: int = 1, runs_per_task: int | None = None) -> None:
+    """Generator jobs first; then the classifier jobs whose generator artifact is done (the rest are blocked)."""
+    def run(jobs, desc):
+        if not jobs:
+            return
+        print(f"{desc}: {len(jobs)} jobs")
+        if executor == "debug":
+            run_debug(jobs, runs_dir, force=force)
+        else:
+            run_local(jobs, runs_dir, logs_dir, force=force, parallel=parallel, runs_per_task=runs_per_task)
+
+    run(generator_jobs, "generator stage")
+    ready = [j for j in classifier_jobs
+             if not getattr(j, "generator_key", None) or run_dir_status(runs_dir / j.generator_key) == "done"]
+    ready_keys = {j.key for j in ready}
+    for spec in classifier_jobs:
+        if spec.key not in ready_keys:
+            print(f"blocked  {spec.name}  by generator job {spec.generator_key}")
+    run(ready, "classifier stage")
+
+
 def _progress_bar(total: int, desc: str):
     from tqdm.auto import tqdm
 

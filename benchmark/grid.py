@@ -156,8 +156,8 @@ def validate_axes(grid: Grid) -> tuple[dict, list]:
         if value != "all" and not (_is_int(value) and value >= 1):
             problems.append(f"rare_count must be 'all' or an integer ≥ 1, got {value!r}")
     for value in axes.get("synthetic_ratio", []):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            problems.append(f"synthetic_ratio must be a number ≥ 0, got {value!r}")
+        if value != "balance" and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+            problems.append(f"synthetic_ratio must be a number ≥ 0 or 'balance', got {value!r}")
     for value in axes.get("seed", []):
         if not _is_int(value) or value < 0:
             problems.append(f"seed must be an integer ≥ 0, got {value!r}")
@@ -228,7 +228,8 @@ def expand(grid: Grid) -> list[JobSpec]:
         point = {k: v for part in combo for k, v in part.items()}
         if _excluded(point, grid.exclude):
             continue
-        ratio = float(point["synthetic_ratio"]) if uses_ratio[point["generator"]] else 0.0
+        ratio = point["synthetic_ratio"] if uses_ratio[point["generator"]] else 0.0
+        ratio = ratio if ratio == "balance" else float(ratio)
         spec = JobSpec(
             dataset=point["dataset"], image_size=point["image_size"], rare_class=point["rare_class"],
             rare_count=point["rare_count"], generator=point["generator"], synthetic_ratio=ratio,
@@ -240,6 +241,15 @@ def expand(grid: Grid) -> list[JobSpec]:
         )
         jobs.setdefault(spec.key, spec)
     return list(jobs.values())
+
+
+def generator_jobs(jobs: list[JobSpec]) -> list:
+    """The generator jobs the classifier jobs need, once each (keyed without backbone or ratio)."""
+    needed = {}
+    for spec in jobs:
+        if spec.generator_spec is not None:
+            needed.setdefault(spec.generator_key, spec.generator_spec)
+    return list(needed.values())
 
 
 def filter_jobs(jobs: list[JobSpec], pattern: str | None) -> list[JobSpec]:

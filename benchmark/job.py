@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
-from benchmark.specs import JobSpec
+from benchmark.specs import JobSpec, spec_from_dict
 
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.json"
@@ -90,7 +90,18 @@ def run_classifier(spec: JobSpec, run_dir: Path, progress: bool = False) -> dict
     bundle = cell.bundle
     seed = init_seed(spec.dataset_id, spec.rare_class, spec.rare_count, spec.seed, spec.backbone)
     method_entry = registry.get("generator", spec.generator)
-    method = method_entry.load()(**method_entry.config)
+    audit = None
+    if spec.is_generative:
+        from benchmark.generators.stage import SyntheticMix
+
+        artifact_dir = Path(run_dir).parent / spec.generator_key
+        if run_dir_status(artifact_dir) != "done":
+            raise RuntimeError(f"blocked by {spec.generator_key}: generator job {spec.generator_spec.name} "
+                               "has not finished")
+        method = SyntheticMix(artifact_dir)
+        audit = json.loads((artifact_dir / RESULT_FILE).read_text()).get("audit")
+    else:
+        method = method_entry.load()(**method_entry.config)
     training_set = method.build_training_set(cell.real, cell.rare_class, spec.synthetic_ratio,
                                              bundle.num_classes, seed)
     backbone_entry = registry.get("backbone", spec.backbone)
@@ -115,6 +126,8 @@ def run_classifier(spec: JobSpec, run_dir: Path, progress: bool = False) -> dict
         "counts": {**counts, "n_train_real": int(sum(counts["real_per_class"])),
                    "n_train_synthetic": int(sum(counts["synthetic_per_class"]))},
         "method_info": training_set.info,
+        "generator_key": spec.generator_key,
+        "audit": audit,
         "metrics": outcome["metrics"],
         "best_epoch": outcome["best_epoch"],
         "history": outcome["history"],
@@ -140,7 +153,8 @@ def execute(spec: JobSpec, run_dir: Path, force: bool = False, progress: bool = 
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / SPEC_FILE, spec.to_dict())
     try:
-        record = run_classifier(spec, run_dir, progress=progress)
+        record = run_classifier(spec, run_dir, progress=progress) if spec.stage == "classifier" else \
+            run_generator_record(spec, run_dir)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded, never cached as done
         write_json_atomic(run_dir / ERROR_FILE, {
             "key": spec.key, "name": spec.name, "error": f"{type(exc).__name__}: {exc}",
@@ -151,6 +165,16 @@ def execute(spec: JobSpec, run_dir: Path, force: bool = False, progress: bool = 
         write_json_atomic(run_dir / RESULT_FILE, record)
         (run_dir / ERROR_FILE).unlink(missing_ok=True)
     return "done"
+
+
+def run_generator_record(spec, run_dir: Path) -> dict:
+    from benchmark.generators.stage import run_generator
+
+    started_at = now_iso()
+    outcome = run_generator(spec, run_dir)
+    outcome["timings"].update(started_at=started_at, finished_at=now_iso())
+    return {"schema": RESULT_SCHEMA, "key": spec.key, "name": spec.name, "stage": spec.stage,
+            "spec": spec.to_dict(), **outcome, "environment": environment()}
 
 
 @dataclass
@@ -165,6 +189,6 @@ class JobBatch:
 
     def __call__(self) -> dict:
         for payload in self.specs:
-            spec = JobSpec.from_dict(payload)
+            spec = spec_from_dict(payload)
             self.statuses[spec.key] = execute(spec, Path(self.runs_dir) / spec.key, force=self.force)
         return self.statuses

@@ -47,8 +47,15 @@ def check_data(jobs: list[JobSpec], download: bool = False) -> list[str]:
     return lines
 
 
-def statuses(jobs: list[JobSpec], runs_dir: Path) -> dict[str, str]:
-    return {spec.key: run_dir_status(runs_dir / spec.key) for spec in jobs}
+def statuses(jobs: list, runs_dir: Path) -> dict[str, str]:
+    """done / pending / failed per job; a classifier job whose generator job failed is 'blocked'."""
+    status = {spec.key: run_dir_status(runs_dir / spec.key) for spec in jobs}
+    for spec in jobs:
+        generator_key = getattr(spec, "generator_key", None)
+        if generator_key and status[spec.key] != "done":
+            if status.get(generator_key, run_dir_status(runs_dir / generator_key)) == "failed":
+                status[spec.key] = "blocked"
+    return status
 
 
 def job_table(jobs: list[JobSpec], status: dict[str, str], limit: int | None = None) -> str:
@@ -62,8 +69,17 @@ def job_table(jobs: list[JobSpec], status: dict[str, str], limit: int | None = N
     return "\n".join(lines)
 
 
-def summary_line(jobs: list[JobSpec], status: dict[str, str]) -> str:
-    per_stage = Counter(spec.stage for spec in jobs)
-    counts = Counter(status.values())
-    stages = ", ".join(f"{n} {stage} jobs" for stage, n in per_stage.items()) or "0 jobs"
-    return f"{stages}: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "pending", "failed"))
+STATES = ("done", "pending", "failed", "blocked")
+
+
+def summary_line(jobs: list, status: dict[str, str]) -> str:
+    """e.g. '4 generator jobs: 4 done, …; 36 classifier jobs: 30 done, 6 pending, 0 failed'."""
+    parts = []
+    for stage in ("generator", "classifier"):
+        stage_jobs = [spec for spec in jobs if spec.stage == stage]
+        if not stage_jobs and stage == "generator":
+            continue
+        counts = Counter(status[spec.key] for spec in stage_jobs)
+        shown = [s for s in STATES if s != "blocked" or counts.get(s)]
+        parts.append(f"{len(stage_jobs)} {stage} jobs: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in shown))
+    return "; ".join(parts)

@@ -38,6 +38,12 @@ MAX_ROWS = 40  # rows of a long table shown in report.md/html; the CSVs have all
 # Files
 # ----------------------------------------------------------------------------------------------------------------
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically: a temporary file in the same folder, then ``os.replace``."""
     path = Path(path)
@@ -46,6 +52,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())          # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -190,8 +197,9 @@ def _format_frame(df: pd.DataFrame, pcols=(), digits: int = 3, max_rows: int | N
 def _legend(a: stats.Analysis) -> str:
     o = a.options
     corr = {"holm": "Holm", "fdr_bh": "Benjamini–Hochberg"}[o["correction"]]
+    test = "paired t-test" if o["test"] == "t" else "Wilcoxon signed-rank test"
     return (f"Baseline: `{a.baseline}`. Each metric: mean ± std over seeds [95 % t-interval of the mean], ▲/▼ = "
-            f"significantly better/worse than the baseline in the same cell ({o['test'] if o['test'] != 't' else 'paired t'}-test, "
+            f"significantly better/worse than the baseline in the same cell ({test}, "
             f"{corr}-corrected over the {o['family']} family, α = {o['alpha']:g}), ? = no baseline run to compare "
             f"with, (rank) = rank of the method in its cell (1 = best). compute h = hours summed over the runs.")
 
@@ -220,6 +228,16 @@ def _jobs_sections(failed, missing, blocked) -> list[tuple[str, object]]:
     return out
 
 
+def cell_groups(board: pd.DataFrame) -> list[np.ndarray]:
+    """Row positions of each cell, cells in order of first appearance (the leaderboard's sorted order)."""
+    codes = board.groupby(list(stats.CELL), sort=False).ngroup().to_numpy()
+    first = pd.unique(codes)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.cumsum(np.bincount(codes))
+    starts = np.r_[0, bounds[:-1]]
+    return [order[starts[c]:bounds[c]] for c in first]
+
+
 def leaderboard_markdown(a: stats.Analysis, title: str, failed=None, missing=None, blocked=None) -> str:
     board = a.leaderboard
     lines = [f"# Leaderboard — {title}", "", _legend(a), ""]
@@ -228,7 +246,7 @@ def leaderboard_markdown(a: stats.Analysis, title: str, failed=None, missing=Non
                           "seeds": board["n_runs"].astype(int),
                           **{metric_title(m): metric_cells(board, m) for m in a.metrics},
                           "compute h": [fnum(h, 2) for h in board["compute_hours"]]})
-    for _, idx in board.groupby(list(stats.CELL), sort=False).indices.items():
+    for idx in cell_groups(board):
         lines += [f"## {cell_title(board.iloc[idx[0]])}", ""]
         lines.append(md_table(shown.iloc[idx], align_right={"ratio", "seeds", "compute h"}))
     for head, body in _jobs_sections(failed, missing, blocked):
@@ -249,7 +267,7 @@ def leaderboard_latex(a: stats.Analysis, title: str) -> str:
                     board["n_runs"].astype(int).astype(str),
                     *[[c.replace("–", "--") for c in metric_cells(board, m, MARKS_TEX, "$\\pm$")] for m in a.metrics],
                     [fnum(h, 2).replace("–", "--") for h in board["compute_hours"]]))
-    for _, idx in board.groupby(list(stats.CELL), sort=False).indices.items():
+    for idx in cell_groups(board):
         head_cell = tex_escape(cell_title(board.iloc[idx[0]], ", "))
         out.append(f"\\multicolumn{{{ncol}}}{{l}}{{\\textbf{{{head_cell}}}}} \\\\")
         out.extend(" & ".join(rows[i]) + " \\\\" for i in idx)
@@ -526,8 +544,9 @@ def build_report(a: stats.Analysis, title: str, plots: dict, design=None, failed
     doc.h(1, f"GenMed-Rare statistical report — {title}")
     doc.p(f"{len(d)} records · {d['dataset'].nunique()} dataset(s) · {d.groupby(list(stats.CELL)).ngroups} cell(s) · "
           f"{d['generator'].nunique()} method(s) · baseline `{a.baseline}` · metrics "
-          f"{', '.join(metric_title(m) for m in a.metrics)}. Paired tests: {o['test'] if o['test'] != 't' else 'paired t'} "
-          f"for significance, {o['correction']} correction over each {o['family']} family, α = {o['alpha']:g}; "
+          f"{', '.join(metric_title(m) for m in a.metrics)}. Significance: "
+          f"{'paired t-test' if o['test'] == 't' else 'Wilcoxon signed-rank test'}, {o['correction']} correction "
+          f"over each {o['family']} family, α = {o['alpha']:g}; "
           f"Wilcoxon zeros: {o['zero_method']}; bootstrap: {o['n_boot']} resamples, seed {o['bootstrap_seed']}. "
           f"Methods and columns: docs/statistics.md.")
     doc.h(2, "Design of the sweep")

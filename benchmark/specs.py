@@ -52,12 +52,68 @@ def format_ratio(ratio: Any) -> str:
     return str(ratio)
 
 
-IDENTITY_FIELDS = ("dataset", "image_size", "rare_class", "rare_count", "generator", "synthetic_ratio", "backbone",
-                   "seed", "entries")
+class _Keyed:
+    """Shared by job specs: key (hash of identity), dataset_id, serialisation."""
+
+    stage = ""
+    IDENTITY_FIELDS: tuple = ()
+
+    def identity(self) -> dict:
+        data = {name: getattr(self, name) for name in self.IDENTITY_FIELDS}
+        data["stage"] = self.stage
+        return data
+
+    @cached_property
+    def key(self) -> str:
+        return short_hash(self.identity())
+
+    @property
+    def dataset_id(self) -> str:
+        """What identifies the real data of a cell: dataset entry (name, version, config) and resolution."""
+        return short_hash({"dataset": self.entries["dataset"], "image_size": self.image_size})
+
+    def _cell_parts(self) -> list:
+        dataset = self.dataset if self.image_size == 28 else f"{self.dataset}@{self.image_size}"
+        parts = [dataset]
+        if self.rare_class != "minority":
+            parts.append(f"class={self.rare_class}")
+        parts.append(f"rare={self.rare_count}")
+        return parts
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.update(key=self.key, name=self.name, stage=self.stage)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
 @dataclass(frozen=True)
-class JobSpec:
+class GeneratorSpec(_Keyed):
+    """One generator training: fit on a cell's real training images, sample a bank, audit it. Keyed without
+    backbone or synthetic ratio, so every classifier job of the cell reuses the same artifact."""
+
+    dataset: str
+    image_size: int
+    rare_class: Any
+    rare_count: Any
+    generator: str
+    seed: int
+    entries: dict = field(hash=False)  # {"dataset": ..., "generator": ...}
+    grid: str = field(default="", compare=False)
+
+    stage = "generator"
+    IDENTITY_FIELDS = ("dataset", "image_size", "rare_class", "rare_count", "generator", "seed", "entries")
+
+    @cached_property
+    def name(self) -> str:
+        return f"{self.generator}[{','.join(self._cell_parts() + [f'seed={self.seed}'])}]"
+
+
+@dataclass(frozen=True)
+class JobSpec(_Keyed):
     """One classifier job. Every field but `grid` (and the run-only training settings) determines its result."""
 
     dataset: str
@@ -65,7 +121,7 @@ class JobSpec:
     rare_class: Any  # "minority" or a class index
     rare_count: Any  # int or "all"
     generator: str
-    synthetic_ratio: float  # synthetic (or duplicated) rare images per real rare image; 0 for methods without it
+    synthetic_ratio: Any  # synthetic (or duplicated) rare images per real rare image, or "balance"; 0 if unused
     backbone: str
     seed: int
     training: dict = field(hash=False)
@@ -73,42 +129,38 @@ class JobSpec:
     grid: str = field(default="", compare=False)
 
     stage = "classifier"
-
+    IDENTITY_FIELDS = ("dataset", "image_size", "rare_class", "rare_count", "generator", "synthetic_ratio",
+                       "backbone", "seed", "entries")
 
     def identity(self) -> dict:
-        data = {name: getattr(self, name) for name in IDENTITY_FIELDS}
+        data = super().identity()
         data["training"] = {k: v for k, v in self.training.items() if k not in TRAINING_NOT_IN_KEY}
         return data
 
     @cached_property
-    def key(self) -> str:
-        return short_hash(self.identity())
-
-    @cached_property
     def name(self) -> str:
-        dataset = self.dataset if self.image_size == 28 else f"{self.dataset}@{self.image_size}"
-        parts = [dataset]
-        if self.rare_class != "minority":
-            parts.append(f"class={self.rare_class}")
-        parts.append(f"rare={self.rare_count}")
         ratio = format_ratio(self.synthetic_ratio)
-        parts.append(self.generator if ratio in ("0", "0.0") else f"{self.generator}×{ratio}")
-        parts.append(f"seed={self.seed}")
-        return f"{self.backbone}[{','.join(parts)}]"
+        method = self.generator if ratio in ("0", "0.0") else f"{self.generator}×{ratio}"
+        return f"{self.backbone}[{','.join(self._cell_parts() + [method, f'seed={self.seed}'])}]"
 
     @property
-    def dataset_id(self) -> str:
-        """What identifies the real data of a cell: dataset entry (name, version, config) and resolution."""
-        return short_hash({"dataset": self.entries["dataset"], "image_size": self.image_size})
+    def is_generative(self) -> bool:
+        return self.entries["generator"]["config"].get("kind") == "generative"
 
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["key"] = self.key
-        data["name"] = self.name
-        data["stage"] = self.stage
-        return data
+    @cached_property
+    def generator_spec(self) -> GeneratorSpec | None:
+        """The generator job this classifier job needs (None for baselines)."""
+        if not self.is_generative:
+            return None
+        return GeneratorSpec(self.dataset, self.image_size, self.rare_class, self.rare_count, self.generator,
+                             self.seed, {"dataset": self.entries["dataset"], "generator": self.entries["generator"]},
+                             self.grid)
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "JobSpec":
-        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        return cls(**fields)
+    @property
+    def generator_key(self) -> str | None:
+        return self.generator_spec.key if self.generator_spec else None
+
+
+def spec_from_dict(data: dict):
+    """A JobSpec or GeneratorSpec from its to_dict() payload."""
+    return (GeneratorSpec if data.get("stage") == "generator" else JobSpec).from_dict(data)

@@ -46,6 +46,7 @@ TESTS = ("t", "wilcoxon")
 EXACT_WILCOXON_MAX_N = 50
 N_BOOT = 2000
 POWER = 0.8
+MIN_CLUSTERS = 10  # cluster-robust OLS standard errors (dose-response fallback) need enough clusters
 
 PAIRED_COLUMNS = (
     "metric", "higher_is_better", *CELL, "generator", "synthetic_ratio", "variant", "baseline", "baseline_ratio",
@@ -180,7 +181,8 @@ def prepare_records(records: pd.DataFrame, metrics, baseline: str, source: str =
     ratio = pd.to_numeric(df["synthetic_ratio"], errors="coerce")
     bad = df["synthetic_ratio"].notna() & ratio.isna()
     if bad.any():
-        problems.append(f"synthetic_ratio must be a number; got {sorted(map(str, df.loc[bad, 'synthetic_ratio'].unique()))[:5]}")
+        got = sorted(map(str, df.loc[bad, "synthetic_ratio"].unique()))[:5]
+        problems.append(f"synthetic_ratio must be a number; got {got}")
     fold = pd.to_numeric(df["fold"].fillna(0), errors="coerce")
     if fold.isna().any() or (fold != np.round(fold)).any():
         problems.append("fold must be an integer in every row")
@@ -229,7 +231,9 @@ def _ordered(df: pd.DataFrame, baseline: str) -> dict:
 
 
 def sort_frame(df: pd.DataFrame, baseline: str, extra=()) -> pd.DataFrame:
-    """Sort a table by metric?, cell (natural order), generator (first appearance, baseline first), ratio."""
+    """Sort a table by metric, cell, generator, ratio: names (dataset, backbone, rare class, generator) in the
+    order they first appear (the grid's order; baseline first), numbers (image size, rare count) ascending with
+    ``all`` last."""
     if df.empty:
         return df.reset_index(drop=True)
     order = _ordered(df, baseline) if "generator" in df.columns else {"generator": {}}
@@ -238,6 +242,8 @@ def sort_frame(df: pd.DataFrame, baseline: str, extra=()) -> pd.DataFrame:
     def key(col):
         if col.name == "generator":
             return col.map(lambda g: order["generator"].get(g, len(order["generator"])))
+        if col.name in ("dataset", "backbone", "rare_class"):      # names: the order they first appear in
+            return pd.Series(pd.factorize(col)[0], index=col.index)
         if col.name in ("synthetic_ratio", "baseline_ratio") or pd.api.types.is_numeric_dtype(col):
             return col
         uniq = sorted(col.dropna().unique(), key=_natural_key)
@@ -806,7 +812,8 @@ def dose_response(df: pd.DataFrame, metric: str, alpha: float = 0.05) -> dict:
     Model (statsmodels MixedLM, REML) on the cell-centred seed means of :func:`dose_response_data`:
     y ~ 0 + C(method) + C(method):x with a random intercept for each seed within each dataset (groups =
     dataset × seed; the dataset's own intercept is already removed by the centring). If it raises or does not
-    converge: OLS with cluster-robust (dataset × seed) standard errors, and a warning. Returns {"coef": DataFrame, "model", "warning", "scale"}.
+    converge: OLS with cluster-robust (dataset × seed) standard errors (ordinary ones with fewer than
+    ``MIN_CLUSTERS`` clusters), and a warning. Returns {"coef": DataFrame, "model", "warning", "scale"}.
     """
     import statsmodels.formula.api as smf
 
@@ -830,11 +837,16 @@ def dose_response(df: pd.DataFrame, metric: str, alpha: float = 0.05) -> dict:
         if not np.all(np.isfinite(fit.bse_fe)):
             raise RuntimeError("non-finite standard errors")
     except Exception as exc:  # noqa: BLE001 - any failure of the mixed model falls back to OLS
-        warning = (f"{metric}: the mixed model did not converge ({exc}); fell back to OLS with cluster-robust "
-                   f"(dataset × seed) standard errors")
         model = "ols"
         clusters = pd.factorize(data["seed_in_dataset"])[0]
-        fit = smf.ols(formula, data).fit(cov_type="cluster", cov_kwds={"groups": clusters})
+        if clusters.max() + 1 >= MIN_CLUSTERS:
+            fit = smf.ols(formula, data).fit(cov_type="cluster", cov_kwds={"groups": clusters})
+            se_kind = "cluster-robust (dataset × seed)"
+        else:
+            fit = smf.ols(formula, data).fit()
+            se_kind = f"ordinary (fewer than {MIN_CLUSTERS} dataset × seed clusters)"
+        warning = (f"{metric}: the mixed model did not converge ({exc}); fell back to OLS with {se_kind} "
+                   f"standard errors")
     params, bse, pvals = fit.params, fit.bse, fit.pvalues
     z = sps.norm.ppf(1 - alpha / 2)
     rows = []

@@ -114,10 +114,11 @@ def train_classifier(training_set, bundle, rare_class: int, backbone, training: 
             loss_sum += loss.detach()
             batches += 1
             train_images += len(labels) * accelerator.num_processes
-        train_seconds += time.perf_counter() - started
+        epoch_seconds = time.perf_counter() - started
+        train_seconds += epoch_seconds
         probs, targets = predict(model, val_loader, accelerator)
         val = classification_metrics(probs, targets, num_classes, rare_class)
-        history.append({"epoch": epoch + 1, "train_loss": float(loss_sum) / max(1, batches),
+        history.append({"epoch": epoch + 1, "train_loss": float(loss_sum) / max(1, batches), "train_s": epoch_seconds,
                         "lr": scheduler.get_last_lr()[0], "val_auroc": val["auroc"],
                         "val_balanced_accuracy": val["balanced_accuracy"]})
         score = val["auroc"] if not math.isnan(val["auroc"]) else -math.inf

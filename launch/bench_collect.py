@@ -72,7 +72,8 @@ def synthesize(seeds: int = 16, seed: int = 0) -> pd.DataFrame:
 
 def update_docs(text: str, path: Path = ROOT / "docs" / "benchmarks.md") -> None:
     """Replace (or append) only this script's section of docs/benchmarks.md."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n\nEvery performance figure with the command that produced it.\n"
+    old = path.read_text() if path.exists() else \
+        "# Benchmarks\n\nEvery performance figure with the command that produced it.\n"
     pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
     section = f"{HEADING}\n\n{text.strip()}\n\n"
     new = pattern.sub(lambda _: section, old) if pattern.search(old) else old.rstrip() + "\n\n" + section
@@ -94,7 +95,8 @@ def main() -> int:
         path = Path(tmp) / "records.csv"
         df.to_csv(path, index=False)
         print(f"synthesized {len(df):,} records × {df.shape[1]} columns in {time.perf_counter() - t0:.1f} s")
-        cmd = [sys.executable, str(ROOT / "launch" / "collect.py"), "--records", str(path), "--out", str(Path(tmp) / "out")]
+        cmd = [sys.executable, str(ROOT / "launch" / "collect.py"), "--records", str(path),
+               "--out", str(Path(tmp) / "out")]
         times = []
         for _ in range(args.repeat):
             t0 = time.perf_counter()
@@ -113,7 +115,7 @@ def main() -> int:
 `nice -n 10 .venv/bin/python launch/bench_collect.py --update-docs` (the script synthesizes the table and runs
 `python launch/collect.py --records records.csv --out out/` in a fresh process, best of {args.repeat}).
 
-| records | cells | variants | seeds | paired comparisons (× 3 metrics) | wall time | target |
+| records | cells | variants | seeds | paired tests (comparisons × 3 metrics) | wall time | target |
 |---:|---:|---:|---:|---:|---:|---:|
 | {len(df):,} | 250 | 26 | {args.seeds} | {len(tests):,} | **{best:.1f} s** | < 30 s |
 
@@ -121,7 +123,8 @@ Everything the CLI does is inside the figure: interpreter start and imports, rea
 t / Wilcoxon (exact) / bootstrap (2,000 resamples) / power for every comparison, Holm correction, leaderboards,
 Friedman / Iman–Davenport / Nemenyi / Holm-vs-control and a CD diagram per metric, the dose-response mixed model
 per metric, 6 PNG plots, report.md and report.html. Machine: {platform.machine()}, {os.cpu_count()} CPU cores
-(shared), Python {platform.python_version()}, pandas {pd.__version__}; run under `nice -n 10`.
+shared with other work, so the time varies with its load, Python {platform.python_version()}, pandas
+{pd.__version__}; run under `nice -n 10`. All runs: {', '.join(f'{t:.1f}' for t in times)} s.
 """)
         print(f"updated {ROOT / 'docs' / 'benchmarks.md'}")
     return 0

@@ -62,7 +62,8 @@ def main(argv=None) -> int:
         out = Path(args.out) if args.out else Path(args.records).resolve().parent
         source, title = f"records file {args.records}", Path(args.records).resolve().parent.name
     if records is None or len(records) == 0:
-        raise UserError(f"No finished jobs in {source}: nothing to analyse. Run the grid first "
+        jobs = f" ({len(failed)} failed, {len(missing)} missing)" if failed is not None else ""
+        raise UserError(f"No finished jobs in {source}{jobs}: nothing to analyse. Run the grid first "
                         f"(python launch/grid.py --grid …), then collect again.")
     analysis = stats.analyse(records, metrics=args.metrics.split(","), baseline=args.baseline,
                              correction=args.correction, family=args.family, source=source)

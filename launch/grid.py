@@ -44,7 +44,9 @@ def main(argv=None):
     if not args.grid:
         raise grids.UserError("--grid is required (a name from --list, or a path to a grid YAML).")
     grid = grids.load_grid(args.grid, args.profile)
-    jobs = grids.filter_jobs(grids.expand(grid), args.only)
+    classifier_jobs = grids.filter_jobs(grids.expand(grid), args.only)
+    generator_jobs = grids.generator_jobs(classifier_jobs)
+    jobs = generator_jobs + classifier_jobs
     out_dir = plan.results_root(args.results) / grid.label
     runs_dir = out_dir / "runs"
     for line in plan.check_data(jobs):
@@ -55,23 +57,22 @@ def main(argv=None):
         print(plan.summary_line(jobs, status))
         return 0
     plan.check_data(jobs, download=True)
-    todo = jobs if args.force else [j for j in jobs if status[j.key] != "done"]
+    todo = [j for j in jobs if args.force or status[j.key] != "done"]
     print(f"{plan.summary_line(jobs, status)}; running {len(todo)}")
     from benchmark import executors
 
     executor = executors.resolve_executor(args.executor)
-    if executor == "debug":
-        executors.run_debug(todo, runs_dir, force=args.force)
-    elif executor == "local":
-        executors.run_local(todo, runs_dir, out_dir / "logs", force=args.force, parallel=args.parallel,
-                            runs_per_task=args.runs_per_task)
-    else:
+    if executor == "slurm":
         raise grids.UserError("--executor slurm is not available yet in this version; use local or debug.")
+    executors.run_stages([j for j in todo if j.stage == "generator"], [j for j in todo if j.stage == "classifier"],
+                         runs_dir, executor, out_dir / "logs", force=args.force, parallel=args.parallel,
+                         runs_per_task=args.runs_per_task)
     final = plan.statuses(jobs, runs_dir)
     print(plan.summary_line(jobs, final))
-    failed = [j for j in jobs if final[j.key] == "failed"]
+    failed = [j for j in jobs if final[j.key] in ("failed", "blocked")]
     for spec in failed:
-        print(f"failed  {spec.name}  see {runs_dir / spec.key / 'error.json'}")
+        print(f"{final[spec.key]}  {spec.name}  see {runs_dir / (getattr(spec, 'generator_key', None) or spec.key)}"
+              "/error.json")
     profile = f" --profile {grid.profile}" if grid.profile else ""
     print(f"results: {runs_dir}\nnext: python launch/collect.py --grid {args.grid}{profile}"
           f" → {out_dir / 'leaderboard.md'}")

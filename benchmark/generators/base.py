@@ -24,6 +24,14 @@ class TrainingSet:
         return {"real_per_class": real.tolist(), "synthetic_per_class": synthetic.tolist()}
 
 
+def synthetic_count(ratio, n_rare: int, counts: np.ndarray) -> int:
+    """Synthetic (or duplicated) rare images a job adds: `ratio` × the real rare count, or with ratio "balance"
+    as many as make the rare class as large as the largest class."""
+    if ratio == "balance":
+        return max(0, int(counts.max()) - n_rare)
+    return int(round(float(ratio) * n_rare))
+
+
 class Method:
     """A method on the `generator` axis. Built from its registry entry's config (``Method(**config)``)."""
 

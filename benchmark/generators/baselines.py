@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmark.generators.base import Method, TrainingSet
+from benchmark.generators.base import Method, TrainingSet, synthetic_count
 
 
 class NoAugmentation(Method):
@@ -30,12 +30,13 @@ class ClassWeight(Method):
 
 
 class Oversample(Method):
-    """`oversample`: rare real images duplicated up to `synthetic_ratio` × the real rare count (cycling through a
+    """`oversample`: rare real images duplicated up to `synthetic_ratio` × the real rare count, or up to class
+    balance with ratio "balance" (cycling through a
     seeded permutation, so each image is repeated as evenly as possible); augmented like all training data."""
 
     def build_training_set(self, real, rare_class, synthetic_ratio, num_classes, seed):
         rare_idx = np.flatnonzero((real.labels == rare_class) & ~real.is_synthetic)
-        extra = int(round(synthetic_ratio * len(rare_idx)))
+        extra = synthetic_count(synthetic_ratio, len(rare_idx), np.bincount(real.labels, minlength=num_classes))
         if extra == 0 or len(rare_idx) == 0:
             return real
         rng = np.random.default_rng(seed)

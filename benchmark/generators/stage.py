@@ -1,0 +1,111 @@
+"""The generator stage: fit a generator once per cell, sample a bank, audit it; and mixing its bank into training."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.errors import UserError
+from benchmark.generators.base import Method, TrainingSet, synthetic_count
+
+BANK_FILE = "samples.npz"
+MODEL_DIR = "model"
+DEFAULT_BANK_MULTIPLE = 8  # bank = max(8 × real rare count, images needed to balance the classes)
+
+
+def bank_size(real: TrainingSet, rare_class: int, multiple: int) -> int:
+    counts = np.bincount(real.labels, minlength=rare_class + 1)
+    n_rare = int(counts[rare_class])
+    return max(multiple * n_rare, int(counts.max()) - n_rare, 1)
+
+
+def write_bank(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez_compressed(tmp, images=images, labels=labels)
+    os.replace(tmp, path)
+
+
+def read_bank(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The sample bank of a finished generator job; a corrupt or missing bank is a clear error."""
+    path = Path(run_dir) / BANK_FILE
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            images, labels = npz["images"], npz["labels"]
+    except FileNotFoundError:
+        raise UserError(f"Generator artifact {run_dir} has no {BANK_FILE}; run the grid again to rebuild it.") from None
+    except Exception as exc:  # noqa: BLE001 - zip, pickle-free npz and key errors alike
+        raise UserError(f"Generator artifact {path} is corrupt ({type(exc).__name__}: {exc}). "
+                        "Rebuild it with: launch/grid.py ... --force --only <generator key>.") from None
+    if images.dtype != np.uint8 or images.ndim != 4 or len(images) != len(labels):
+        raise UserError(f"Generator artifact {path} is corrupt (images {images.dtype} {images.shape}, "
+                        f"{len(labels)} labels). Rebuild it with --force.")
+    return images, labels
+
+
+def run_generator(spec, run_dir: Path) -> dict:
+    """Fit the generator on the cell's real training images only, sample its bank, audit it, save everything."""
+    from benchmark import registry
+    from benchmark.cell import build_cell
+    from benchmark.generators.audit import audit
+    from benchmark.seeding import generator_seed
+
+    started = time.perf_counter()
+    cell = build_cell(spec)
+    real = cell.real
+    entry = registry.get("generator", spec.generator)
+    config = {k: v for k, v in entry.config.items() if k not in ("kind", "uses_synthetic_ratio", "bank_multiple")}
+    generator = entry.load()(num_classes=cell.bundle.num_classes, image_shape=real.images.shape[1:], **config)
+    seed = generator_seed(spec.dataset_id, spec.rare_class, spec.rare_count, spec.seed, spec.generator)
+    fit_log = generator.fit(real.images, real.labels, seed, out_dir=run_dir)
+    fit_seconds = time.perf_counter() - started
+    generator.save(Path(run_dir) / MODEL_DIR)
+    n_bank = bank_size(real, cell.rare_class, int(entry.config.get("bank_multiple", DEFAULT_BANK_MULTIPLE)))
+    sample_started = time.perf_counter()
+    bank = generator.sample(n_bank, cell.rare_class, seed + 1)
+    sample_seconds = time.perf_counter() - sample_started
+    write_bank(Path(run_dir) / BANK_FILE, bank, np.full(n_bank, cell.rare_class, dtype=np.int64))
+    report = audit(bank, real.images[real.labels == cell.rare_class], real.images, out_dir=run_dir)
+    return {
+        "resolved": {"rare_class": cell.rare_class, "n_rare_train": cell.n_rare, "generator_seed": seed,
+                     "bank_size": n_bank, "fit_images": len(real.labels),
+                     "fit_images_sha256": hashlib.sha256(np.ascontiguousarray(real.images).tobytes()).hexdigest()},
+        "fit_log": fit_log,
+        "audit": report,
+        "timings": {"fit_s": fit_seconds, "sample_s": sample_seconds, "wall_s": time.perf_counter() - started,
+                    "bank_images_per_s": n_bank / sample_seconds if sample_seconds else float("nan")},
+        "dataset": {"sha256": cell.bundle.sha256, "file": Path(cell.bundle.path).name},
+    }
+
+
+class SyntheticMix(Method):
+    """Classifier-side use of a generator: the first ratio × n_rare images of the cell's bank are added as
+    synthetic rare-class images (a prefix, so larger ratios contain smaller ones)."""
+
+    def __init__(self, artifact_dir: Path, **config):
+        super().__init__(**config)
+        self.artifact_dir = Path(artifact_dir)
+
+    def build_training_set(self, real, rare_class, synthetic_ratio, num_classes, seed):
+        counts = np.bincount(real.labels, minlength=num_classes)
+        n_rare = int(counts[rare_class])
+        needed = synthetic_count(synthetic_ratio, n_rare, counts)
+        if needed == 0:
+            return real
+        images, labels = read_bank(self.artifact_dir)
+        if needed > len(images):
+            raise UserError(f"synthetic_ratio {synthetic_ratio} needs {needed} synthetic images but the bank at "
+                            f"{self.artifact_dir} has {len(images)}; raise the generator's bank_multiple.")
+        if not (labels[:needed] == rare_class).all() or images.shape[1:] != real.images.shape[1:]:
+            raise UserError(f"Generator bank at {self.artifact_dir} does not match this cell "
+                            f"(labels or image shape {images.shape[1:]} vs {real.images.shape[1:]}).")
+        return TrainingSet(
+            np.concatenate([real.images, images[:needed]]),
+            np.concatenate([real.labels, labels[:needed]]),
+            np.concatenate([real.is_synthetic, np.ones(needed, dtype=bool)]),
+            None,
+            {"synthetic_from": self.artifact_dir.name, "synthetic_added": needed},
+        )

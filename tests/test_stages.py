@@ -1,0 +1,71 @@
+"""Two stages: generator jobs keyed per cell (not per backbone or ratio), blocked classifiers, bank mixing."""
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmark import plan
+from benchmark.executors import run_stages
+from benchmark.generators.base import Generator, TrainingSet
+from benchmark.generators.stage import SyntheticMix, write_bank
+from benchmark.errors import UserError
+from benchmark.grid import Grid, expand, generator_jobs
+
+
+class FailingGenerator(Generator):
+    def fit(self, images, labels, seed, out_dir=None):
+        raise RuntimeError("generator diverged")
+
+
+@pytest.fixture
+def failing_registry(tmp_path, monkeypatch):
+    folder = tmp_path / "reg" / "generators"
+    folder.mkdir(parents=True)
+    (folder / "failing_gan.yaml").write_text(
+        "target: tests.test_stages:FailingGenerator\nversion: 1\nconfig: {kind: generative}\n")
+    monkeypatch.setenv("GENMED_REGISTRY_PATH", str(tmp_path / "reg"))
+
+
+def grid(**axes):
+    base = {"dataset": ["breastmnist"], "generator": ["failing_gan", "none"], "backbone": ["resnet18", "resnet50"],
+            "rare_count": [10], "synthetic_ratio": [1, 2], "seed": [0, 1]}
+    return Grid("t", None, {**base, **axes}, [], [], {"epochs": 1}, "test")
+
+
+def test_generator_jobs_are_one_per_cell(failing_registry):
+    jobs = expand(grid())
+    generative = [j for j in jobs if j.generator == "failing_gan"]
+    assert len(generative) == 2 * 2 * 2  # backbones × ratios × seeds
+    gens = generator_jobs(jobs)
+    assert len(gens) == 2  # one per seed: backbone and ratio are not part of a generator job
+    assert {j.generator_key for j in generative} == {g.key for g in gens}
+    assert all(j.generator_key is None for j in jobs if j.generator == "none")
+    assert len({g.key for g in gens} | {j.key for j in jobs}) == len(gens) + len(jobs)
+
+
+def test_failed_generator_blocks_its_classifiers(failing_registry, data_env, tmp_path):
+    jobs = expand(grid(backbone=["resnet18"], synthetic_ratio=[1], seed=[0], generator=["failing_gan"]))
+    gens = generator_jobs(jobs)
+    run_stages(gens, jobs, tmp_path, "debug", tmp_path / "logs")
+    error = json.loads((tmp_path / gens[0].key / "error.json").read_text())
+    assert "generator diverged" in error["error"]
+    status = plan.statuses(gens + jobs, tmp_path)
+    assert status[gens[0].key] == "failed" and status[jobs[0].key] == "blocked"
+    assert not (tmp_path / jobs[0].key).exists()  # never run, never done
+    assert "1 classifier jobs: 0 done, 0 pending, 0 failed, 1 blocked" in plan.summary_line(gens + jobs, status)
+
+
+def test_synthetic_mix_takes_a_prefix_of_the_bank_and_checks_it(tmp_path):
+    real = TrainingSet(np.zeros((30, 1, 4, 4), np.uint8), np.array([0] * 5 + [1] * 25), np.zeros(30, bool))
+    bank = np.arange(40, dtype=np.uint8)[:, None, None, None].repeat(4, 2).repeat(4, 3)
+    write_bank(tmp_path / "samples.npz", bank, np.zeros(40, np.int64))
+    out = SyntheticMix(tmp_path).build_training_set(real, 0, 2.0, 2, seed=0)
+    assert out.is_synthetic.sum() == 10 and (out.images[out.is_synthetic][:, 0, 0, 0] == np.arange(10)).all()
+    balanced = SyntheticMix(tmp_path).build_training_set(real, 0, "balance", 2, seed=0)
+    assert balanced.counts(2) == {"real_per_class": [5, 25], "synthetic_per_class": [20, 0]}
+    with pytest.raises(UserError, match="needs 50 synthetic images but the bank"):
+        SyntheticMix(tmp_path).build_training_set(real, 0, 10.0, 2, seed=0)
+    (tmp_path / "samples.npz").write_bytes(b"not a zip file")
+    with pytest.raises(UserError, match="is corrupt .*--force"):
+        SyntheticMix(tmp_path).build_training_set(real, 0, 1.0, 2, seed=0)
