@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import time
@@ -19,6 +20,7 @@ from benchmark.specs import JobSpec, spec_from_dict
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.json"
 SPEC_FILE = "spec.json"
+STATE_DIR = "state"
 RESULT_SCHEMA = 1
 
 
@@ -78,7 +80,7 @@ def run_dir_status(run_dir: Path) -> str:
     return "pending"
 
 
-def run_classifier(spec: JobSpec, run_dir: Path, progress: bool = False) -> dict:
+def run_classifier(spec: JobSpec, run_dir: Path, progress: bool = False, resumable: bool = False) -> dict:
     """Train and evaluate one classifier job; returns the record (written by the caller)."""
     from benchmark import registry
     from benchmark.cell import build_cell
@@ -107,7 +109,8 @@ def run_classifier(spec: JobSpec, run_dir: Path, progress: bool = False) -> dict
     backbone_entry = registry.get("backbone", spec.backbone)
     backbone = backbone_entry.load()(name=backbone_entry.name, **backbone_entry.config)
     outcome = train_classifier(training_set, bundle, cell.rare_class, backbone, spec.training, seed,
-                               run_dir=run_dir, progress=progress)
+                               run_dir=run_dir, progress=progress,
+                               state_dir=Path(run_dir) / STATE_DIR if resumable else None)
     counts = training_set.counts(bundle.num_classes)
     return {
         "schema": RESULT_SCHEMA,
@@ -144,17 +147,19 @@ def run_classifier(spec: JobSpec, run_dir: Path, progress: bool = False) -> dict
     }
 
 
-def execute(spec: JobSpec, run_dir: Path, force: bool = False, progress: bool = False) -> str:
+def execute(spec: JobSpec, run_dir: Path, force: bool = False, progress: bool = False,
+            resumable: bool = False) -> str:
     """Run `spec` unless done. Returns 'skipped', 'done' or 'failed'. Never raises for a job's own failure:
-    the traceback goes to error.json, and an earlier result.json is never removed or overwritten by a failure."""
+    the traceback goes to error.json, and an earlier result.json is never removed or overwritten by a failure.
+    `resumable`: save the training state every epoch and resume from it (preemption, requeue)."""
     run_dir = Path(run_dir)
     if run_dir_status(run_dir) == "done" and not force:
         return "skipped"
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / SPEC_FILE, spec.to_dict())
     try:
-        record = run_classifier(spec, run_dir, progress=progress) if spec.stage == "classifier" else \
-            run_generator_record(spec, run_dir)
+        record = run_classifier(spec, run_dir, progress=progress, resumable=resumable) \
+            if spec.stage == "classifier" else run_generator_record(spec, run_dir)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded, never cached as done
         write_json_atomic(run_dir / ERROR_FILE, {
             "key": spec.key, "name": spec.name, "error": f"{type(exc).__name__}: {exc}",
@@ -164,6 +169,7 @@ def execute(spec: JobSpec, run_dir: Path, force: bool = False, progress: bool = 
     if record.pop("_is_main_process", True):
         write_json_atomic(run_dir / RESULT_FILE, record)
         (run_dir / ERROR_FILE).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / STATE_DIR, ignore_errors=True)
     return "done"
 
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import torch
-
 ECE_BINS = 15
 
 
-def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, num_classes: int, rare_class: int) -> dict:
+def classification_metrics(probs, targets, num_classes: int, rare_class: int) -> dict:
     """Every metric a record carries for one split, from softmax probabilities (N, K) and integer targets (N,).
 
     AUROC is macro one-vs-rest (equal to the binary AUROC when K = 2); AUPRC is macro average precision;
     balanced accuracy is macro recall; rare_* treat the rare class as positive; ECE uses 15 equal-width bins.
     """
+    import torch
     from torchmetrics.functional.classification import (
         binary_auroc,
         binary_average_precision,

@@ -85,19 +85,26 @@ class GridRecords:
 
 
 def gather(jobs, runs_dir: Path):
-    """(rows, failed, missing) for the expected jobs: a job counts only through its result.json."""
-    rows, failed, missing = [], [], []
+    """(rows, failed, missing, blocked) for the expected classifier jobs: a job counts only through its
+    result.json; one whose generator job failed is blocked."""
+    from benchmark.job import run_dir_status
+
+    rows, failed, missing, blocked = [], [], [], []
     for spec in jobs:
         run_dir = Path(runs_dir) / spec.key
         result_path = run_dir / RESULT_FILE
-        if result_path.is_file():
+        generator_key = getattr(spec, "generator_key", None)
+        if not result_path.is_file() and generator_key and \
+                run_dir_status(Path(runs_dir) / generator_key) == "failed":
+            blocked.append({"key": spec.key, "name": spec.name, "reason": f"blocked by {generator_key}"})
+        elif result_path.is_file():
             rows.append(flatten_result(json.loads(result_path.read_text())))
         elif (run_dir / ERROR_FILE).is_file():
             error = json.loads((run_dir / ERROR_FILE).read_text())
             failed.append({"key": spec.key, "name": spec.name, "error": error.get("error", "")})
         else:
             missing.append({"key": spec.key, "name": spec.name})
-    return rows, failed, missing
+    return rows, failed, missing, blocked
 
 
 def collect_grid(grid_name_or_path: str, profile: str | None, results_root: Path) -> GridRecords:
@@ -109,10 +116,10 @@ def collect_grid(grid_name_or_path: str, profile: str | None, results_root: Path
     grid = load_grid(grid_name_or_path, profile)
     jobs = expand(grid)
     out_dir = Path(results_root) / grid.label
-    rows, failed, missing = gather(jobs, out_dir / "runs")
+    rows, failed, missing, blocked = gather(jobs, out_dir / "runs")
     design = {"grid": grid.name, "profile": grid.profile, "axes": grid.axes, "training": grid.training,
               "n_jobs": len(jobs), "source": grid.source}
-    return GridRecords(pd.DataFrame(rows), failed, missing, [], out_dir, design)
+    return GridRecords(pd.DataFrame(rows), failed, missing, blocked, out_dir, design)
 
 
 def write_records(df, path: Path) -> None:

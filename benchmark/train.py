@@ -62,11 +62,14 @@ def predict(model, loader, accelerator) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def train_classifier(training_set, bundle, rare_class: int, backbone, training: dict, init_seed: int,
-                     run_dir: Path | None = None, progress: bool = False) -> dict:
+                     run_dir: Path | None = None, progress: bool = False, state_dir: Path | None = None) -> dict:
     """Train `backbone` on `training_set`, select the epoch with the best val AUROC, evaluate it on test.
 
     Returns metrics (val at the selected epoch, test), the per-epoch history and timings. Writes the selected
-    weights to ``run_dir/model.safetensors`` when ``training["save_checkpoint"]``.
+    weights to ``run_dir/model.safetensors`` when ``training["save_checkpoint"]``. With `state_dir`, the full
+    training state (``accelerator.save_state`` plus the selection state and the data-order and augmentation
+    generators) is saved after every epoch, and a run that finds a saved state resumes from it: a resumed run
+    ends with the same record as an uninterrupted one.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -94,8 +97,11 @@ def train_classifier(training_set, bundle, rare_class: int, backbone, training: 
     augment_generator = torch.Generator(device=accelerator.device).manual_seed(init_seed + accelerator.process_index)
 
     history, best, best_state = [], None, None
-    train_seconds, train_images = 0.0, 0
-    epochs = range(training["epochs"])
+    train_seconds, train_images, start_epoch = 0.0, 0, 0
+    if state_dir is not None and (Path(state_dir) / PROGRESS_FILE).is_file():
+        start_epoch, history, best, best_state, train_seconds, train_images = load_progress(
+            accelerator, Path(state_dir), loader_generator, augment_generator)
+    epochs = range(start_epoch, training["epochs"])
     if progress and accelerator.is_main_process:
         from tqdm.auto import tqdm
 
@@ -125,6 +131,9 @@ def train_classifier(training_set, bundle, rare_class: int, backbone, training: 
         if best is None or score > best[0]:
             best = (score, epoch + 1, val)
             best_state = copy.deepcopy(accelerator.unwrap_model(model).state_dict())
+        if state_dir is not None:
+            save_progress(accelerator, Path(state_dir), epoch + 1, history, best, best_state, train_seconds,
+                          train_images, loader_generator, augment_generator)
 
     accelerator.unwrap_model(model).load_state_dict(best_state)
     probs, targets = predict(model, test_loader, accelerator)
@@ -143,6 +152,57 @@ def train_classifier(training_set, bundle, rare_class: int, backbone, training: 
         "mixed_precision": str(accelerator.mixed_precision),
         "is_main_process": accelerator.is_main_process,
     }
+
+
+PROGRESS_FILE = "progress.json"
+
+
+def save_progress(accelerator, state_dir: Path, epoch, history, best, best_state, train_seconds, train_images,
+                  loader_generator, augment_generator) -> None:
+    """Everything needed to resume after `epoch`, swapped in as a whole folder (a crash leaves the old one)."""
+    import json
+    import shutil
+
+    from safetensors.torch import save_file
+
+    tmp = state_dir.with_name(state_dir.name + ".tmp")
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    rank = accelerator.process_index
+    save_file({"loader": loader_generator.get_state(), "augment": augment_generator.get_state().cpu()},
+              str(tmp / f"generators_{rank}.safetensors"))
+    if accelerator.is_main_process:
+        save_file({k: v.detach().cpu().contiguous() for k, v in best_state.items()}, str(tmp / "best.safetensors"))
+        (tmp / PROGRESS_FILE).write_text(json.dumps({
+            "epoch": epoch, "history": history, "best_score": best[0], "best_epoch": best[1], "best_val": best[2],
+            "train_seconds": train_seconds, "train_images": train_images}))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        old = state_dir.with_name(state_dir.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if state_dir.exists():
+            state_dir.rename(old)
+        tmp.rename(state_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def load_progress(accelerator, state_dir: Path, loader_generator, augment_generator):
+    import json
+
+    from safetensors.torch import load_file
+
+    accelerator.load_state(str(state_dir))
+    generators = load_file(str(state_dir / f"generators_{accelerator.process_index}.safetensors"))
+    loader_generator.set_state(generators["loader"])
+    augment_generator.set_state(generators["augment"].to(augment_generator.device))
+    progress = json.loads((state_dir / PROGRESS_FILE).read_text())
+    best_state = load_file(str(state_dir / "best.safetensors"))
+    best = (progress["best_score"], progress["best_epoch"], progress["best_val"])
+    return (progress["epoch"], progress["history"], best, best_state, progress["train_seconds"],
+            progress["train_images"])
 
 
 def save_weights(state: dict, path: Path) -> None:

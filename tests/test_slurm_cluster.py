@@ -67,6 +67,12 @@ class EpochCounter(submitit.helpers.Checkpointable):
             tmp.replace(state)
         return {"epochs": epoch, "started_at": started_at, "restarts": os.environ.get("SLURM_RESTART_COUNT", "0")}
 
+    def checkpoint(self, *args, **kwargs):
+        """Called by submitit on the pre-timeout/preemption signal (USR2), before it requeues the job."""
+        with open(self.state_file + ".checkpoints", "a") as log:
+            log.write(f"{Path(self.state_file).read_text() if Path(self.state_file).exists() else 0}\n")
+        return super().checkpoint(*args, **kwargs)
+
 
 # ------------------------------------------------------------------------------------------------ helpers
 def executor(folder: Path, profile: str = "local-cpu", **overrides):
@@ -95,17 +101,32 @@ def squeue_state(job_id: str) -> str:
     return out.strip()
 
 
-def sacct(job_id: str) -> dict:
-    """Allocation line of a job from the accounting database: State, Start, End (epoch seconds)."""
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "JobID,State,Start,End"],
-                         capture_output=True, text=True, check=True).stdout
-    for line in out.splitlines():
-        jid, state, start, end = line.split("|")
-        if jid == job_id:
-            def epoch(s):
-                return time.mktime(time.strptime(s, "%Y-%m-%dT%H:%M:%S")) if s[:1].isdigit() else None
-            return {"State": state, "Start": epoch(start), "End": epoch(end)}
-    raise AssertionError(f"sacct has no line for job {job_id}: {out!r}")
+def sacct(job_id: str, timeout_s: float = 30) -> dict:
+    """Allocation line of a finished job from the accounting database: State, Start, End (epoch seconds). Waits
+    for the end to be recorded: slurmctld reports to slurmdbd a moment after the job's result file appears."""
+    def read():
+        out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "JobID,State,Start,End"],
+                             capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            jid, state, start, end = line.split("|")
+            if jid == job_id:
+                return {"State": state, "Start": epoch(start), "End": epoch(end)}
+        return None
+
+    def epoch(stamp):
+        return time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S")) if stamp[:1].isdigit() else None
+
+    line = {}
+
+    def ended():
+        nonlocal line
+        line = read() or {}
+        return line.get("End") is not None and line["State"] not in ("PENDING", "RUNNING", "REQUEUED")
+    try:
+        wait_until(ended, timeout_s, what=f"sacct to record the end of job {job_id}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last sacct line: {line}") from None
+    return line
 
 
 # ------------------------------------------------------------------------------------------------ tests
@@ -131,7 +152,8 @@ def test_job_array_runs_with_its_parallelism_limit(slurm_cluster, tmp_path):
     jobs = ex.map_array(stamp, [f"task{i}" for i in range(4)], [2.0] * 4)
     array_id = jobs[0].job_id.split("_")[0]
     assert [j.job_id for j in jobs] == [f"{array_id}_{i}" for i in range(4)]  # one SLURM array, one submission
-    assert "#SBATCH --array=0-3%2" in jobs[0].paths.submission_file.read_text()
+    # The array's sbatch script lies in the folder of the array id (%j), its tasks' files in <id>_<task>/.
+    assert "#SBATCH --array=0-3%2" in (tmp_path / array_id / f"{array_id}_submission.sh").read_text()
     outs = [result(j) for j in jobs]
     assert [o["tag"] for o in outs] == ["task0", "task1", "task2", "task3"]
     assert [o["array_task"] for o in outs] == ["0", "1", "2", "3"]
@@ -221,3 +243,16 @@ def test_scontrol_requeue_resumes_from_the_last_saved_state(slurm_cluster, tmp_p
     assert out["restarts"] == "1" and out["started_at"] >= 2, out  # the second run resumed, not restarted
     starts = [line.split() for line in Path(str(state) + ".starts").read_text().splitlines()]
     assert starts[0] == ["0", "0"] and starts[-1][1] == "1"
+
+
+def test_preemption_signal_checkpoints_and_requeues(slurm_cluster, tmp_path):
+    """What SLURM does on preemption (and submitit on the time limit): SIGTERM + USR2. submitit calls
+    checkpoint(), requeues the job itself, and the new run resumes."""
+    state = tmp_path / "state.txt"
+    job = executor(tmp_path).submit(EpochCounter(str(state), 8))
+    wait_until(lambda: state.exists() and int(state.read_text()) >= 2, what="two epochs")
+    job._interrupt()  # scancel --signal TERM, then --signal USR2: submitit's own test hook
+    out = result(job, timeout_s=120)
+    assert out["epochs"] == 8
+    assert out["restarts"] == "1" and out["started_at"] >= 2, out
+    assert Path(str(state) + ".checkpoints").read_text().strip()  # checkpoint() ran before the requeue
