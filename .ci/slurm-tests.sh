@@ -15,6 +15,7 @@ if [ -f "$DIR/etc/slurm.conf" ] && command -v sinfo >/dev/null &&
   SLURM_CONF=$DIR/etc/slurm.conf timeout 10 sinfo -h >/dev/null 2>&1; then
   was_running=1
 fi
+# shellcheck disable=SC2317  # called by the EXIT trap
 stop() {
   if [ "$was_running" = 1 ]; then
     echo "leaving the local SLURM cluster in $DIR running (it was running before)" >&2

@@ -113,9 +113,8 @@ class ClusterProfile:
         return f"{self.name} ({self.path}): {', '.join(parts)}"
 
 
-# key -> (accepted types, description for messages, minimum or None); None is accepted for optional keys.
+# key: (accepted types, wording for messages, minimum or None, whether null is allowed)
 _SCHEMA: dict[str, tuple[tuple[type, ...], str, int | None, bool]] = {
-    # key: (types, wording, minimum, nullable)
     "partition": ((str,), "a string", None, True),
     "account": ((str,), "a string", None, True),
     "qos": ((str,), "a string", None, True),

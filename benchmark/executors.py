@@ -82,41 +82,51 @@ def run_local(jobs: list[JobSpec], runs_dir: Path, logs_dir: Path, force: bool =
         return {}
     runs_per_task = runs_per_task or math.ceil(len(jobs) / max(1, parallel))
     batches = pack(jobs, runs_per_task)
-    executor = submitit.LocalExecutor(folder=str(logs_dir / "%j"))
+    executor = submitit.LocalExecutor(folder=str(logs_dir))
     executor.update_parameters(timeout_min=timeout_min)
     pending = list(batches)
     running: list[tuple] = []
     statuses: dict[str, str] = {}
     finished_keys: set[str] = set()
     with _progress_bar(len(jobs), "jobs") as bar:
-        while pending or running:
-            while pending and len(running) < parallel:
-                batch = pending.pop(0)
-                task = JobBatch([s.to_dict() for s in batch], str(runs_dir), force)
-                running.append((executor.submit(task), batch, time.time() - 1))
-            time.sleep(POLL_SECONDS)
-            still_running = []
-            for job, batch, submitted_at in running:
+        try:
+            _drive(executor, pending, running, statuses, finished_keys, bar, runs_dir, logs_dir, force, parallel)
+        except KeyboardInterrupt:
+            for job, _, _ in running:
+                job.cancel(check=False)
+            print("interrupted: running workers were cancelled; finished results are kept")
+            raise
+    return statuses
+
+
+def _drive(executor, pending, running, statuses, finished_keys, bar, runs_dir, logs_dir, force, parallel):
+    while pending or running:
+        while pending and len(running) < parallel:
+            batch = pending.pop(0)
+            task = JobBatch([s.to_dict() for s in batch], str(runs_dir), force)
+            running.append((executor.submit(task), batch, time.time() - 1))
+        time.sleep(POLL_SECONDS)
+        still_running = []
+        for job, batch, submitted_at in running:
+            for spec in batch:
+                if spec.key not in finished_keys and _written_since(runs_dir / spec.key, submitted_at):
+                    finished_keys.add(spec.key)
+                    bar.update(1)
+            if job.done():
+                try:
+                    statuses.update(job.result())
+                except Exception as exc:  # a worker that died (killed, out of memory): its jobs stay pending
+                    for spec in batch:
+                        statuses.setdefault(spec.key, run_dir_status(runs_dir / spec.key))
+                    print(f"warning: worker {job.job_id} ended abnormally ({type(exc).__name__}); "
+                          f"see {logs_dir / str(job.job_id)}")
                 for spec in batch:
-                    if spec.key not in finished_keys and _written_since(runs_dir / spec.key, submitted_at):
+                    if spec.key not in finished_keys:
                         finished_keys.add(spec.key)
                         bar.update(1)
-                if job.done():
-                    try:
-                        statuses.update(job.result())
-                    except Exception as exc:  # a worker that died (killed, out of memory): its jobs stay pending
-                        for spec in batch:
-                            statuses.setdefault(spec.key, run_dir_status(runs_dir / spec.key))
-                        print(f"warning: worker {job.job_id} ended abnormally ({type(exc).__name__}); "
-                              f"see {logs_dir / str(job.job_id)}")
-                    for spec in batch:
-                        if spec.key not in finished_keys:
-                            finished_keys.add(spec.key)
-                            bar.update(1)
-                else:
-                    still_running.append((job, batch, submitted_at))
-            running = still_running
-    return statuses
+            else:
+                still_running.append((job, batch, submitted_at))
+        running[:] = still_running
 
 
 def _written_since(run_dir: Path, since: float) -> bool:

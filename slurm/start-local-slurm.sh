@@ -32,7 +32,7 @@ T0=$(date +%s.%N)
 log() { printf '[local-slurm] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-[ $# -ge 1 ] && [ -n "$1" ] || die "usage: $0 DIR"
+if [ $# -lt 1 ] || [ -z "$1" ]; then die "usage: $0 DIR"; fi
 DIR=$1
 case "$DIR" in /*) ;; *) DIR="$(pwd)/$DIR" ;; esac
 ACCOUNTING=${LOCAL_SLURM_ACCOUNTING:-1}

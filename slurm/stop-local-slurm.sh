@@ -71,7 +71,7 @@ stop_daemon() {  # stop_daemon NAME PIDFILE: TERM, wait up to 30 s, then KILL
 if pid_of slurmctld "$DIR/run/slurmctld.pid" >/dev/null && [ -f "$SLURM_CONF" ]; then
   jobs=$(timeout 10 squeue -h -o '%A' 2>/dev/null || true)
   if [ -n "$jobs" ]; then
-    log "cancelling jobs: $(echo $jobs)"
+    log "cancelling jobs: $(tr '\n' ' ' <<<"$jobs")"
     # shellcheck disable=SC2086
     timeout 10 scancel $jobs 2>/dev/null || true
     for _ in $(seq 1 120); do

@@ -1,6 +1,7 @@
 """Cluster profiles (slurm/*.yaml → submitit parameters) and slurm_available(); fast, no cluster needed."""
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -240,7 +241,7 @@ def test_slurm_available_without_sbatch(monkeypatch, tmp_path):
 
 def test_slurm_available_with_client_tools_but_no_controller(monkeypatch, tmp_path):
     """Real SLURM client tools, a configuration naming a controller port nobody listens on."""
-    if not all(map(__import__("shutil").which, ("sbatch", "sinfo", "srun"))):
+    if not all(map(shutil.which, ("sbatch", "sinfo", "srun"))):
         pytest.skip("SLURM client tools not installed")
     conf = write(tmp_path, "slurm.conf", """\
         ClusterName=nowhere
