@@ -192,6 +192,30 @@ def test_afterok_on_a_failed_job_cancels_the_dependent(slurm_cluster, tmp_path):
     assert not second.paths.result_pickle.exists()
 
 
+def generator_like(i, sleep_s, fail_index):
+    start = time.time()
+    time.sleep(sleep_s)
+    if i == fail_index:
+        raise ValueError(f"task {i} fails")
+    return {"i": i, "start": start, "end": time.time()}
+
+
+def test_aftercorr_pairs_the_tasks_of_two_arrays(slurm_cluster, tmp_path):
+    """Stage dependencies without one job per pair: task i of the second array waits for task i of the first only;
+    a failed task cancels just its partner."""
+    firsts = executor(tmp_path).map_array(generator_like, [0, 1, 2], [6.0, 0.2, 0.5], [1, 1, 1])
+    first_array = firsts[0].job_id.split("_")[0]
+    deps = {"dependency": f"aftercorr:{first_array}"}
+    seconds = executor(tmp_path, slurm_additional_parameters=deps).map_array(stamp, ["c0", "c1", "c2"])
+    wait_until(lambda: all(j.done(force_check=True) for j in firsts + seconds), what="both arrays")
+    assert [j.state for j in firsts] == ["COMPLETED", "FAILED", "COMPLETED"]
+    assert seconds[1].state.startswith("CANCELLED")
+    g0, g2 = firsts[0].result(), firsts[2].result()
+    c0, c2 = seconds[0].result(), seconds[2].result()
+    assert c0["start"] >= g0["end"] and c2["start"] >= g2["end"]
+    assert c2["start"] < g0["end"]  # c2 did not wait for the slow task 0
+
+
 def test_scancel_shows_as_cancelled(slurm_cluster, tmp_path):
     job = executor(tmp_path).submit(stamp, "long", 120.0)
     wait_until(lambda: job.state == "RUNNING", what="job to start")
