@@ -43,11 +43,7 @@ def main(argv=None) -> int:
 
     design = failed = missing = blocked = None
     if args.grid:
-        try:
-            from benchmark.records import collect_grid, write_records
-        except ImportError as exc:
-            raise UserError(f"--grid needs benchmark.records (the core harness), which cannot be imported here "
-                            f"({exc}). Collect from a table instead: --records results/<grid>/records.csv.") from None
+        from benchmark.records import collect_grid, write_records
 
         grid = collect_grid(args.grid, args.profile, Path(args.results))
         out = Path(args.out) if args.out else Path(grid.out_dir)
