@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from benchmark.errors import UserError
-from benchmark.job import JobBatch, execute, run_dir_status
+from benchmark.job import execute, run_dir_status
 from benchmark.specs import JobSpec
 
 EXECUTORS = ("auto", "local", "debug", "slurm")
@@ -100,6 +100,8 @@ def run_local(jobs: list[JobSpec], runs_dir: Path, logs_dir: Path, force: bool =
 
 
 def _drive(executor, pending, running, statuses, finished_keys, bar, runs_dir, logs_dir, force, parallel):
+    from benchmark.batch import JobBatch
+
     while pending or running:
         while pending and len(running) < parallel:
             batch = pending.pop(0)

@@ -16,6 +16,8 @@ A grid file (``registry/grids/<name>.yaml``)::
     coupled: [[rare_count, synthetic_ratio]]   # axes that vary together (zip), not as a product
     exclude: [{generator: oversample, rare_count: all}]
     training: {epochs: 20, batch_size: 64, lr: 0.001}
+    k_folds: 5                   # optional: stratified 5-fold cross-validation over train+val (0/absent: the
+                                 # dataset's fixed split); adds the axis ``fold`` (1..k, default all k folds)
     profiles:
       smoke: {axes: {seed: [0, 1, 2]}, training: {epochs: 3}}
 
@@ -35,10 +37,12 @@ from benchmark.errors import UserError, unknown_name_error
 from benchmark.registry import deep_merge
 from benchmark.specs import TRAINING_DEFAULTS, TRAINING_TYPES, JobSpec
 
-AXES = ("dataset", "image_size", "rare_class", "rare_count", "generator", "synthetic_ratio", "backbone", "seed")
+AXES = ("dataset", "image_size", "rare_class", "rare_count", "generator", "synthetic_ratio", "backbone", "seed",
+        "fold")
 AXIS_DEFAULTS = {"image_size": [28], "rare_class": ["minority"], "rare_count": ["all"], "synthetic_ratio": [1],
                  "seed": [0]}
-GRID_KEYS = {"name", "version", "description", "axes", "coupled", "exclude", "training", "profiles", "stages"}
+GRID_KEYS = {"name", "version", "description", "axes", "coupled", "exclude", "training", "profiles", "stages",
+             "k_folds"}
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
 
@@ -51,6 +55,7 @@ class Grid:
     exclude: list
     training: dict
     source: str
+    k_folds: int = 0  # 0: the dataset's fixed train/val/test split; k ≥ 2: stratified k-fold CV over train+val
 
     @property
     def label(self) -> str:
@@ -79,15 +84,16 @@ def load_grid(name_or_path: str, profile: str | None = None) -> Grid:
         if profile not in profiles:
             raise unknown_name_error(f"profile of grid {entry.name!r}", profile, profiles)
         chosen = profiles[profile] or {}
-        bad = set(chosen) - {"axes", "training", "exclude", "coupled", "description"}
+        bad = set(chosen) - {"axes", "training", "exclude", "coupled", "description", "k_folds"}
         if bad:
             raise UserError(f"{entry.source}: profile {profile!r} has unknown key(s) {', '.join(sorted(bad))}; "
-                            "a profile may override axes, training, exclude and coupled.")
+                            "a profile may override axes, training, exclude, coupled and k_folds.")
         axes.update(chosen.get("axes") or {})
         training = deep_merge(training, chosen.get("training") or {})
-        data = {**data, **{k: chosen[k] for k in ("exclude", "coupled") if k in chosen}}
+        data = {**data, **{k: chosen[k] for k in ("exclude", "coupled", "k_folds") if k in chosen}}
+    k_folds = data.get("k_folds")
     return Grid(entry.name, profile, axes, list(data.get("coupled") or []), list(data.get("exclude") or []),
-                training, entry.source)
+                training, entry.source, 0 if k_folds is None else k_folds)
 
 
 def _axis_values(name: str, raw: Any, source: str, problems: list) -> list:
@@ -135,7 +141,15 @@ def validate_axes(grid: Grid) -> tuple[dict, list]:
     for name in sorted(unknown):
         problems.append(f"unknown axis {name!r}; valid axes: {', '.join(AXES)}")
     axes = {}
+    k_folds = grid.k_folds
+    if not _is_int(k_folds) or k_folds < 0 or k_folds == 1:
+        problems.append(f"k_folds must be 0 (the dataset's fixed split) or an integer ≥ 2, got {k_folds!r}")
+        k_folds = 0
     for name in AXES:
+        if name == "fold":
+            default = list(range(1, k_folds + 1)) if k_folds else [0]
+            axes[name] = _axis_values(name, grid.axes.get(name, default), grid.source, problems)
+            continue
         if name not in grid.axes and name not in AXIS_DEFAULTS:
             problems.append(f"axis {name!r} is required")
             continue
@@ -161,6 +175,12 @@ def validate_axes(grid: Grid) -> tuple[dict, list]:
     for value in axes.get("seed", []):
         if not _is_int(value) or value < 0:
             problems.append(f"seed must be an integer ≥ 0, got {value!r}")
+    for value in axes.get("fold", []):
+        if k_folds and not (_is_int(value) and 1 <= value <= k_folds):
+            problems.append(f"fold must be an integer in 1..{k_folds} (k_folds: {k_folds}), got {value!r}")
+        elif not k_folds and value != 0:
+            problems.append(f"axis 'fold' ({value!r}) needs k_folds ≥ 2 in the grid; without k_folds the only "
+                            "fold is 0, the dataset's fixed split")
 
     for group in grid.coupled:
         if not isinstance(group, list) or len(group) < 2 or any(a not in AXES for a in group):
@@ -234,6 +254,7 @@ def expand(grid: Grid) -> list[JobSpec]:
             dataset=point["dataset"], image_size=point["image_size"], rare_class=point["rare_class"],
             rare_count=point["rare_count"], generator=point["generator"], synthetic_ratio=ratio,
             backbone=point["backbone"], seed=point["seed"], training=training,
+            fold=point["fold"], k_folds=grid.k_folds if point["fold"] else 0,
             entries={"dataset": identities["dataset"][point["dataset"]],
                      "generator": identities["generator"][point["generator"]],
                      "backbone": identities["backbone"][point["backbone"]]},

@@ -10,12 +10,11 @@ import socket
 import subprocess
 import time
 import traceback
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
-from benchmark.specs import JobSpec, spec_from_dict
+from benchmark.specs import JobSpec
 
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.json"
@@ -183,18 +182,11 @@ def run_generator_record(spec, run_dir: Path) -> dict:
             "spec": spec.to_dict(), **outcome, "environment": environment()}
 
 
-@dataclass
-class JobBatch:
-    """A picklable submitit task: several jobs run one after another in one process (imports, datasets and the
-    CUDA context are shared). One failing does not stop the others."""
+def __getattr__(name: str):
+    """``JobBatch`` (several jobs in one submitit task) lives in benchmark.batch: it imports submitit, which the
+    ``--dry-run`` and ``--status`` paths that import this module never need."""
+    if name == "JobBatch":
+        from benchmark.batch import JobBatch
 
-    specs: list  # JobSpec.to_dict() payloads
-    runs_dir: str
-    force: bool = False
-    statuses: dict = field(default_factory=dict)
-
-    def __call__(self) -> dict:
-        for payload in self.specs:
-            spec = spec_from_dict(payload)
-            self.statuses[spec.key] = execute(spec, Path(self.runs_dir) / spec.key, force=self.force)
-        return self.statuses
+        return JobBatch
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,6 +6,8 @@ import os
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from benchmark.data import dataset_source
 from benchmark.data.rarity import resolve_rare_class, resolve_rare_count
 from benchmark.errors import UserError
@@ -19,11 +21,16 @@ def results_root(path: str | None = None) -> Path:
 
 def check_data(jobs: list[JobSpec], download: bool = False) -> list[str]:
     """One line per (dataset, size): present or will download. Where the file is on disk (or after downloading,
-    with `download`), its labels are read and every job's rarity is checked; problems raise one UserError."""
+    with `download`), its labels are read and every job's rarity is checked (inside the fold's training part for
+    cross-validated jobs); problems raise one UserError."""
+    from benchmark.data.folds import fold_labels
+
     lines, problems = [], []
     cells: dict[tuple, set] = {}
     for spec in jobs:
-        cells.setdefault((spec.dataset, spec.image_size), set()).add((spec.rare_class, spec.rare_count))
+        k_folds = getattr(spec, "k_folds", 0)
+        fold = (k_folds, spec.fold, spec.fold_seed) if k_folds else (0, 0, 0)
+        cells.setdefault((spec.dataset, spec.image_size), set()).add((spec.rare_class, spec.rare_count, *fold))
     for (dataset, size), rarities in sorted(cells.items()):
         source = dataset_source(dataset)
         present = source.is_present(size)
@@ -36,12 +43,23 @@ def check_data(jobs: list[JobSpec], download: bool = False) -> list[str]:
         num_classes = source.num_classes or int(max(int(v.max()) for v in labels.values()) + 1)
         counts = [int((labels["train"] == c).sum()) for c in range(num_classes)]
         lines.append(f"{dataset}@{size}: present ({source.path(size)}; train class counts {counts})")
-        for rare_class, rare_count in sorted(rarities, key=str):
+        fold_cache: dict[tuple, dict] = {}
+        for rare_class, rare_count, k_folds, fold, seed in sorted(rarities, key=str):
             try:
-                resolved = resolve_rare_class(rare_class, labels["train"], num_classes)
-                resolve_rare_count(rare_count, counts[resolved], f"{dataset} (rare class {resolved}): ")
+                split = labels
+                where = f"{dataset} (rare class {{}}): "
+                if k_folds:
+                    if (k_folds, fold, seed) not in fold_cache:
+                        fold_cache[(k_folds, fold, seed)] = fold_labels(labels, k_folds, fold, seed,
+                                                                        f"dataset {dataset!r}")
+                    split = fold_cache[(k_folds, fold, seed)]
+                    where = f"{dataset} (rare class {{}}, fold {fold}/{k_folds}): "
+                train_counts = np.bincount(split["train"], minlength=num_classes)
+                resolved = resolve_rare_class(rare_class, split["train"], num_classes)
+                resolve_rare_count(rare_count, int(train_counts[resolved]), where.format(resolved))
             except UserError as exc:
-                problems.append(str(exc))
+                if str(exc) not in problems:
+                    problems.append(str(exc))
     if problems:
         raise UserError("Impossible rarity settings; nothing was started:\n  - " + "\n  - ".join(problems))
     return lines

@@ -117,8 +117,11 @@ def collect_grid(grid_name_or_path: str, profile: str | None, results_root: Path
     jobs = expand(grid)
     out_dir = Path(results_root) / grid.label
     rows, failed, missing, blocked = gather(jobs, out_dir / "runs")
-    design = {"grid": grid.name, "profile": grid.profile, "axes": grid.axes, "training": grid.training,
-              "n_jobs": len(jobs), "source": grid.source}
+    axes = dict(grid.axes)
+    if grid.k_folds:  # cross-validation shows as the fold axis in the report's design table
+        axes.setdefault("fold", list(range(1, grid.k_folds + 1)))
+    design = {"grid": grid.name, "profile": grid.profile, "axes": axes, "training": grid.training,
+              "n_jobs": len(jobs), "source": grid.source, "k_folds": grid.k_folds}
     return GridRecords(pd.DataFrame(rows), failed, missing, blocked, out_dir, design)
 
 

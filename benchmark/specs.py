@@ -21,6 +21,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "augment": {"hflip": True, "vflip": False, "rotate_degrees": 10.0, "brightness": 0.1, "contrast": 0.1},
     "eval_batch_size": 256,
     "save_checkpoint": True,
+    "track": True,
 }
 TRAINING_TYPES: dict[str, tuple] = {
     "epochs": (int,),
@@ -33,9 +34,10 @@ TRAINING_TYPES: dict[str, tuple] = {
     "augment": (dict,),
     "eval_batch_size": (int,),
     "save_checkpoint": (bool,),
+    "track": (bool,),
 }
 # Settings that change how a job runs but not what it computes stay out of the key.
-TRAINING_NOT_IN_KEY = frozenset({"eval_batch_size", "save_checkpoint"})
+TRAINING_NOT_IN_KEY = frozenset({"eval_batch_size", "save_checkpoint", "track"})
 
 
 def canonical_json(obj: Any) -> str:
@@ -61,6 +63,8 @@ class _Keyed:
     def identity(self) -> dict:
         data = {name: getattr(self, name) for name in self.IDENTITY_FIELDS}
         data["stage"] = self.stage
+        if self.k_folds:  # only cross-validated jobs carry a fold: fixed-split keys stay what they always were
+            data.update(fold=self.fold, k_folds=self.k_folds)
         return data
 
     @cached_property
@@ -71,6 +75,16 @@ class _Keyed:
     def dataset_id(self) -> str:
         """What identifies the real data of a cell: dataset entry (name, version, config) and resolution."""
         return short_hash({"dataset": self.entries["dataset"], "image_size": self.image_size})
+
+    @property
+    def fold_seed(self) -> int:
+        """Seed of this job's k-fold partition of train+val (dataset entry, k, seed; not the resolution)."""
+        from benchmark.seeding import fold_seed
+
+        return fold_seed(short_hash(self.entries["dataset"]), self.k_folds, self.seed)
+
+    def _fold_parts(self) -> list:
+        return [f"fold={self.fold}/{self.k_folds}"] if self.k_folds else []
 
     def _cell_parts(self) -> list:
         dataset = self.dataset if self.image_size == 28 else f"{self.dataset}@{self.image_size}"
@@ -103,13 +117,16 @@ class GeneratorSpec(_Keyed):
     seed: int
     entries: dict = field(hash=False)  # {"dataset": ..., "generator": ...}
     grid: str = field(default="", compare=False)
+    fold: int = 0      # cross-validation fold 1..k_folds; 0 with k_folds 0 = the dataset's fixed split
+    k_folds: int = 0
+    track: bool = field(default=True, compare=False)  # TensorBoard logs of the fit (not part of the key)
 
     stage = "generator"
     IDENTITY_FIELDS = ("dataset", "image_size", "rare_class", "rare_count", "generator", "seed", "entries")
 
     @cached_property
     def name(self) -> str:
-        return f"{self.generator}[{','.join(self._cell_parts() + [f'seed={self.seed}'])}]"
+        return f"{self.generator}[{','.join(self._cell_parts() + [f'seed={self.seed}'] + self._fold_parts())}]"
 
 
 @dataclass(frozen=True)
@@ -127,6 +144,8 @@ class JobSpec(_Keyed):
     training: dict = field(hash=False)
     entries: dict = field(hash=False)  # {"dataset": Entry.identity, "generator": ..., "backbone": ...}
     grid: str = field(default="", compare=False)
+    fold: int = 0      # cross-validation fold 1..k_folds; 0 with k_folds 0 = the dataset's fixed split
+    k_folds: int = 0
 
     stage = "classifier"
     IDENTITY_FIELDS = ("dataset", "image_size", "rare_class", "rare_count", "generator", "synthetic_ratio",
@@ -141,7 +160,8 @@ class JobSpec(_Keyed):
     def name(self) -> str:
         ratio = format_ratio(self.synthetic_ratio)
         method = self.generator if ratio in ("0", "0.0") else f"{self.generator}×{ratio}"
-        return f"{self.backbone}[{','.join(self._cell_parts() + [method, f'seed={self.seed}'])}]"
+        parts = self._cell_parts() + [method, f"seed={self.seed}"] + self._fold_parts()
+        return f"{self.backbone}[{','.join(parts)}]"
 
     @property
     def is_generative(self) -> bool:
@@ -154,7 +174,8 @@ class JobSpec(_Keyed):
             return None
         return GeneratorSpec(self.dataset, self.image_size, self.rare_class, self.rare_count, self.generator,
                              self.seed, {"dataset": self.entries["dataset"], "generator": self.entries["generator"]},
-                             self.grid)
+                             self.grid, fold=self.fold, k_folds=self.k_folds,
+                             track=bool(self.training.get("track", True)))
 
     @property
     def generator_key(self) -> str | None:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from benchmark import tracking
 from benchmark.data.augment import augment, normalize, to_float
 from benchmark.metrics import classification_metrics
 
@@ -72,9 +73,14 @@ def train_classifier(training_set, bundle, rare_class: int, backbone, training: 
     ends with the same record as an uninterrupted one.
     """
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DataLoaderConfiguration, set_seed
 
-    accelerator = Accelerator(mixed_precision=training["mixed_precision"])
+    # split_batches: batch_size is the global batch, split over the processes (DDP averages their gradients), so a
+    # job computes the same thing on 1 or N processes; its key does not depend on how it is run.
+    accelerator = Accelerator(mixed_precision=training["mixed_precision"],
+                              dataloader_config=DataLoaderConfiguration(split_batches=True),
+                              **tracking.accelerator_kwargs(training, run_dir))
+    tracking.start(accelerator)
     set_seed(init_seed)
 
     num_classes = bundle.num_classes
@@ -85,7 +91,7 @@ def train_classifier(training_set, bundle, rare_class: int, backbone, training: 
                                batch_size=training["eval_batch_size"], collate_fn=keep_batch) for s in ("val", "test")]
     model = backbone.build(bundle.n_channels, num_classes, bundle.image_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=training["lr"], weight_decay=training["weight_decay"])
-    steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes)
+    steps_per_epoch = len(train_loader)  # global batches: with split_batches every process takes part in each
     scheduler = warmup_cosine(optimizer, training["warmup_epochs"] * steps_per_epoch,
                               training["epochs"] * steps_per_epoch)
     model, optimizer, train_loader, val_loader, test_loader, scheduler = accelerator.prepare(
@@ -127,6 +133,7 @@ def train_classifier(training_set, bundle, rare_class: int, backbone, training: 
         history.append({"epoch": epoch + 1, "train_loss": float(loss_sum) / max(1, batches), "train_s": epoch_seconds,
                         "lr": scheduler.get_last_lr()[0], "val_auroc": val["auroc"],
                         "val_balanced_accuracy": val["balanced_accuracy"]})
+        tracking.log_epoch(accelerator, history[-1], val)
         score = val["auroc"] if not math.isnan(val["auroc"]) else -math.inf
         if best is None or score > best[0]:
             best = (score, epoch + 1, val)
@@ -140,6 +147,7 @@ def train_classifier(training_set, bundle, rare_class: int, backbone, training: 
     test = classification_metrics(probs, targets, num_classes, rare_class)
     if run_dir is not None and training["save_checkpoint"] and accelerator.is_main_process:
         save_weights(best_state, Path(run_dir) / "model.safetensors")
+    tracking.finish(accelerator, test, best[1])
     accelerator.wait_for_everyone()
     return {
         "metrics": {"val": best[2], "test": test},

@@ -97,11 +97,8 @@ def _hash_cache_path() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "genmed-rare" / "sha256.json"
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, cached by (real path, size, mtime) so big dataset files are hashed once per machine."""
-    path = Path(path).resolve()
-    stat = path.stat()
-    cache_key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+def _cached_digest(cache_key: str, compute) -> str:
+    """`compute()` once per cache key; the cache is a small JSON file shared by every process of the machine."""
     cache_file = _hash_cache_path()
     try:
         cache = json.loads(cache_file.read_text())
@@ -109,11 +106,7 @@ def file_sha256(path: Path) -> str:
         cache = {}
     if cache_key in cache:
         return cache[cache_key]
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    cache[cache_key] = digest.hexdigest()
+    cache[cache_key] = compute()
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
@@ -122,6 +115,42 @@ def file_sha256(path: Path) -> str:
     except OSError:
         pass
     return cache[cache_key]
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, cached by (real path, size, mtime) so big dataset files are hashed once per machine."""
+    path = Path(path).resolve()
+    stat = path.stat()
+
+    def compute() -> str:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+    return _cached_digest(f"{path}|{stat.st_size}|{stat.st_mtime_ns}", compute)
+
+
+def files_sha256(root: Path, files) -> str:
+    """Content hash of a dataset made of many files: sha256 over the sorted relative paths (POSIX) and each
+    file's bytes (length-prefixed). Cached like `file_sha256`, by the listing's paths, sizes and mtimes."""
+    root = Path(root).resolve()
+    entries = sorted((Path(f).resolve().relative_to(root).as_posix(), Path(f).resolve()) for f in files)
+    listing = hashlib.sha256()
+    for rel, path in entries:
+        stat = path.stat()
+        listing.update(f"{rel}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+
+    def compute() -> str:
+        digest = hashlib.sha256()
+        for rel, path in entries:
+            data = path.read_bytes()
+            digest.update(rel.encode() + b"\0" + str(len(data)).encode() + b"\0")
+            digest.update(data)
+        return digest.hexdigest()
+
+    return _cached_digest(f"tree:{root}|{len(entries)}|{listing.hexdigest()}", compute)
 
 
 def file_md5(path: Path) -> str:

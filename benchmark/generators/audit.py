@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -149,8 +150,8 @@ def feature_extractor(kind="auto", in_channels: int = 1):
             return _inception_module(path), f"Inception-v3 weights found locally at {path}"
         if kind == "inception":
             raise ValueError("feature_extractor='inception' needs torch-fidelity and its weights on disk "
-                             f"($GENMED_INCEPTION_WEIGHTS or the torch hub checkpoints folder, {INCEPTION_WEIGHTS_FILE}); "
-                             "use 'auto' or 'random_cnn' offline")
+                             "($GENMED_INCEPTION_WEIGHTS or the torch hub checkpoints folder, "
+                             f"{INCEPTION_WEIGHTS_FILE}); use 'auto' or 'random_cnn' offline")
         why = ("torch-fidelity is not installed" if importlib.util.find_spec("torch_fidelity") is None
                else "no local Inception weights")
         return RandomConvFeatures.build(in_channels), f"{why}: fixed random CNN (Naeem et al. 2020), seed 2020"
@@ -193,7 +194,10 @@ def fid_kid(synthetic_features: np.ndarray, real_features: np.ndarray, seed: int
 
     subset = int(min(1000, max(2, min(len(synthetic_features), len(real_features)) // 2)))
     fid = FrechetInceptionDistance(feature=Precomputed(), reset_real_features=True)
-    kid = KernelInceptionDistance(feature=Precomputed(), subsets=100, subset_size=subset, reset_real_features=True)
+    with warnings.catch_warnings():  # "will save all extracted features": here they are already in memory
+        warnings.simplefilter("ignore", UserWarning)
+        kid = KernelInceptionDistance(feature=Precomputed(), subsets=100, subset_size=subset,
+                                      reset_real_features=True)
     for feats, is_real in ((real_features, True), (synthetic_features, False)):
         batch = torch.from_numpy(np.asarray(feats, dtype=np.float64))
         fid.update(batch, real=is_real)

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.generators._common import (
-    CorruptArtifactError, GeneratorConfigError, check_class_index, check_training_data, choose_device, class_balanced_probabilities,
-    read_artifact, resolve_config, save_artifact, save_grid, to_signed, to_uint8,
+    CorruptArtifactError, GeneratorConfigError, check_class_index, check_training_data, choose_device,
+    class_balanced_probabilities, read_artifact, resolve_config, save_artifact, save_grid, to_signed, to_uint8,
 )
 from benchmark.generators.base import Generator
 
@@ -78,7 +78,8 @@ def _build_networks(num_classes: int, image_shape: tuple, cfg: dict):
             super().__init__()
             self.embed = nn.Embedding(num_classes, emb)
             width_ = ngf * 2 ** (n - 1)
-            layers = [nn.ConvTranspose2d(nz + emb, width_, base, 1, 0, bias=False), nn.BatchNorm2d(width_), nn.ReLU(True)]
+            layers = [nn.ConvTranspose2d(nz + emb, width_, base, 1, 0, bias=False), nn.BatchNorm2d(width_),
+                      nn.ReLU(True)]
             for _ in range(n - 1):
                 layers += [nn.ConvTranspose2d(width_, width_ // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width_ // 2),
                            nn.ReLU(True)]
@@ -136,7 +137,7 @@ def _perceptual_network(cfg: dict, channels: int, device):
         return None, f"perceptual loss off: VGG weights not found at {path}"
     import torch
     from torch import nn
-    from torchvision.models import vgg16
+    from torchvision.models.vgg import cfgs, make_layers
 
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -145,7 +146,7 @@ def _perceptual_network(cfg: dict, channels: int, device):
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
     state = {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier.")}
-    features = vgg16(weights=None).features[: int(cfg["vgg_layers"])]
+    features = make_layers(cfgs["D"])[: int(cfg["vgg_layers"])]  # VGG16's `features`, without its classifier
     missing, _ = features.load_state_dict(state, strict=False)
     if missing:
         return None, f"perceptual loss off: {path} lacks VGG16 feature weights {', '.join(missing[:4])}"

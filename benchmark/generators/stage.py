@@ -69,6 +69,11 @@ def run_generator(spec, run_dir: Path) -> dict:
     sample_seconds = time.perf_counter() - sample_started
     write_bank(Path(run_dir) / BANK_FILE, bank, np.full(n_bank, cell.rare_class, dtype=np.int64))
     report = audit(bank, real.images[real.labels == cell.rare_class], real.images, out_dir=run_dir)
+    if getattr(spec, "track", True) and isinstance(fit_log, dict):
+        from benchmark.generators.audit import REAL_VS_SYNTHETIC_PNG
+        from benchmark.tracking import log_generator_fit
+
+        log_generator_fit(run_dir, fit_log, {"audit/real_vs_synthetic": Path(run_dir) / REAL_VS_SYNTHETIC_PNG})
     return {
         "resolved": {"rare_class": cell.rare_class, "n_rare_train": cell.n_rare, "generator_seed": seed,
                      "bank_size": n_bank, "fit_images": len(real.labels),

@@ -1,0 +1,132 @@
+"""Benchmark: the fixed cost per job that packing (--runs-per-task) amortises, measured on SLURM.
+
+K tiny real jobs (BreastMNIST, resnet18, 28 px, rare_count 10, 1 epoch, batch 64) run through submitit exactly as
+`launch/grid.py --executor slurm` runs them (JobBatch, resumable), once packed (all K in one array task, one
+process) and once unpacked (one array task per job). Inside each task the script times, from the process's own
+start: training (each record's train_s), evaluation (val each epoch + test), saving the resumable state, and
+everything else. Reported per job:
+
+  fixed overhead = (Σ task wall − Σ training − Σ evaluation − Σ state saving) / K
+                   (interpreter start, imports, dataset loading, building data/model/Accelerator, writing records)
+  wall − training = (Σ task wall − Σ training) / K     (the brief's measure: includes evaluation and state saving)
+
+Target: fixed overhead packed ≤ 0.5 s. Example:
+    nice -n 10 .venv/bin/python launch/bench_packing.py --jobs 12
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def timed_task(payloads, runs_dir):
+    """Runs in the SLURM task: JobBatch(payloads) with evaluation and state saving timed."""
+    import psutil
+
+    from benchmark import train
+    from benchmark.batch import JobBatch
+
+    process_start = psutil.Process().create_time()
+    spent = {"eval_s": 0.0, "save_s": 0.0}
+
+    def timed(function, key):
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[key] += time.perf_counter() - started
+        return wrapper
+
+    train.predict = timed(train.predict, "eval_s")
+    train.save_progress = timed(train.save_progress, "save_s")
+    statuses = JobBatch(payloads, runs_dir, resumable=True)()
+    return {"process_start": process_start, "end": time.time(), "statuses": statuses, **spent}
+
+
+def run_mode(name, specs, per_task, folder, profile):
+    import submitit
+
+    from benchmark.cluster import load_profile
+
+    runs_dir = folder / name / "runs"
+    executor = submitit.AutoExecutor(folder=str(folder / name / "logs" / "%j"), cluster="slurm")
+    executor.update_parameters(**load_profile(profile).submitit_parameters(), name=f"bench-packing-{name}")
+    batches = [specs[i:i + per_task] for i in range(0, len(specs), per_task)]
+    started = time.time()
+    jobs = executor.submit_array([_bound(timed_task, [s.to_dict() for s in b], str(runs_dir)) for b in batches])
+    outs = [job.result() for job in jobs]
+    end_to_end = time.time() - started
+    assert all(s == "done" for out in outs for s in out["statuses"].values()), outs
+    records = [json.loads(p.read_text()) for p in runs_dir.glob("*/result.json")]
+    wall = sum(o["end"] - o["process_start"] for o in outs)
+    train_s = sum(r["timings"]["train_s"] for r in records)
+    eval_s, save_s = sum(o["eval_s"] for o in outs), sum(o["save_s"] for o in outs)
+    elapsed = sum(_sacct_elapsed(job.job_id) for job in jobs)
+    k = len(specs)
+    return {"mode": name, "tasks": len(batches), "jobs": k, "task_wall_s": wall, "train_s": train_s,
+            "eval_s": eval_s, "save_s": save_s, "fixed_per_job_s": (wall - train_s - eval_s - save_s) / k,
+            "wall_minus_train_per_job_s": (wall - train_s) / k, "sacct_elapsed_s": elapsed,
+            "end_to_end_s": end_to_end}
+
+
+def _bound(function, *args):
+    import functools
+
+    return functools.partial(function, *args)
+
+
+def _sacct_elapsed(job_id: str) -> float:
+    for _ in range(30):
+        out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "JobID,ElapsedRaw,State"],
+                             capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            jid, elapsed, state = line.split("|")
+            if jid == job_id and state == "COMPLETED":
+                return float(elapsed)
+        time.sleep(1)
+    return float("nan")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=12, help="K tiny jobs (default 12)")
+    parser.add_argument("--profile", default="local-cpu", help="cluster profile (default local-cpu)")
+    parser.add_argument("--modes", default="packed,unpacked")
+    args = parser.parse_args()
+    from benchmark.cluster import slurm_available
+    from benchmark.grid import Grid, expand
+
+    ok, reason = slurm_available()
+    if not ok:
+        sys.exit(f"bench_packing needs SLURM ({reason}); start the local cluster: see slurm/README.md")
+    if not os.environ.get("GENMED_DATA_DIR"):
+        shared = Path(__file__).resolve().parents[2] / "shared" / "data"
+        os.environ["GENMED_DATA_DIR"] = str(shared)
+    axes = {"dataset": ["breastmnist"], "generator": ["none"], "backbone": ["resnet18"], "rare_count": [10],
+            "seed": list(range(args.jobs))}
+    specs = expand(Grid("bench_packing", None, axes, [], [], {"epochs": 1, "batch_size": 64,
+                                                             "save_checkpoint": False}, "bench"))
+    with tempfile.TemporaryDirectory(prefix="bench-packing-") as tmp:
+        rows = []
+        for mode in args.modes.split(","):
+            rows.append(run_mode(mode, specs, len(specs) if mode == "packed" else 1, Path(tmp), args.profile))
+            print(json.dumps(rows[-1]), flush=True)
+    print("\n| mode | tasks | jobs | Σ task wall | Σ training | Σ evaluation | Σ state saving | fixed overhead / job "
+          "| (wall − training) / job | Σ sacct Elapsed | submit → last result |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['mode']} | {r['tasks']} | {r['jobs']} | {r['task_wall_s']:.1f} s | {r['train_s']:.1f} s | "
+              f"{r['eval_s']:.1f} s | {r['save_s']:.1f} s | **{r['fixed_per_job_s']:.2f} s** | "
+              f"{r['wall_minus_train_per_job_s']:.2f} s | {r['sacct_elapsed_s']:.0f} s | {r['end_to_end_s']:.0f} s |")
+
+
+if __name__ == "__main__":
+    main()

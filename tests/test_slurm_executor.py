@@ -1,0 +1,264 @@
+"""`launch/grid.py --executor slurm` against a real SLURM cluster (the `slurm_cluster` fixture), on the real
+BreastMNIST: a staged grid end to end with its dependencies, scancel → failed → --retry-failed, scontrol requeue →
+resume from the epoch state, and a 2-task DDP job on gloo. Tiny jobs (resnet18, 28 px, a few epochs).
+
+The generator stage uses `MeanGenerator` below (registered through GENMED_REGISTRY_PATH): a trivial but real
+generator that the SLURM jobs import from this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmark.generators.base import Generator
+
+REPO = Path(__file__).resolve().parent.parent
+# |test AUROC(2 processes) − test AUROC(1 process)| allowed for the DDP job below; see docs/benchmarks.md
+# ("SLURM: 2-process DDP vs 1 process") for the measurements behind it.
+DDP_AUROC_TOLERANCE = 0.03
+
+
+class MeanGenerator(Generator):
+    """A trivial but real generator: the per-class mean training image plus Gaussian pixel noise."""
+
+    def fit(self, images, labels, seed, out_dir=None):
+        self.means = np.stack([images[labels == c].mean(0) if (labels == c).any() else np.zeros(self.image_shape)
+                               for c in range(self.num_classes)]).astype(np.float32)
+        return {"fit_images": int(len(labels))}
+
+    def sample(self, n, class_index, seed):
+        noise = np.random.default_rng(seed).normal(0.0, float(self.config.get("noise", 20.0)), (n, *self.image_shape))
+        return np.clip(np.rint(self.means[class_index][None] + noise), 0, 255).astype(np.uint8)
+
+    def save(self, folder):
+        from safetensors.numpy import save_file
+
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        save_file({"means": self.means}, str(Path(folder) / "means.safetensors"))
+
+    def load(self, folder):
+        from safetensors.numpy import load_file
+
+        self.means = load_file(str(Path(folder) / "means.safetensors"))["means"]
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+@pytest.fixture
+def env(slurm_cluster, real_data_dir, tmp_path):
+    folder = tmp_path / "reg" / "generators"
+    folder.mkdir(parents=True)
+    (folder / "meangen.yaml").write_text(
+        "target: tests.test_slurm_executor:MeanGenerator\nversion: 1\nconfig: {kind: generative, noise: 20.0}\n")
+    return {**os.environ, "GENMED_DATA_DIR": str(real_data_dir), "GENMED_REGISTRY_PATH": str(tmp_path / "reg"),
+            "GENMED_RESULTS_DIR": str(tmp_path / "results"), "SLURM_CONF": slurm_cluster.conf,
+            "GENMED_SLURM_POLL_S": "1"}
+
+
+def write_grid(tmp_path, name, generator=("none",), rare_count=(10,), epochs=1, **training) -> str:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(json.dumps({  # JSON is YAML
+        "name": name, "axes": {"dataset": ["breastmnist"], "rare_count": list(rare_count),
+                               "generator": list(generator), "synthetic_ratio": [1], "backbone": ["resnet18"],
+                               "seed": [0]},
+        "training": {"epochs": epochs, "batch_size": 64, "save_checkpoint": False, **training}}))
+    return str(path)
+
+
+def cli(*args, env, timeout=300):
+    return subprocess.run([sys.executable, str(REPO / "launch" / "grid.py"), *args], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def ok(proc):
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def manifest(out_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (out_dir / "submissions.jsonl").read_text().splitlines()]
+
+
+def records(out_dir: Path) -> dict[str, dict]:
+    """result.json of every job, by stage + generator name."""
+    found = {}
+    for path in (out_dir / "runs").glob("*/result.json"):
+        record = json.loads(path.read_text())
+        found[f"{record['stage']}:{record['spec']['generator']}"] = record
+    return found
+
+
+def wait_until(predicate, timeout_s=120.0, what="condition"):
+    end = time.time() + timeout_s
+    while time.time() < end:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def squeue_state(job_id: str) -> str:
+    return subprocess.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"], capture_output=True,
+                          text=True).stdout.strip()
+
+
+def sacct_times(job_id: str) -> tuple[float, float]:
+    """(Start, End) of a finished job from the accounting database (waits for slurmdbd to record the end)."""
+    found = {}
+
+    def ended():
+        out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "JobID,Start,End"], capture_output=True,
+                             text=True).stdout
+        for line in out.splitlines():
+            jid, start, end = line.split("|")
+            if jid == job_id and end[:1].isdigit():
+                found["times"] = tuple(datetime.fromisoformat(t).timestamp() for t in (start, end))
+        return "times" in found
+
+    wait_until(ended, 30, f"sacct to record the end of job {job_id}")
+    return found["times"]
+
+
+# ------------------------------------------------------------------------------------------------ tests
+pytestmark = pytest.mark.slurm
+
+
+def test_staged_grid_end_to_end_with_dependencies(env, tmp_path):
+    """Generator stage → the generative classifier waits for exactly its generator job; the baseline does not wait;
+    a collector after all; a rejected stage leaves a manifest entry for what was submitted; nothing twice."""
+    grid = write_grid(tmp_path, "staged", generator=["meangen", "none"])
+    out_dir = tmp_path / "results" / "staged"
+    bad = tmp_path / "bad-partition.yaml"
+    bad.write_text("include: local-cpu\npartition: no-such-partition\n")
+
+    rejected = cli("--grid", grid, "--executor", "slurm", "--cluster-profile", f"classifier={bad}", env=env)
+    assert rejected.returncode == 2, rejected.stdout + rejected.stderr
+    assert "sbatch rejected the classifier stage" in rejected.stderr
+    assert "invalid partition specified: no-such-partition" in rejected.stderr  # sbatch's own message
+    assert f"bad-partition ({bad}): partition=no-such-partition" in rejected.stderr  # the profile behind it
+    assert "Submitted before this: 1 job(s)" in rejected.stderr
+    (generator_line,) = manifest(out_dir)  # the generator array went in, and is on record
+    assert generator_line["stage"] == "generator" and generator_line["profile"] == "local-cpu"
+
+    submitted = ok(cli("--grid", grid, "--executor", "slurm", env=env))  # local cluster: every stage local-cpu
+    assert "submitted 2 job(s); left alone: 1 " in submitted  # the generator job (pending or running)
+    assert "1 of them waiting for their generator job" in submitted and "collector: SLURM job" in submitted
+    assert "submitted 0 job(s)" in ok(cli("--grid", grid, "--executor", "slurm", env=env))  # nothing twice
+
+    final = ok(cli("--grid", grid, "--status", "--wait", env=env, timeout=400))
+    assert "generator       1 jobs: 1 done" in final and "classifier      2 jobs: 2 done" in final
+    assert "COMPLETED" in final.splitlines()[-1]  # the collector
+    assert len(manifest(out_dir)) == 4  # generator, 2 classifiers, collector: each submitted once
+    by_stage = {}
+    for entry in manifest(out_dir):
+        by_stage.setdefault(entry["stage"], []).append(entry)
+    generative = next(e for e in by_stage["classifier"] if "meangen" in e["name"])
+    baseline = next(e for e in by_stage["classifier"] if "none" in e["name"])
+    assert generative["dependency"] == f"afterok:{generator_line['job_id']}"
+    assert baseline["dependency"] is None
+    assert by_stage["collector"][0]["dependency"].startswith("afterany:")
+
+    # The scheduler's record and the jobs' own timestamps agree: the generative classifier started only after its
+    # generator job ended; the baseline did not wait for it.
+    gen_start, gen_end = sacct_times(generator_line["job_id"])
+    cls_start, _ = sacct_times(generative["job_id"])
+    base_start, _ = sacct_times(baseline["job_id"])
+    assert cls_start >= gen_end, (gen_start, gen_end, cls_start)
+    assert base_start < gen_end
+    found = records(out_dir)
+    assert found["classifier:meangen"]["timings"]["started_at"] >= found["generator:meangen"]["timings"]["finished_at"]
+    assert found["classifier:meangen"]["counts"]["n_train_synthetic"] == 10  # ratio 1 × 10 rare images
+    assert found["classifier:meangen"]["environment"]["slurm_job_id"] == generative["job_id"]
+    assert len((out_dir / "records.csv").read_text().strip().splitlines()) == 1 + 2  # the collector ran
+    assert "submitted 0 job(s); left alone: 3 done" in ok(cli("--grid", grid, "--executor", "slurm", env=env))
+
+
+def test_scancel_shows_failed_and_retry_failed_completes_it(env, tmp_path):
+    grid = write_grid(tmp_path, "cancelled", epochs=2)
+    out_dir = tmp_path / "results" / "cancelled"
+    args = ("--grid", grid, "--executor", "slurm", "--cluster-profile", "collector=none")
+    ok(cli(*args, env=env))
+    (entry,) = manifest(out_dir)
+    wait_until(lambda: squeue_state(entry["job_id"]) == "RUNNING", what="the job to start")
+    subprocess.run(["scancel", entry["job_id"]], check=True)
+    wait_until(lambda: squeue_state(entry["job_id"]) in ("CANCELLED", ""), 60, "the job to be cancelled")
+
+    status = ok(cli("--grid", grid, "--status", env=env))
+    assert "1 jobs: 0 done, 0 running, 0 pending, 1 failed" in status and "--retry-failed" in status
+    error = json.loads((out_dir / "runs" / entry["key"] / "error.json").read_text())
+    assert f"SLURM job {entry['job_id']} ended CANCELLED without writing a result" in error["error"]
+    assert "submitted 0 job(s); left alone: 1 failed" in ok(cli(*args, env=env))  # plain runs leave it alone
+
+    retried = ok(cli(*args, "--retry-failed", "--wait", env=env, timeout=300))
+    assert "submitted 1 job(s)" in retried and "1 jobs: 1 done" in retried
+    assert [e["key"] for e in manifest(out_dir)] == [entry["key"]] * 2
+    assert (out_dir / "runs" / entry["key"] / "result.json").is_file()
+    assert not (out_dir / "runs" / entry["key"] / "error.json").exists()
+
+
+def test_scontrol_requeue_resumes_from_the_epoch_state(env, tmp_path):
+    """A running job requeued by the scheduler continues from its last epoch state and ends with the same record
+    as an uninterrupted run of the same job (bit for bit: same code, same CPU, one thread each)."""
+    grid = write_grid(tmp_path, "requeued", epochs=6)
+    args = ("--grid", grid, "--executor", "slurm", "--cluster-profile", "collector=none")
+    reference_env = {**env, "GENMED_RESULTS_DIR": str(tmp_path / "reference")}
+    ok(cli(*args, env=reference_env))  # the uninterrupted run, beside it on the second CPU
+    ok(cli(*args, env=env))
+    out_dir = tmp_path / "results" / "requeued"
+    (entry,) = manifest(out_dir)
+    progress = out_dir / "runs" / entry["key"] / "state" / "progress.json"
+
+    def saved_an_epoch():
+        try:
+            return json.loads(progress.read_text())["epoch"] >= 1
+        except (OSError, ValueError):
+            return False
+
+    wait_until(saved_an_epoch, 180, "the first epoch state")
+    subprocess.run(["scontrol", "requeue", entry["job_id"]], check=True)
+    ok(cli("--grid", grid, "--status", "--wait", env=env, timeout=300))
+    ok(cli("--grid", grid, "--status", "--wait", env=reference_env, timeout=300))
+
+    log = (out_dir / "logs" / entry["job_id"] / f"{entry['job_id']}_0_log.out").read_text()
+    assert "resuming resnet18[breastmnist,rare=10,none,seed=0]" in log  # the second run started from the state
+    resumed = records(out_dir)["classifier:none"]
+    straight = records(tmp_path / "reference" / "requeued")["classifier:none"]
+    assert resumed["metrics"] == straight["metrics"]
+    strip = lambda history: [{k: v for k, v in h.items() if k != "train_s"} for h in history]  # noqa: E731
+    assert strip(resumed["history"]) == strip(straight["history"]) and len(resumed["history"]) == 6
+    assert resumed["best_epoch"] == straight["best_epoch"]
+    assert not (out_dir / "runs" / entry["key"] / "state").exists()
+
+
+def test_two_task_job_trains_with_ddp_on_gloo(env, tmp_path):
+    """tasks_per_node: 2 → one job, two processes, one process group (gloo); one record, written once, with test
+    metrics over the whole test set exactly once, close to the 1-process job's (DDP_AUROC_TOLERANCE)."""
+    grid = write_grid(tmp_path, "ddp", rare_count=("all",), epochs=3,
+                      augment={"hflip": False, "rotate_degrees": 0.0, "brightness": 0.0, "contrast": 0.0})
+    ddp_env = {**env, "GENMED_RESULTS_DIR": str(tmp_path / "ddp")}
+    ok(cli("--grid", grid, "--executor", "slurm", "--cluster-profile", "local-cpu-ddp,collector=none", env=ddp_env))
+    ok(cli("--grid", grid, "--executor", "slurm", "--cluster-profile", "collector=none", env=env))
+    ok(cli("--grid", grid, "--status", "--wait", env=ddp_env, timeout=300))
+    ok(cli("--grid", grid, "--status", "--wait", env=env, timeout=300))
+
+    (entry,) = manifest(tmp_path / "ddp" / "ddp")
+    two = records(tmp_path / "ddp" / "ddp")["classifier:none"]
+    one = records(tmp_path / "results" / "ddp")["classifier:none"]
+    assert two["compute"]["num_processes"] == 2 and one["compute"]["num_processes"] == 1
+    assert two["compute"]["device"].startswith("cpu")
+    for split, n in (("val", 78), ("test", 156)):  # every sample once: no duplicates from the uneven last batch
+        assert two["metrics"][split]["n"] == n
+        assert sum(map(sum, two["metrics"][split]["confusion_matrix"])) == n
+    logs = tmp_path / "ddp" / "ddp" / "logs" / entry["job_id"]
+    assert {p.name for p in logs.glob("*_log.out")} == {f"{entry['job_id']}_0_log.out", f"{entry['job_id']}_1_log.out"}
+    assert len(list((tmp_path / "ddp" / "ddp" / "runs").glob("*/result.json"))) == 1
+    assert abs(two["metrics"]["test"]["auroc"] - one["metrics"]["test"]["auroc"]) <= DDP_AUROC_TOLERANCE, (
+        two["metrics"]["test"]["auroc"], one["metrics"]["test"]["auroc"])
