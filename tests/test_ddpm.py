@@ -15,10 +15,10 @@ TINY = dict(block_out_channels=[16, 32], layers_per_block=1, down_block_types=["
 
 
 @pytest.fixture(scope="module")
-def trained(one_torch_thread, breastmnist):
+def trained(one_torch_thread, breastmnist, tmp_path_factory):
     images, labels = breastmnist
-    model = DDPM(2, (1, 28, 28), steps=30, **TINY)
-    return model, model.fit(images, labels, seed=0)
+    model = DDPM(2, (1, 28, 28), steps=30, grid_columns=4, **TINY)
+    return model, model.fit(images, labels, seed=0, out_dir=tmp_path_factory.mktemp("ddpm"))
 
 
 class UNetCalls:
@@ -43,6 +43,9 @@ def test_trains_and_samples_uint8_images(trained):
     model, log = trained
     assert log["steps"] == 30 and log["log_steps"] == [10, 20, 30] and log["seconds"] > 0
     assert log["loss"][-1] < log["loss"][0]
+    from PIL import Image
+
+    assert Image.open(log["grids"][0]).size == (4 * 30 + 2, 2 * 30 + 2)  # 4 samples per class, a row per class
     out = model.sample(5, 0, seed=1)
     assert out.shape == (5, 1, 28, 28) and out.dtype == np.uint8
     assert out.std() > 0 and out.max() > out.min()

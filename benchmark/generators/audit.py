@@ -311,7 +311,6 @@ def _check_images(name: str, images) -> np.ndarray:
 def audit(synthetic: np.ndarray, real_rare: np.ndarray, train_all: np.ndarray, out_dir=None,
           feature_extractor_kind="auto", seed: int = 0, threshold_queries: int = 5000) -> dict:
     """Flat record columns describing ``synthetic`` against the real images; see the module docstring."""
-    torch, _ = _torch_modules()
     synthetic, real_rare, train_all = (_check_images(n, x) for n, x in
                                        (("synthetic", synthetic), ("real_rare", real_rare), ("train_all", train_all)))
     shapes = {synthetic.shape[1:], real_rare.shape[1:], train_all.shape[1:]}

@@ -18,12 +18,13 @@ from __future__ import annotations
 import copy
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 
 from benchmark.generators._common import (
     CorruptArtifactError, GeneratorConfigError, check_class_index, check_training_data, choose_device,
-    class_balanced_probabilities, read_artifact, resolve_config, save_artifact, to_signed, to_uint8,
+    class_balanced_probabilities, read_artifact, resolve_config, save_artifact, save_grid, to_signed, to_uint8,
 )
 from benchmark.generators.base import Generator
 
@@ -62,6 +63,7 @@ DEFAULTS = {
     "guidance_scale": 2.0,
     "ddim_eta": 0.0,
     "sample_batch_size": 256,
+    "grid_columns": 8,  # fit(out_dir=…) ends with grid_final.png: this many samples per class (0: no grid)
     "device": None,
 }
 
@@ -178,7 +180,11 @@ class DDPM(Generator):
         return scheduler
 
     def fit(self, images: np.ndarray, labels: np.ndarray, seed: int, out_dir=None) -> dict:
-        """Train from scratch on uint8 images; returns the training log (losses, steps, seconds)."""
+        """Train from scratch on uint8 images; returns the training log (losses, steps, seconds).
+
+        With ``out_dir``, ``grid_final.png`` there shows ``grid_columns`` samples per class (one row each, the same
+        noise in every row) from the configured sampler and guidance.
+        """
         import torch
         import torch.nn.functional as F
 
@@ -232,6 +238,10 @@ class DDPM(Generator):
         log["steps"] = int(cfg["steps"])
         log["seconds"] = time.perf_counter() - start
         self.model.eval()
+        if out_dir and int(cfg["grid_columns"]) > 0:
+            columns = int(cfg["grid_columns"])
+            rows = [self.sample(columns, k, seed) for k in range(self.num_classes)]
+            log["grids"] = [str(save_grid(Path(out_dir) / "grid_final.png", np.concatenate(rows), columns))]
         return log
 
     def _require_fitted(self):
