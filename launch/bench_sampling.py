@@ -87,8 +87,8 @@ def main(argv=None) -> None:
              f"{args.channels}×{args.image_size}×{args.image_size}, batch {args.batch}, guidance scale "
              f"{model.cfg['guidance_scale']} (two UNet passes per call when ≠ 1), device {device}, "
              f"torch {torch.__version__}; seconds are the median of {args.repeats} runs (one run for more than 100 "
-             "steps). Each step is one UNet call, so the expected speed-up is 1000 / steps; a larger measured one "
-             "means the machine was busier during the long run.", "",
+             "steps). Each step is one UNet call, so the expected speed-up is 1000 / steps; a measured one differs "
+             "from it when the machine's load changes between runs (compare the ms / step column).", "",
              "| sampler | steps | seconds / batch | ms / step | images/s | speed-up vs DDPM |",
              "| --- | --- | --- | --- | --- | --- |"]
     for sampler, steps, seconds, ips in rows:

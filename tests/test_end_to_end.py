@@ -31,12 +31,13 @@ def smoke_run(real_data_dir, tmp_path_factory):
 @pytest.mark.slow
 def test_smoke_grid_produces_a_record_per_job(smoke_run):
     out_dir, _, first = smoke_run
-    assert "18 classifier jobs: 18 done, 0 pending, 0 failed" in first.stdout
-    results = sorted((out_dir / "runs").glob("*/result.json"))
-    assert len(results) == 18
+    assert "6 generator jobs: 6 done, 0 pending, 0 failed; 24 classifier jobs: 24 done" in first.stdout
+    results = [p for p in sorted((out_dir / "runs").glob("*/result.json"))
+               if json.loads(p.read_text())["stage"] == "classifier"]
+    assert len(results) == 24
     with open(out_dir / "records.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 18
+    assert len(rows) == 24
     for column in ("dataset", "rare_class", "rare_count", "backbone", "generator", "synthetic_ratio", "seed",
                    "test_auroc", "test_balanced_accuracy", "test_rare_sensitivity", "dataset_sha256", "git_sha"):
         assert column in rows[0]
@@ -46,6 +47,36 @@ def test_smoke_grid_produces_a_record_per_job(smoke_run):
         assert float(row["test_auroc"]) == pytest.approx(record["metrics"]["test"]["auroc"])
         assert 0.5 <= float(row["test_auroc"]) <= 1.0
     assert (out_dir / "leaderboard.md").is_file()
+    generative = [r for r in rows if r["generator"] == "dcgan_small"]
+    assert len(generative) == 6
+    for row in generative:
+        assert 0.0 <= float(row["audit_copy_rate"]) <= 1.0 and float(row["audit_fid"]) >= 0.0
+        assert int(row["n_train_synthetic"]) == int(row["n_rare_train"])  # ratio 1
+    report = (out_dir / "report.md").read_text()
+    assert "dcgan_small" in report
+
+
+@pytest.mark.slow
+def test_generator_artifacts_are_reused_and_fit_on_training_images_only(smoke_run, data_env):
+    import hashlib
+
+    import numpy as np
+
+    out_dir, _, _ = smoke_run
+    results = [json.loads(p.read_text()) for p in (out_dir / "runs").glob("*/result.json")]
+    generators = {r["key"]: r for r in results if r["stage"] == "generator"}
+    users = [r for r in results if r["stage"] == "classifier" and r["generator_key"]]
+    assert len(generators) == 6 and {r["generator_key"] for r in users} == set(generators)
+    from benchmark.cell import build_cell
+    from benchmark.specs import spec_from_dict
+
+    for record in generators.values():
+        cell = build_cell(spec_from_dict(record["spec"]))
+        fit_hash = hashlib.sha256(np.ascontiguousarray(cell.real.images).tobytes()).hexdigest()
+        assert record["resolved"]["fit_images_sha256"] == fit_hash  # exactly the cell's kept training images
+        assert record["resolved"]["fit_images"] == len(cell.real.labels) < 546
+        bank = np.load(out_dir / "runs" / record["key"] / "samples.npz")["images"]
+        assert bank.dtype == np.uint8 and bank.shape[1:] == (1, 28, 28)
 
 
 @pytest.mark.slow
@@ -54,7 +85,7 @@ def test_second_run_trains_nothing(smoke_run):
     mtimes = {p: p.stat().st_mtime_ns for p in (out_dir / "runs").glob("*/result.json")}
     again = run_cli("grid.py", "--grid", "rare_sweep", "--profile", "smoke", "--executor", "local", env=env)
     assert again.returncode == 0, again.stderr
-    assert "18 done, 0 pending, 0 failed; running 0" in again.stdout
+    assert "24 done, 0 pending, 0 failed; running 0" in again.stdout
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
 
 
@@ -62,6 +93,7 @@ def test_second_run_trains_nothing(smoke_run):
 def test_pairing_holds_in_the_records(smoke_run):
     out_dir, _, _ = smoke_run
     records = [json.loads(p.read_text()) for p in (out_dir / "runs").glob("*/result.json")]
+    records = [r for r in records if r["stage"] == "classifier"]
     cells = {}
     for record in records:
         spec = record["spec"]

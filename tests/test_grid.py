@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from benchmark.errors import UserError
-from benchmark.grid import Grid, expand, filter_jobs, load_grid
+from benchmark.grid import Grid, expand, filter_jobs, generator_jobs, load_grid
 
 
 def make_grid(axes, **kw):
@@ -19,18 +19,23 @@ def make_grid(axes, **kw):
 def test_rare_sweep_count_matches_independent_product():
     jobs = expand(load_grid("rare_sweep"))
     datasets, counts, backbones, seeds, ratios = 2, 5, 4, 10, 3
-    ratio_free, ratio_using = 2, 1  # none, class_weight | oversample
+    ratios = 4  # 1, 2, 4, balance
+    ratio_free, ratio_using = 2, 3  # none, class_weight | oversample, dcgan, ddpm
     assert len(jobs) == datasets * counts * backbones * seeds * (ratio_free + ratio_using * ratios)
     assert len({j.key for j in jobs}) == len(jobs)
+    generators = generator_jobs(jobs)
+    assert len(generators) == datasets * counts * seeds * 2  # one per cell and generative method
+    assert sum(j.is_generative for j in jobs) == 16 * len(generators)  # reuse: 4 backbones x 4 ratios each
 
 
 def test_smoke_profile_is_the_issue_definition():
     jobs = expand(load_grid("rare_sweep", "smoke"))
-    assert len(jobs) == 1 * 2 * 3 * 3
+    assert len(jobs) == 1 * 2 * 4 * 3
+    assert len(generator_jobs(jobs)) == 2 * 3
     assert {j.dataset for j in jobs} == {"breastmnist"}
     assert {j.backbone for j in jobs} == {"resnet18"}
     assert {j.rare_count for j in jobs} == {"all", 20}
-    assert {j.generator for j in jobs} == {"none", "class_weight", "oversample"}
+    assert {j.generator for j in jobs} == {"none", "class_weight", "oversample", "dcgan_small"}
     assert {j.seed for j in jobs} == {0, 1, 2}
     assert jobs[0].training["epochs"] < 30
 

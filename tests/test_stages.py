@@ -69,3 +69,19 @@ def test_synthetic_mix_takes_a_prefix_of_the_bank_and_checks_it(tmp_path):
     (tmp_path / "samples.npz").write_bytes(b"not a zip file")
     with pytest.raises(UserError, match="is corrupt .*--force"):
         SyntheticMix(tmp_path).build_training_set(real, 0, 1.0, 2, seed=0)
+
+
+def test_leakage_guard_catches_a_planted_test_image(data_env):
+    from benchmark.cell import build_cell
+    from benchmark.generators.stage import check_no_leakage
+
+    spec = expand(Grid("t", None, {"dataset": ["breastmnist"], "generator": ["none"], "backbone": ["resnet18"],
+                                   "rare_count": [20]}, [], [], {}, "test"))[0]
+    cell = build_cell(spec)
+    check_no_leakage(cell.real.images, cell.bundle)  # the cell's own images pass
+    test_images = cell.bundle.splits["test"].images
+    train_hashes = {im.tobytes() for im in cell.bundle.splits["train"].images}
+    planted = next(im for im in test_images if im.tobytes() not in train_hashes)
+    leaky = np.concatenate([cell.real.images, planted[None]])
+    with pytest.raises(RuntimeError, match=r"leakage: 1 image\(s\) given to the generator are validation/test"):
+        check_no_leakage(leaky, cell.bundle)

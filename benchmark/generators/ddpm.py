@@ -58,8 +58,8 @@ DEFAULTS = {
     "use_ema": True,
     "log_every": 100,
     # sampling
-    "sampler": "ddim",
-    "sampling_steps": 50,
+    "sampler": "dpm_solver",
+    "sampling_steps": 25,
     "guidance_scale": 2.0,
     "ddim_eta": 0.0,
     "sample_batch_size": 256,

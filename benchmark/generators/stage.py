@@ -46,6 +46,21 @@ def read_bank(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+def _content_hashes(images: np.ndarray) -> list[str]:
+    return [hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest() for image in images]
+
+
+def check_no_leakage(fit_images: np.ndarray, bundle) -> None:
+    """Refuse to fit a generator on any image whose content is a validation or test image and not also a
+    training image (an exact duplicate that the dataset itself has in both splits is a training image)."""
+    train = set(_content_hashes(bundle.splits["train"].images))
+    held_out = {h for split in ("val", "test") for h in _content_hashes(bundle.splits[split].images)} - train
+    leaked = [i for i, h in enumerate(_content_hashes(fit_images)) if h in held_out]
+    if leaked:
+        raise RuntimeError(f"leakage: {len(leaked)} image(s) given to the generator are validation/test images "
+                           f"(positions {leaked[:10]}); generators may only see the cell's training images")
+
+
 def run_generator(spec, run_dir: Path) -> dict:
     """Fit the generator on the cell's real training images only, sample its bank, audit it, save everything."""
     from benchmark import registry
@@ -60,6 +75,7 @@ def run_generator(spec, run_dir: Path) -> dict:
     config = {k: v for k, v in entry.config.items() if k not in ("kind", "uses_synthetic_ratio", "bank_multiple")}
     generator = entry.load()(num_classes=cell.bundle.num_classes, image_shape=real.images.shape[1:], **config)
     seed = generator_seed(spec.dataset_id, spec.rare_class, spec.rare_count, spec.seed, spec.generator)
+    check_no_leakage(real.images, cell.bundle)
     fit_log = generator.fit(real.images, real.labels, seed, out_dir=run_dir)
     fit_seconds = time.perf_counter() - started
     generator.save(Path(run_dir) / MODEL_DIR)
