@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmark.errors import UserError, unknown_name_error
-from benchmark.job import ERROR_FILE, now_iso, run_dir_status, write_json_atomic
+from benchmark.job import ERROR_FILE, SPEC_FILE, now_iso, run_dir_status, write_json_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 STAGES = ("generator", "classifier", "collector")
@@ -212,10 +212,11 @@ def slurm_states(job_ids) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------------------ grid state
 def classify(jobs: list, files: dict[str, str], latest: dict[str, dict], states: dict[str, str],
-             reachable: bool = True) -> dict[str, str]:
+             reachable: bool = True, started: set | None = None) -> dict[str, str]:
     """Status of each job from its files (``files``: done/failed/pending per key), its latest submission and SLURM
-    states: done, running, pending (queued in SLURM), failed (error.json, or its SLURM job ended without a
-    result), blocked (its generator job failed), not submitted; 'unknown' when SLURM cannot be asked."""
+    states: done, running, pending (queued in SLURM, or waiting for its turn in a running packed task: not in
+    ``started``), failed (error.json, or its SLURM job ended without a result), blocked (its generator job
+    failed), not submitted; 'unknown' when SLURM cannot be asked."""
     status = {}
     for spec in jobs:
         job_id = latest.get(spec.key, {}).get("job_id")
@@ -223,7 +224,8 @@ def classify(jobs: list, files: dict[str, str], latest: dict[str, dict], states:
         if files[spec.key] == "done":
             status[spec.key] = "done"
         elif state in ACTIVE:
-            status[spec.key] = "running" if state in RUNNING else "pending"
+            running = state in RUNNING and (started is None or spec.key in started)
+            status[spec.key] = "running" if running else "pending"
         elif files[spec.key] == "failed":
             status[spec.key] = "failed"
         elif job_id and (state is not None or reachable):
@@ -281,13 +283,30 @@ def grid_state(jobs: list, out_dir: Path, reconcile: bool = True) -> GridState:
             states = slurm_states(e["job_id"] for e in latest.values())
         except SlurmUnavailable as exc:
             reachable, note = False, f"SLURM cannot be asked ({exc}); states of submitted jobs are unknown"
-    status = classify(jobs, files, latest, states, reachable)
+    status = classify(jobs, files, latest, states, reachable, _started(jobs, out_dir / "runs", latest))
     state = GridState(jobs, out_dir, status, latest, states, reachable, note)
     if reconcile:
         for spec in jobs:
             if status[spec.key] == "failed" and files[spec.key] != "failed":
                 _record_slurm_failure(spec, latest[spec.key], states.get(latest[spec.key]["job_id"]), out_dir)
     return state
+
+
+def _started(jobs: list, runs_dir: Path, latest: dict[str, dict]) -> set[str]:
+    """Keys whose job began (its spec.json written) since its latest submission."""
+    from datetime import datetime
+
+    started = set()
+    for spec in jobs:
+        entry = latest.get(spec.key)
+        if entry:
+            try:
+                if (runs_dir / spec.key / SPEC_FILE).stat().st_mtime >= datetime.fromisoformat(
+                        entry["submitted_at"]).timestamp() - 1:
+                    started.add(spec.key)
+            except (OSError, ValueError, KeyError):
+                pass
+    return started
 
 
 def _record_slurm_failure(spec, entry: dict, slurm_state: str | None, out_dir: Path) -> None:
@@ -543,7 +562,7 @@ def require_slurm() -> None:
                         "start the local test cluster (see slurm/README.md), or use --executor local.")
 
 
-# ------------------------------------------------------------------------------------------------ the CLI's entry points
+# ------------------------------------------------------------------------------------------------ CLI entry points
 def run(grid, grid_ref: str, jobs: list, out_dir: Path, results_root: Path, cluster_profiles: list[str] | None,
         runs_per_task: int | None = None, force: bool = False, retry_failed: bool = False,
         wait_after: bool = False) -> int:
@@ -556,7 +575,9 @@ def run(grid, grid_ref: str, jobs: list, out_dir: Path, results_root: Path, clus
     plan, lines = submit(jobs, out_dir, grid.label, profiles, collect, runs_per_task or 1, force, retry_failed)
     skipped = ", ".join(f"{n} {why}" for why, n in sorted(plan.skipped.items(), key=lambda kv: STATUS_ORDER.index(
         kv[0]) if kv[0] in STATUS_ORDER else 99))
-    print(f"submitted {plan.n_jobs} job(s)" + (f"; left alone: {skipped}" if skipped else ""))
+    retry = " (resubmit failed and blocked jobs with --retry-failed)" if not retry_failed and (
+        plan.skipped.get("failed") or plan.skipped.get("blocked")) else ""
+    print(f"submitted {plan.n_jobs} job(s)" + (f"; left alone: {skipped}{retry}" if skipped else ""))
     for line in lines:
         print(f"  {line}")
     if profiles.get("collector") is None and plan.n_jobs:

@@ -72,6 +72,9 @@ def train_classifier(training_set, bundle, rare_class: int, backbone, training: 
     generators) is saved after every epoch, and a run that finds a saved state resumes from it: a resumed run
     ends with the same record as an uninterrupted one.
     """
+    from benchmark.threads import apply_thread_limit
+
+    apply_thread_limit()
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, set_seed
 

@@ -10,8 +10,10 @@ everything else. Reported per job:
                    (interpreter start, imports, dataset loading, building data/model/Accelerator, writing records)
   wall − training = (Σ task wall − Σ training) / K     (the brief's measure: includes evaluation and state saving)
 
-Target: fixed overhead packed ≤ 0.5 s. Example:
+Target: fixed overhead packed ≤ 0.5 s. `--scale GRID` instead prints the jobs per stage of a grid and a compute
+estimate from recorded timings (docs/benchmarks.md, "Scale of rare_sweep"). Examples:
     nice -n 10 .venv/bin/python launch/bench_packing.py --jobs 12
+    .venv/bin/python launch/bench_packing.py --scale rare_sweep --startup-s 8.4 --harness-s 0.25
 """
 
 import argparse
@@ -120,12 +122,113 @@ def _sacct_elapsed(job_id: str) -> float:
     return float("nan")
 
 
+# Train-split class counts of datasets whose file is not on this machine (MedMNIST v2 PneumoniaMNIST: 4,708 train
+# images = 1,214 normal + 3,494 pneumonia; val 524, test 624). Files that are present are read instead.
+KNOWN_SPLITS = {"pneumoniamnist": {"train": [1214, 3494], "val": 524, "test": 624}}
+
+
+def scale(grid_name: str, timings: Path, startup_s: float, harness_s: float, runs_per_task: int,
+          save_s: float) -> None:
+    """Jobs per stage of a grid, the images they train on, and compute from recorded timings."""
+    import statistics
+    from collections import Counter
+
+    import numpy as np
+
+    from benchmark.data import dataset_source
+    from benchmark.generators.base import synthetic_count
+    from benchmark.grid import expand, generator_jobs, load_grid
+
+    classifiers = expand(load_grid(grid_name))
+    generators = generator_jobs(classifiers)
+    splits = {}
+    for name in sorted({j.dataset for j in classifiers}):
+        source = dataset_source(name)
+        if source.is_present(28):
+            labels = source.load_labels(28)
+            splits[name] = {"train": np.bincount(labels["train"]).tolist(), "val": len(labels["val"]),
+                            "test": len(labels["test"])}
+        else:
+            splits[name] = KNOWN_SPLITS[name]
+    images, evals = Counter(), Counter()
+    for job in classifiers:
+        counts = np.array(splits[job.dataset]["train"])
+        rare = int(counts.argmin())
+        n_rare = int(counts[rare]) if job.rare_count == "all" else int(job.rare_count)
+        real = counts.copy()
+        real[rare] = n_rare
+        ratio = job.synthetic_ratio if job.synthetic_ratio == "balance" else float(job.synthetic_ratio)
+        n_train = int(real.sum()) + synthetic_count(ratio, n_rare, real)
+        images[job.backbone] += job.training["epochs"] * n_train
+        evals[job.backbone] += job.training["epochs"] * splits[job.dataset]["val"] + splits[job.dataset]["test"]
+    rates = [json.loads(p.read_text())["timings"]["train_images_per_s"] for p in timings.glob("*/result.json")]
+    cpu_rate = statistics.median(rates)
+    relative = step_cost(sorted({j.backbone for j in classifiers}))
+    print(f"grid {grid_name}: {len(generators)} generator jobs "
+          f"({dict(Counter(g.generator for g in generators))}), {len(classifiers)} classifier jobs, 1 collector")
+    print(f"measured: median resnet18 training throughput {cpu_rate:.0f} images/s over {len(rates)} records in "
+          f"{timings} (CPU); start-up {startup_s:.1f} s per task, harness {harness_s:.2f} s per job (bench above)")
+    print("| backbone | classifier jobs | training images (epochs × train set) | evaluation images "
+          "| CPU step time vs resnet18 | CPU-hours (this machine) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    per_backbone = Counter(j.backbone for j in classifiers)
+    cpu_hours = 0.0
+    for backbone in sorted(per_backbone):
+        hours = (images[backbone] + evals[backbone] / 3) * relative[backbone] / cpu_rate / 3600
+        cpu_hours += hours
+        print(f"| {backbone} | {per_backbone[backbone]:,} | {images[backbone]:,} | {evals[backbone]:,} | "
+              f"{relative[backbone]:.2f}× | {hours:,.0f} |")
+    fixed_h = len(classifiers) * (startup_s / runs_per_task + harness_s) / 3600
+    print(f"| all | {len(classifiers):,} | {sum(images.values()):,} | {sum(evals.values()):,} | | {cpu_hours:,.0f} |")
+    print(f"fixed cost: {fixed_h:.1f} h at --runs-per-task {runs_per_task} "
+          f"({len(classifiers) * (startup_s + harness_s) / 3600:.1f} h unpacked)")
+    epochs = sum(j.training["epochs"] for j in classifiers)
+    print(f"state saving (resumable under SLURM, every epoch): {epochs:,} epochs × {save_s:.2f} s = "
+          f"{epochs * save_s / 3600:.1f} h (resnet18, measured here; larger backbones save more)")
+    for rate in (5000, 20000, 50000):
+        total = (sum(images.values()) + sum(evals.values()) / 3) / rate / 3600 + fixed_h
+        print(f"GPU-hours for the classifier stage at an assumed {rate:,} training images/s: {total:,.1f}")
+
+
+def step_cost(backbones: list[str], batch: int = 128, steps: int = 3) -> dict[str, float]:
+    """Seconds per training step (forward, backward, AdamW) at 28 px on this CPU, relative to resnet18."""
+    import torch
+
+    from benchmark import registry
+
+    torch.set_num_threads(1)
+    seconds = {}
+    for name in sorted(set(backbones) | {"resnet18"}):
+        entry = registry.get("backbone", name)
+        model = entry.load()(name=entry.name, **entry.config).build(1, 2, 28)
+        optimizer = torch.optim.AdamW(model.parameters())
+        x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 2, (batch,))
+        times = []
+        for _ in range(steps + 1):
+            started = time.perf_counter()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            times.append(time.perf_counter() - started)
+        seconds[name] = min(times[1:])
+    return {name: seconds[name] / seconds["resnet18"] for name in backbones}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=12, help="K tiny jobs (default 12)")
     parser.add_argument("--profile", default="local-cpu", help="cluster profile (default local-cpu)")
     parser.add_argument("--modes", default="packed,unpacked")
+    parser.add_argument("--scale", metavar="GRID", help="instead: jobs per stage of GRID and a compute estimate from "
+                        "recorded timings (--timings) and the packing figures (--startup-s, --harness-s)")
+    parser.add_argument("--timings", default="results/literature_check/runs", help="records with measured throughput")
+    parser.add_argument("--startup-s", type=float, default=7.0)
+    parser.add_argument("--harness-s", type=float, default=0.33)
+    parser.add_argument("--runs-per-task", type=int, default=20)
+    parser.add_argument("--save-s", type=float, default=0.39, help="seconds to save the training state per epoch")
     args = parser.parse_args()
+    if args.scale:
+        return scale(args.scale, Path(args.timings), args.startup_s, args.harness_s, args.runs_per_task, args.save_s)
     from benchmark.cluster import slurm_available
     from benchmark.grid import Grid, expand
 

@@ -1,6 +1,7 @@
 """Expand a grid into jobs and run them: `python launch/grid.py --grid rare_sweep --profile smoke`."""
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -25,7 +26,8 @@ def parse_args(argv=None):
     add("--only", metavar="PATTERN", help="only jobs whose name or key matches (glob or substring)")
     add("--force", action="store_true", help="re-run jobs even if done (results are replaced only by a success)")
     add("--results", help="results root (default: $GENMED_RESULTS_DIR or ./results)")
-    add("--parallel", type=int, default=1, help="local worker processes (default 1)")
+    add("--parallel", type=int, help="local worker processes (default: one per CPU core, each with one torch "
+        "thread per core it owns)")
     add("--runs-per-task", type=int, help="jobs run one after another in one process: a local worker or a SLURM "
         "array task (default: local, all of a worker's share; SLURM, 1)")
     add("--table-rows", type=int, default=50, help="rows of the dry-run job table (default 50)")
@@ -80,8 +82,12 @@ def main(argv=None):
     wanted = ("failed", "blocked") if args.retry_failed else ("pending", "failed", "blocked")
     todo = [j for j in jobs if args.force or status[j.key] in wanted]
     print(f"{plan.summary_line(jobs, status)}; running {len(todo)}")
+    from benchmark.threads import THREADS_ENV, cpu_count, threads_per_worker
+
+    parallel = args.parallel or (1 if executor == "debug" else cpu_count())
+    os.environ.setdefault(THREADS_ENV, str(threads_per_worker(parallel)))
     executors.run_stages([j for j in todo if j.stage == "generator"], [j for j in todo if j.stage == "classifier"],
-                         runs_dir, executor, out_dir / "logs", force=args.force, parallel=args.parallel,
+                         runs_dir, executor, out_dir / "logs", force=args.force, parallel=parallel,
                          runs_per_task=args.runs_per_task)
     final = plan.statuses(jobs, runs_dir)
     print(plan.summary_line(jobs, final))

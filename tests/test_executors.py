@@ -101,6 +101,8 @@ def test_classify_combines_files_and_slurm_states(generative_registry):
     assert status[base[1].key] == "failed"        # cancelled without a result
     assert status[gens[0].key] == "failed" and status[gen_cls[0].key] == "blocked"
     assert status[base[0].key] == "done"
+    # in a running packed task, a job that has not begun (no spec.json since its submission) waits its turn
+    assert se.classify(jobs, files, latest, states, started=set())[gens[1].key] == "pending"
     # SLURM unreachable: submitted jobs without files are unknown, not failed
     assert se.classify(jobs, files, latest, {}, reachable=False)[base[1].key] == "unknown"
     # a job never submitted
@@ -223,5 +225,5 @@ def test_cli_status_without_submissions_is_light(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "nothing submitted for this grid yet" in out.stdout
-    assert "18 jobs: 0 done, 0 running, 0 pending, 0 failed, 18 not submitted" in out.stdout
+    assert "24 jobs: 0 done, 0 running, 0 pending, 0 failed, 24 not submitted" in out.stdout
     assert "heavy: []" in out.stdout

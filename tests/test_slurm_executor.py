@@ -197,9 +197,15 @@ def test_scancel_shows_failed_and_retry_failed_completes_it(env, tmp_path):
     assert f"SLURM job {entry['job_id']} ended CANCELLED without writing a result" in error["error"]
     assert "submitted 0 job(s); left alone: 1 failed" in ok(cli(*args, env=env))  # plain runs leave it alone
 
+    assert "submitted 1 job(s)" in ok(cli(*args, "--retry-failed", env=env))  # resubmitted, then --cancel
+    second = manifest(out_dir)[-1]["job_id"]
+    assert f"cancelled SLURM job(s) {second}" in ok(cli("--grid", grid, "--cancel", env=env))
+    wait_until(lambda: squeue_state(second) in ("CANCELLED", ""), 60, "--cancel to take effect")
+    assert "1 failed" in ok(cli("--grid", grid, "--status", env=env))
+
     retried = ok(cli(*args, "--retry-failed", "--wait", env=env, timeout=300))
     assert "submitted 1 job(s)" in retried and "1 jobs: 1 done" in retried
-    assert [e["key"] for e in manifest(out_dir)] == [entry["key"]] * 2
+    assert [e["key"] for e in manifest(out_dir)] == [entry["key"]] * 3
     assert (out_dir / "runs" / entry["key"] / "result.json").is_file()
     assert not (out_dir / "runs" / entry["key"] / "error.json").exists()
 

@@ -68,6 +68,9 @@ def run_generator(spec, run_dir: Path) -> dict:
     from benchmark.generators.audit import audit
     from benchmark.seeding import generator_seed
 
+    from benchmark.threads import apply_thread_limit
+
+    apply_thread_limit()
     started = time.perf_counter()
     cell = build_cell(spec)
     real = cell.real
