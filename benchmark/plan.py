@@ -62,7 +62,33 @@ def check_data(jobs: list[JobSpec], download: bool = False) -> list[str]:
                     problems.append(str(exc))
     if problems:
         raise UserError("Impossible rarity settings; nothing was started:\n  - " + "\n  - ".join(problems))
+    if download:
+        check_generator_configs(jobs)
     return lines
+
+
+def check_generator_configs(jobs: list) -> None:
+    """Build every generative method once with its registry config (no training) so that a bad config — an
+    unknown sampler, a negative guidance scale, a typo in a key — stops the run before any job starts."""
+    from benchmark import registry
+
+    seen = set()
+    for spec in jobs:
+        if getattr(spec, "stage", "") != "classifier" or not spec.is_generative:
+            continue
+        marker = (spec.generator, spec.dataset, spec.image_size)
+        if marker in seen:
+            continue
+        seen.add(marker)
+        entry = registry.get("generator", spec.generator)
+        config = {k: v for k, v in entry.config.items() if k not in ("kind", "uses_synthetic_ratio", "bank_multiple")}
+        source = dataset_source(spec.dataset)
+        channels = getattr(source, "info", {}).get("n_channels", 1)
+        try:
+            entry.load()(num_classes=source.num_classes or 2, image_shape=(channels, spec.image_size,
+                                                                          spec.image_size), **config)
+        except UserError as exc:
+            raise UserError(f"generator {spec.generator!r} ({entry.source}): {exc} Nothing was started.") from None
 
 
 def statuses(jobs: list, runs_dir: Path) -> dict[str, str]:

@@ -85,3 +85,25 @@ def test_leakage_guard_catches_a_planted_test_image(data_env):
     leaky = np.concatenate([cell.real.images, planted[None]])
     with pytest.raises(RuntimeError, match=r"leakage: 1 image\(s\) given to the generator are validation/test"):
         check_no_leakage(leaky, cell.bundle)
+
+
+def test_bad_generator_config_stops_the_run_before_any_job(tmp_path, monkeypatch, real_data_dir):
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "reg" / "generators"
+    folder.mkdir(parents=True)
+    repo = __import__("pathlib").Path(__file__).resolve().parent.parent
+    (folder / "ddpm_bad.yaml").write_text(f"include: {repo}/registry/generators/ddpm_small.yaml\n"
+                                          "config: {sampler: euler}\n")
+    grid_file = tmp_path / "bad.yaml"
+    grid_file.write_text("name: badgen\naxes: {dataset: [breastmnist], generator: [ddpm_bad], backbone: [resnet18], "
+                         "rare_count: [20]}\n")
+    env = {**os.environ, "GENMED_REGISTRY_PATH": str(tmp_path / "reg"), "GENMED_DATA_DIR": str(real_data_dir),
+           "GENMED_RESULTS_DIR": str(tmp_path / "results")}
+    out = subprocess.run([sys.executable, str(repo / "launch" / "grid.py"), "--grid", str(grid_file),
+                          "--executor", "local"], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 2
+    assert "DDPM: unknown sampler 'euler'; valid choices: ddim, dpm_solver, ddpm. Nothing was started." in out.stderr
+    assert not (tmp_path / "results").exists()
