@@ -34,6 +34,7 @@ from typing import Any
 
 from benchmark import registry
 from benchmark.errors import UserError, unknown_name_error
+from benchmark.generators.base import mixing_mode_problem
 from benchmark.registry import deep_merge
 from benchmark.specs import TRAINING_DEFAULTS, TRAINING_TYPES, JobSpec
 
@@ -170,8 +171,9 @@ def validate_axes(grid: Grid) -> tuple[dict, list]:
         if value != "all" and not (_is_int(value) and value >= 1):
             problems.append(f"rare_count must be 'all' or an integer ≥ 1, got {value!r}")
     for value in axes.get("synthetic_ratio", []):
-        if value != "balance" and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-            problems.append(f"synthetic_ratio must be a number ≥ 0 or 'balance', got {value!r}")
+        problem = mixing_mode_problem(value)
+        if problem:
+            problems.append(problem)
     for value in axes.get("seed", []):
         if not _is_int(value) or value < 0:
             problems.append(f"seed must be an integer ≥ 0, got {value!r}")
@@ -249,7 +251,7 @@ def expand(grid: Grid) -> list[JobSpec]:
         if _excluded(point, grid.exclude):
             continue
         ratio = point["synthetic_ratio"] if uses_ratio[point["generator"]] else 0.0
-        ratio = ratio if ratio == "balance" else float(ratio)
+        ratio = ratio if isinstance(ratio, str) else float(ratio)
         spec = JobSpec(
             dataset=point["dataset"], image_size=point["image_size"], rare_class=point["rare_class"],
             rare_count=point["rare_count"], generator=point["generator"], synthetic_ratio=ratio,

@@ -138,7 +138,7 @@ class JobSpec(_Keyed):
     rare_class: Any  # "minority" or a class index
     rare_count: Any  # int or "all"
     generator: str
-    synthetic_ratio: Any  # synthetic (or duplicated) rare images per real rare image, or "balance"; 0 if unused
+    synthetic_ratio: Any  # rare images added per real rare image, "balance" or "real_percentage=P"; 0 if unused
     backbone: str
     seed: int
     training: dict = field(hash=False)

@@ -94,7 +94,7 @@ def test_validation_reports_every_problem_at_once():
     message = str(err.value)
     for fragment in ("unknown axis 'colour'", "Unknown backbone 'resnet81'. Did you mean 'resnet18'",
                      "rare_count must be 'all' or an integer ≥ 1, got 0", "got 'some'", "seed must be an integer ≥ 0",
-                     "synthetic_ratio must be a number ≥ 0 or 'balance'", "training.epochs: expected int, got 'ten'",
+                     "synthetic_ratio must be a number ≥ 0, 'balance' or 'real_percentage=P'", "training.epochs: expected int, got 'ten'",
                      "training: unknown setting 'optimizer'", "nothing was started"):
         assert fragment in message
 

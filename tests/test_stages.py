@@ -107,3 +107,19 @@ def test_bad_generator_config_stops_the_run_before_any_job(tmp_path, monkeypatch
     assert out.returncode == 2
     assert "DDPM: unknown sampler 'euler'; valid choices: ddim, dpm_solver, ddpm. Nothing was started." in out.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_real_percentage_mixing_sets_the_share_of_real_images(tmp_path):
+    real = TrainingSet(np.zeros((30, 1, 4, 4), np.uint8), np.array([0] * 5 + [1] * 25), np.zeros(30, bool))
+    write_bank(tmp_path / "samples.npz", np.zeros((40, 1, 4, 4), np.uint8), np.zeros(40, np.int64))
+    out = SyntheticMix(tmp_path).build_training_set(real, 0, "real_percentage=75", 2, seed=0)
+    assert (~out.is_synthetic).sum() / len(out.labels) == pytest.approx(0.75)
+    assert out.counts(2) == {"real_per_class": [5, 25], "synthetic_per_class": [10, 0]}
+    unchanged = SyntheticMix(tmp_path).build_training_set(real, 0, "real_percentage=100", 2, seed=0)
+    assert len(unchanged.labels) == 30
+
+
+@pytest.mark.parametrize("value", ["real_percentage=0", "real_percentage=150", "real_percentage=x", "lots", -1])
+def test_invalid_mixing_modes_are_rejected_before_anything_runs(value, failing_registry):
+    with pytest.raises(UserError, match="synthetic_ratio"):
+        expand(grid(synthetic_ratio=[value]))

@@ -24,11 +24,36 @@ class TrainingSet:
         return {"real_per_class": real.tolist(), "synthetic_per_class": synthetic.tolist()}
 
 
+REAL_PERCENTAGE_PREFIX = "real_percentage="
+
+
+def mixing_mode_problem(ratio) -> str | None:
+    """None if `ratio` is a valid synthetic_ratio value, else what is wrong with it."""
+    if ratio == "balance":
+        return None
+    if isinstance(ratio, str) and ratio.startswith(REAL_PERCENTAGE_PREFIX):
+        try:
+            percentage = float(ratio[len(REAL_PERCENTAGE_PREFIX):])
+        except ValueError:
+            percentage = -1.0
+        if 0 < percentage <= 100:
+            return None
+        return f"synthetic_ratio {ratio!r}: the real percentage must be a number in (0, 100]"
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio < 0:
+        return (f"synthetic_ratio must be a number ≥ 0, 'balance' or 'real_percentage=P' (0 < P ≤ 100), "
+                f"got {ratio!r}")
+    return None
+
+
 def synthetic_count(ratio, n_rare: int, counts: np.ndarray) -> int:
-    """Synthetic (or duplicated) rare images a job adds: `ratio` × the real rare count, or with ratio "balance"
-    as many as make the rare class as large as the largest class."""
+    """Synthetic (or duplicated) rare images a job adds. A number: `ratio` × the real rare count. "balance": as
+    many as make the rare class as large as the largest class. "real_percentage=P": as many as make real images
+    P % of the mixed training set (as a published mammography-synthesis pipeline offers)."""
     if ratio == "balance":
         return max(0, int(counts.max()) - n_rare)
+    if isinstance(ratio, str) and ratio.startswith(REAL_PERCENTAGE_PREFIX):
+        percentage = float(ratio[len(REAL_PERCENTAGE_PREFIX):])
+        return int(round(int(counts.sum()) * (100.0 / percentage - 1.0)))
     return int(round(float(ratio) * n_rare))
 
 
