@@ -33,6 +33,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from benchmark.registry import load_yaml
 from benchmark.errors import UserError, unknown_name_error
 
 REPO_PROFILES = Path(__file__).resolve().parent.parent / "slurm"
@@ -187,29 +188,13 @@ def _resolve(ref: str, base: Path | None) -> Path:
     return files[ref]
 
 
-def _load_yaml(path: Path) -> Any:
-    import yaml
-
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UserError(f"Cannot read cluster profile {path}: {exc.strerror}.") from exc
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise UserError(f"Malformed YAML at {where}: {problem}. Fix the file and run again.") from exc
-
-
 def _read_with_includes(path: Path, seen: tuple[Path, ...]) -> dict:
     """The file's mapping merged over its ``include:`` chain: scalars and lists replace, ``additional`` merges."""
     real = path.resolve()
     if real in seen:
         chain = " -> ".join(str(p) for p in (*seen, real))
         raise UserError(f"Circular include in cluster profiles: {chain}.")
-    data = _load_yaml(path)
+    data = load_yaml(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -14,17 +14,15 @@ from benchmark import slurm_executor as se
 from benchmark.batch import JobBatch, distributed_env
 from benchmark.errors import UserError
 from benchmark.grid import Grid, expand, generator_jobs
+from tests.registry_helpers import register_entry
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
 def generative_registry(tmp_path, monkeypatch):
-    folder = tmp_path / "reg" / "generators"
-    folder.mkdir(parents=True)
-    (folder / "meangen.yaml").write_text(
-        "target: tests.test_slurm_executor:MeanGenerator\nversion: 1\nconfig: {kind: generative}\n")
-    monkeypatch.setenv("GENMED_REGISTRY_PATH", str(tmp_path / "reg"))
+    register_entry(tmp_path, monkeypatch, "generator", "meangen",
+                   "target: tests.test_slurm_executor:MeanGenerator\nversion: 1\nconfig: {kind: generative}\n")
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from benchmark import job as job_module
 from benchmark.generators.base import Method
 from benchmark.grid import Grid, expand
 from benchmark.job import execute, run_dir_status, write_json_atomic
+from tests.registry_helpers import register_entry
 
 TINY = {"epochs": 1, "batch_size": 64, "save_checkpoint": True}
 
@@ -27,10 +28,8 @@ def tiny_spec(generator="oversample", **training):
 
 @pytest.fixture
 def exploding_registry(tmp_path, monkeypatch):
-    folder = tmp_path / "reg" / "generators"
-    folder.mkdir(parents=True)
-    (folder / "exploding.yaml").write_text("target: tests.test_job:ExplodingMethod\nversion: 1\n")
-    monkeypatch.setenv("GENMED_REGISTRY_PATH", str(tmp_path / "reg"))
+    register_entry(tmp_path, monkeypatch, "generator", "exploding",
+                   "target: tests.test_job:ExplodingMethod\nversion: 1\n")
 
 
 @pytest.mark.slow

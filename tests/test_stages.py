@@ -11,6 +11,7 @@ from benchmark.generators.base import Generator, TrainingSet
 from benchmark.generators.stage import SyntheticMix, write_bank
 from benchmark.errors import UserError
 from benchmark.grid import Grid, expand, generator_jobs
+from tests.registry_helpers import register_entry
 
 
 class FailingGenerator(Generator):
@@ -20,11 +21,8 @@ class FailingGenerator(Generator):
 
 @pytest.fixture
 def failing_registry(tmp_path, monkeypatch):
-    folder = tmp_path / "reg" / "generators"
-    folder.mkdir(parents=True)
-    (folder / "failing_gan.yaml").write_text(
-        "target: tests.test_stages:FailingGenerator\nversion: 1\nconfig: {kind: generative}\n")
-    monkeypatch.setenv("GENMED_REGISTRY_PATH", str(tmp_path / "reg"))
+    register_entry(tmp_path, monkeypatch, "generator", "failing_gan",
+                   "target: tests.test_stages:FailingGenerator\nversion: 1\nconfig: {kind: generative}\n")
 
 
 def grid(**axes):
