@@ -181,12 +181,3 @@ def run_generator_record(spec, run_dir: Path) -> dict:
     return {"schema": RESULT_SCHEMA, "key": spec.key, "name": spec.name, "stage": spec.stage,
             "spec": spec.to_dict(), **outcome, "environment": environment()}
 
-
-def __getattr__(name: str):
-    """``JobBatch`` (several jobs in one submitit task) lives in benchmark.batch: it imports submitit, which the
-    ``--dry-run`` and ``--status`` paths that import this module never need."""
-    if name == "JobBatch":
-        from benchmark.batch import JobBatch
-
-        return JobBatch
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -172,9 +172,6 @@ def test_manifest_keeps_the_latest_line_per_key_and_survives_a_torn_line(tmp_pat
 def test_job_batch_is_a_checkpointable_that_resubmits_itself(tmp_path):
     import submitit
 
-    from benchmark import job
-
-    assert job.JobBatch is JobBatch
     batch = JobBatch([{"key": "x"}], str(tmp_path), resumable=True, statuses={"x": "done"})
     assert isinstance(batch, submitit.helpers.Checkpointable)
     delayed = batch.checkpoint()
