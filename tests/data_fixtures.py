@@ -22,7 +22,7 @@ def real_data_dir() -> Path:
                    "(CI uses ../shared/data)")
         if os.environ.get("CI") == "true":
             pytest.fail(message)
-        pytest.skip(message)
+        pytest.skip(reason=message)
     return folder
 
 

@@ -52,7 +52,7 @@ def _sinfo_answers(conf: str | None) -> tuple[bool, str]:
 def _unavailable(reason: str):
     if _in_ci():
         pytest.fail(f"SLURM cluster unavailable in CI: {reason}", pytrace=False)
-    pytest.skip(f"no SLURM cluster: {reason}")
+    pytest.skip(reason=f"no SLURM cluster: {reason}")
 
 
 @pytest.fixture(scope="session")

@@ -242,7 +242,7 @@ def test_slurm_available_without_sbatch(monkeypatch, tmp_path):
 def test_slurm_available_with_client_tools_but_no_controller(monkeypatch, tmp_path):
     """Real SLURM client tools, a configuration naming a controller port nobody listens on."""
     if not all(map(shutil.which, ("sbatch", "sinfo", "srun"))):
-        pytest.skip("SLURM client tools not installed")
+        pytest.skip(reason="SLURM client tools not installed")
     conf = write(tmp_path, "slurm.conf", """\
         ClusterName=nowhere
         SlurmctldHost=localhost(127.0.0.1)
