@@ -16,6 +16,9 @@ account, ``module load`` lines) lives there, never in code::
     array_parallelism: 64       # array tasks of one submission running at once
     setup: ["module load cuda/12.4"]
     signal_delay_s: 90          # USR2 this long before the time limit (checkpoint + requeue)
+    checkpoint_every_s: 600     # a classifier saves its training state at most this often (0 = after every epoch),
+                                # and at the end of the epoch during which USR2 arrives
+    jobs_per_device: 1          # jobs of an array task run at once on its device (worker processes; 1-task jobs)
     additional: {reservation: my-resv}   # any other sbatch option (key without the leading --)
 
 Profiles are looked up by name in the folders of ``GENMED_SLURM_PROFILES`` (``os.pathsep``-separated, first match
@@ -67,6 +70,8 @@ class ClusterProfile:
     array_parallelism: int = 64
     setup: tuple[str, ...] = ()
     signal_delay_s: int = 90
+    checkpoint_every_s: int = 600
+    jobs_per_device: int = 1
     additional: tuple[tuple[str, str | int | float | bool], ...] = ()
     description: str = ""
 
@@ -128,6 +133,8 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], str, int | None, bool]] = {
     "array_parallelism": ((int,), "an integer", 1, False),
     "setup": ((list,), "a list of shell lines", None, True),
     "signal_delay_s": ((int,), "an integer (seconds)", 0, False),
+    "checkpoint_every_s": ((int,), "an integer (seconds; 0 = after every epoch)", 0, False),
+    "jobs_per_device": ((int,), "an integer (jobs run at once on the task's device)", 1, False),
     "additional": ((dict,), "a mapping of sbatch options", None, True),
     "description": ((str,), "a string", None, True),
 }
@@ -276,6 +283,10 @@ def _build(path: Path, data: dict) -> ClusterProfile:
         items.append((norm, value))
     values["additional"] = tuple(sorted(items))
 
+    if values.get("jobs_per_device", 1) > 1 and values.get("tasks_per_node", 1) > 1:
+        raise UserError(f"{path}: jobs_per_device ({values['jobs_per_device']}) runs several one-process jobs on "
+                        f"one device; it cannot be combined with tasks_per_node {values['tasks_per_node']} (one "
+                        "job spread over several processes, DDP). Use one of the two.")
     delay, timeout = values.get("signal_delay_s", 90), values.get("timeout_min", 60)
     if delay >= timeout * 60:
         # Slurm would send the pre-timeout signal at job start: submitit treats the job as timed out at once.

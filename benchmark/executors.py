@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 from benchmark.errors import UserError
-from benchmark.job import execute, run_dir_status
+from benchmark import run_dir as rd
+from benchmark.job import execute
 from benchmark.specs import JobSpec
 
 EXECUTORS = ("auto", "local", "debug", "slurm")
@@ -47,7 +48,7 @@ def run_stages(generator_jobs: list, classifier_jobs: list, runs_dir: Path, exec
 
     run(generator_jobs, "generator stage")
     ready = [j for j in classifier_jobs
-             if not getattr(j, "generator_key", None) or run_dir_status(runs_dir / j.generator_key) == "done"]
+             if not getattr(j, "generator_key", None) or rd.status(runs_dir / j.generator_key) == rd.DONE]
     ready_keys = {j.key for j in ready}
     for spec in classifier_jobs:
         if spec.key not in ready_keys:
@@ -92,11 +93,44 @@ def run_local(jobs: list[JobSpec], runs_dir: Path, logs_dir: Path, force: bool =
         try:
             _drive(executor, pending, running, statuses, finished_keys, bar, runs_dir, logs_dir, force, parallel)
         except KeyboardInterrupt:
-            for job, _, _ in running:
-                job.cancel(check=False)
-            print("interrupted: running workers were cancelled; finished results are kept")
+            stop_workers([job for job, _, _ in running])
+            print("interrupted: running workers were stopped; finished results are kept")
             raise
     return statuses
+
+
+def stop_workers(jobs, grace_s: float = 20.0) -> None:
+    """End submitit local workers as Ctrl-C does and wait until they are gone: SIGINT to each worker's controller,
+    which interrupts its task (KeyboardInterrupt in the job: no error.json, the run folder's lock released) and
+    then kills it; a controller still alive after `grace_s` is killed. Only the workers' own processes are
+    signalled. (A launcher started in the background by a non-interactive shell passes SIGINT on as ignored: then
+    the workers' processes are killed after `grace_s`, the controller's task processes included.)"""
+    import psutil
+
+    tree = []  # every process of the workers, found before they start to exit
+    for job in jobs:
+        process = getattr(job, "_process", None)  # submitit.local.LocalJob's controller (a subprocess.Popen)
+        if process is not None and process.poll() is None:
+            try:
+                controller = psutil.Process(process.pid)
+                tree += [controller, *controller.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pass
+        job.cancel(check=False)
+    _, alive = psutil.wait_procs(tree, timeout=grace_s)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+    for job in jobs:  # reap the controllers (no zombies left behind)
+        process = getattr(job, "_process", None)
+        if process is not None:
+            try:
+                process.wait(timeout=5)
+            except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired
+                pass
 
 
 def _drive(executor, pending, running, statuses, finished_keys, bar, runs_dir, logs_dir, force, parallel):
@@ -119,7 +153,7 @@ def _drive(executor, pending, running, statuses, finished_keys, bar, runs_dir, l
                     statuses.update(job.result())
                 except Exception as exc:  # a worker that died (killed, out of memory): its jobs stay pending
                     for spec in batch:
-                        statuses.setdefault(spec.key, run_dir_status(runs_dir / spec.key))
+                        statuses.setdefault(spec.key, rd.status(runs_dir / spec.key))
                     print(f"warning: worker {job.job_id} ended abnormally ({type(exc).__name__}); "
                           f"see {logs_dir / str(job.job_id)}")
                 for spec in batch:
@@ -133,7 +167,7 @@ def _drive(executor, pending, running, statuses, finished_keys, bar, runs_dir, l
 
 def _written_since(run_dir: Path, since: float) -> bool:
     """A result or error file written after `since` (older files are from earlier runs)."""
-    for name in ("result.json", "error.json"):
+    for name in (rd.RESULT_FILE, rd.ERROR_FILE):
         path = run_dir / name
         if path.is_file() and path.stat().st_mtime >= since:
             return True

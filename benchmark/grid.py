@@ -34,9 +34,9 @@ from typing import Any
 
 from benchmark import registry
 from benchmark.errors import UserError, unknown_name_error
-from benchmark.generators.base import mixing_mode_problem
+from benchmark.generators.base import REAL_PERCENTAGE_PREFIX, mixing_mode_problem
 from benchmark.registry import deep_merge
-from benchmark.specs import TRAINING_DEFAULTS, TRAINING_TYPES, JobSpec
+from benchmark.specs import TRAINING_DEFAULTS, TRAINING_TYPES, JobSpec, format_ratio
 
 AXES = ("dataset", "image_size", "rare_class", "rare_count", "generator", "synthetic_ratio", "backbone", "seed",
         "fold")
@@ -225,8 +225,18 @@ def _excluded(point: dict, rules: list) -> bool:
     return any(all(point.get(a) == v for a, v in rule.items()) for rule in rules if isinstance(rule, dict))
 
 
-def expand(grid: Grid) -> list[JobSpec]:
-    """The grid's jobs in a deterministic order, deduplicated by key; raises UserError listing every problem."""
+def expand(grid: Grid, left_out: list | None = None, resolve: bool = True) -> list[JobSpec]:
+    """The grid's jobs in a deterministic order, deduplicated by key; raises UserError listing every problem.
+
+    With `resolve` (the default, and what every consumer uses) the jobs are keyed from their data by
+    benchmark.identity.resolve_jobs: the dataset's content hash and the resolved rarity enter every key, spellings
+    of one experiment (`minority` / its index, `all` / its count) collapse into one job, impossible rare counts and
+    synthetic ratios the generator's bank cannot hold are errors. Jobs of a dataset not on disk yet stay
+    unresolved (``spec.is_resolved`` False) until ``resolve_jobs(jobs, download=True)``.
+
+    Points that cannot run are left out, not errors: a method whose entry says ``needs_held_back: true``
+    (real_extra) at rare_count all, where no real image is held back. With a list `left_out`, one
+    (reason, count) per kind of left-out point is appended to it (launch/grid.py prints them)."""
     axes, problems = validate_axes(grid)
     training = validate_training(grid.training, problems)
     if not problems:
@@ -243,15 +253,24 @@ def expand(grid: Grid) -> list[JobSpec]:
 
     entries = {kind: {n: registry.get(kind, n) for n in axes[kind]} for kind in ("dataset", "generator", "backbone")}
     identities = {kind: {n: e.identity for n, e in es.items()} for kind, es in entries.items()}
-    uses_ratio = {n: e.config.get("uses_synthetic_ratio", True) for n, e in entries["generator"].items()}
+    from benchmark.generators.base import check_method_configs
+    from benchmark.generators.external import external_identities  # bring-your-own banks: their hash in the key
 
-    jobs: dict[str, JobSpec] = {}
+    check_method_configs(entries["generator"])
+    identities["generator"].update(external_identities(entries["generator"], axes["dataset"], axes["image_size"]))
+    uses_ratio = {n: e.config.get("uses_synthetic_ratio", True) for n, e in entries["generator"].items()}
+    needs_held_back = {n for n, e in entries["generator"].items() if e.config.get("needs_held_back")}
+    skipped: dict[str, set] = {}
+
+    jobs: dict[tuple, JobSpec] = {}
     for combo in itertools.product(*factors):
         point = {k: v for part in combo for k, v in part.items()}
         if _excluded(point, grid.exclude):
             continue
-        ratio = point["synthetic_ratio"] if uses_ratio[point["generator"]] else 0.0
-        ratio = ratio if isinstance(ratio, str) else float(ratio)
+        if point["rare_count"] == "all" and point["generator"] in needs_held_back:
+            skipped.setdefault(point["generator"], set()).add(tuple(sorted(point.items(), key=str)))
+            continue
+        ratio = canonical_ratio(point["synthetic_ratio"]) if uses_ratio[point["generator"]] else 0.0
         spec = JobSpec(
             dataset=point["dataset"], image_size=point["image_size"], rare_class=point["rare_class"],
             rare_count=point["rare_count"], generator=point["generator"], synthetic_ratio=ratio,
@@ -262,8 +281,30 @@ def expand(grid: Grid) -> list[JobSpec]:
                      "backbone": identities["backbone"][point["backbone"]]},
             grid=grid.label,
         )
-        jobs.setdefault(spec.key, spec)
-    return list(jobs.values())
+        # one spec per point (ratio-free methods repeat over the ratio axis); keys come after resolution
+        jobs.setdefault((point["dataset"], point["image_size"], point["rare_class"], point["rare_count"],
+                         point["generator"], str(ratio), point["backbone"], point["seed"], point["fold"]), spec)
+    if left_out is not None:
+        left_out.extend((f"{name} job(s) at rare_count=all (no held-back real images)", len(points))
+                        for name, points in sorted(skipped.items()))
+    if resolve:
+        from benchmark.identity import resolve_jobs
+
+        return resolve_jobs(list(jobs.values()))
+    unique: dict[str, JobSpec] = {}
+    for spec in jobs.values():
+        unique.setdefault(spec.key, spec)
+    return list(unique.values())
+
+
+def canonical_ratio(ratio):
+    """One spelling per synthetic ratio: numbers as floats (1 and 1.0), 'real_percentage=50.0' as
+    'real_percentage=50'; 'balance' unchanged."""
+    if isinstance(ratio, str):
+        if ratio.startswith(REAL_PERCENTAGE_PREFIX):
+            return REAL_PERCENTAGE_PREFIX + format_ratio(float(ratio[len(REAL_PERCENTAGE_PREFIX):]))
+        return ratio
+    return float(ratio)
 
 
 def generator_jobs(jobs: list[JobSpec]) -> list:

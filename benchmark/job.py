@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -10,33 +9,15 @@ import socket
 import subprocess
 import time
 import traceback
-from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
+from benchmark import run_dir as rd
+from benchmark.run_dir import ERROR_FILE, RESULT_FILE, SPEC_FILE, STATE_DIR, now_iso, write_json_atomic
 from benchmark.specs import JobSpec
+from benchmark.threads import JOBS_PER_DEVICE_ENV
 
-RESULT_FILE = "result.json"
-ERROR_FILE = "error.json"
-SPEC_FILE = "spec.json"
-STATE_DIR = "state"
 RESULT_SCHEMA = 1
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write JSON via a temp file in the same folder + fsync + rename: readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(payload, fh, indent=1, sort_keys=True, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @lru_cache(maxsize=1)
@@ -67,49 +48,42 @@ def environment() -> dict:
         except PackageNotFoundError:
             versions[package] = None
     return {"python": platform.python_version(), "versions": versions, "host": socket.gethostname(),
-            "platform": platform.platform(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"), **git_state()}
+            "platform": platform.platform(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "pid": os.getpid(),
+            **git_state()}
 
 
-def run_dir_status(run_dir: Path) -> str:
-    """'done' (result.json), 'failed' (error.json, no result) or 'pending'."""
-    if (run_dir / RESULT_FILE).is_file():
-        return "done"
-    if (run_dir / ERROR_FILE).is_file():
-        return "failed"
-    return "pending"
-
-
-def run_classifier(spec: JobSpec, run_dir: Path, progress: bool = False, resumable: bool = False) -> dict:
+def run_classifier(spec: JobSpec, run_dir: Path, progress: bool = False, resumable: bool = False,
+                   checkpoint_every_s: float = 0.0) -> dict:
     """Train and evaluate one classifier job; returns the record (written by the caller)."""
     from benchmark import registry
     from benchmark.cell import build_cell
-    from benchmark.seeding import init_seed
     from benchmark.train import train_classifier
 
     started_at, started = now_iso(), time.perf_counter()
     cell = build_cell(spec)
     bundle = cell.bundle
-    seed = init_seed(spec.dataset_id, spec.rare_class, spec.rare_count, spec.seed, spec.backbone)
+    seed = spec.init_seed  # the cell's (not its rare count's), seed, fold and backbone: benchmark.seeding
     method_entry = registry.get("generator", spec.generator)
     audit = None
     if spec.is_generative:
         from benchmark.generators.stage import SyntheticMix
 
         artifact_dir = Path(run_dir).parent / spec.generator_key
-        if run_dir_status(artifact_dir) != "done":
+        if rd.status(artifact_dir) != rd.DONE:
             raise RuntimeError(f"blocked by {spec.generator_key}: generator job {spec.generator_spec.name} "
-                               "has not finished")
+                               f"has not finished ({rd.status(artifact_dir)})")
         method = SyntheticMix(artifact_dir)
-        audit = json.loads((artifact_dir / RESULT_FILE).read_text()).get("audit")
+        audit = rd.read_record(artifact_dir).get("audit")
     else:
-        method = method_entry.load()(**method_entry.config)
+        method = method_entry.load()(**spec.entries["generator"]["config"])  # the config in the key
     training_set = method.build_training_set(cell.real, cell.rare_class, spec.synthetic_ratio,
-                                             bundle.num_classes, seed)
+                                             bundle.num_classes, seed, held_back=cell.held_back)
     backbone_entry = registry.get("backbone", spec.backbone)
     backbone = backbone_entry.load()(name=backbone_entry.name, **backbone_entry.config)
     outcome = train_classifier(training_set, bundle, cell.rare_class, backbone, spec.training, seed,
                                run_dir=run_dir, progress=progress,
-                               state_dir=Path(run_dir) / STATE_DIR if resumable else None)
+                               state_dir=Path(run_dir) / STATE_DIR if resumable else None,
+                               checkpoint_every_s=checkpoint_every_s)
     counts = training_set.counts(bundle.num_classes)
     return {
         "schema": RESULT_SCHEMA,
@@ -137,27 +111,56 @@ def run_classifier(spec: JobSpec, run_dir: Path, progress: bool = False, resumab
                     "wall_s": time.perf_counter() - started, "train_s": outcome["train_seconds"],
                     "train_images_per_s": outcome["train_images_per_s"]},
         "compute": {"device": outcome["device"], "num_processes": outcome["num_processes"],
-                    "mixed_precision": outcome["mixed_precision"]},
+                    "mixed_precision": outcome["mixed_precision"],
+                    # jobs sharing the device at once (cluster profile jobs_per_device): per-job images/s is lower
+                    "jobs_per_device": int(os.environ.get(JOBS_PER_DEVICE_ENV) or 1),
+                    **({"mixed_precision_note": outcome["mixed_precision_note"]}
+                       if outcome.get("mixed_precision_note") else {})},
         "dataset": {"name": bundle.name, "file": Path(bundle.path).name, "sha256": bundle.sha256,
                     "task": bundle.task, "num_classes": bundle.num_classes, "label_names": bundle.label_names,
                     "split_sizes": {s: len(v) for s, v in bundle.splits.items()}},
         "environment": environment(),
+        "checkpoints": outcome.get("checkpoints"),  # state saves (resumable runs): count, seconds, bytes
         "_is_main_process": outcome["is_main_process"],
     }
 
 
 def execute(spec: JobSpec, run_dir: Path, force: bool = False, progress: bool = False,
-            resumable: bool = False) -> str:
-    """Run `spec` unless done. Returns 'skipped', 'done' or 'failed'. Never raises for a job's own failure:
-    the traceback goes to error.json, and an earlier result.json is never removed or overwritten by a failure.
-    `resumable`: save the training state every epoch and resume from it (preemption, requeue)."""
+            resumable: bool = False, rank: int = 0, checkpoint_every_s: float = 0.0) -> str:
+    """Run `spec` unless done. Returns 'skipped', 'done', 'failed' or 'running elsewhere'. Never raises for a job's
+    own failure: the traceback goes to error.json, and an earlier result.json is never removed or overwritten by a
+    failure. `resumable`: save the training state and resume from it (preemption, requeue): after every epoch, or
+    at most every `checkpoint_every_s` seconds when that is > 0 (benchmark.train.Checkpointing).
+
+    One process per key: the run folder's lock (benchmark.run_dir.lock) is taken before anything there is read or
+    written; when another live process holds it, this returns 'running elsewhere' and leaves the folder alone. A
+    corrupt result.json is moved aside (result.json.corrupt-<time>) and the job runs again. Ranks > 0 of a
+    multi-task job do not lock: they follow what rank 0 of the same SLURM job decided."""
     run_dir = Path(run_dir)
-    if run_dir_status(run_dir) == "done" and not force:
-        return "skipped"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if rank > 0:
+        verdict = rd.follow_lock(run_dir, force)
+        return verdict if verdict != "run" else _run(spec, run_dir, progress, resumable, checkpoint_every_s)
+    try:
+        with rd.lock(run_dir):
+            found = rd.status(run_dir, probe_lock=False)
+            if found == rd.DONE and not force:
+                return "skipped"
+            if found == rd.CORRUPT:
+                reason = rd.corrupt_reason(run_dir)
+                moved = rd.move_aside_corrupt(run_dir)
+                print(f"corrupt record {reason}; moved aside to {moved.name}, running {spec.name} again", flush=True)
+            return _run(spec, run_dir, progress, resumable, checkpoint_every_s)
+    except rd.RunningElsewhere as exc:
+        print(f"running elsewhere: {spec.name} ({spec.key}) is locked by {rd.describe_holder(exc.holder)}; "
+              "left alone", flush=True)
+        return rd.RUNNING_ELSEWHERE
+
+
+def _run(spec: JobSpec, run_dir: Path, progress: bool, resumable: bool, checkpoint_every_s: float) -> str:
     write_json_atomic(run_dir / SPEC_FILE, spec.to_dict())
     try:
-        record = run_classifier(spec, run_dir, progress=progress, resumable=resumable) \
+        record = run_classifier(spec, run_dir, progress=progress, resumable=resumable,
+                                checkpoint_every_s=checkpoint_every_s) \
             if spec.stage == "classifier" else run_generator_record(spec, run_dir)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded, never cached as done
         write_json_atomic(run_dir / ERROR_FILE, {

@@ -6,12 +6,9 @@ import os
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
 from benchmark.data import dataset_source
-from benchmark.data.rarity import resolve_rare_class, resolve_rare_count
 from benchmark.errors import UserError
-from benchmark.job import run_dir_status
+from benchmark import run_dir as rd
 from benchmark.specs import JobSpec
 
 
@@ -20,51 +17,31 @@ def results_root(path: str | None = None) -> Path:
 
 
 def check_data(jobs: list[JobSpec], download: bool = False) -> list[str]:
-    """One line per (dataset, size): present or will download. Where the file is on disk (or after downloading,
-    with `download`), its labels are read and every job's rarity is checked (inside the fold's training part for
-    cross-validated jobs); problems raise one UserError."""
-    from benchmark.data.folds import fold_labels
+    """One line per (dataset, size): present (path, content hash, train class counts) or will download (its jobs
+    get their keys after the download). Where the data is on disk (or after downloading, with `download`), every
+    job's rarity is checked (inside the fold's training part for cross-validated jobs) and every generative job's
+    synthetic ratio against its generator's bank; problems raise one UserError (benchmark.identity)."""
+    from benchmark.identity import data_lines
 
-    lines, problems = [], []
-    cells: dict[tuple, set] = {}
-    for spec in jobs:
-        k_folds = getattr(spec, "k_folds", 0)
-        fold = (k_folds, spec.fold, spec.fold_seed) if k_folds else (0, 0, 0)
-        cells.setdefault((spec.dataset, spec.image_size), set()).add((spec.rare_class, spec.rare_count, *fold))
-    for (dataset, size), rarities in sorted(cells.items()):
-        source = dataset_source(dataset)
-        present = source.is_present(size)
-        if not present and not download:
-            url = getattr(source, "url", None)
-            lines.append(f"{dataset}@{size}: will download" + (f" from {url(size)}" if url else "")
-                         + f" into {source.path(size).parent}")
-            continue
-        labels = source.load_labels(size)
-        num_classes = source.num_classes or int(max(int(v.max()) for v in labels.values()) + 1)
-        counts = [int((labels["train"] == c).sum()) for c in range(num_classes)]
-        lines.append(f"{dataset}@{size}: present ({source.path(size)}; train class counts {counts})")
-        fold_cache: dict[tuple, dict] = {}
-        for rare_class, rare_count, k_folds, fold, seed in sorted(rarities, key=str):
-            try:
-                split = labels
-                where = f"{dataset} (rare class {{}}): "
-                if k_folds:
-                    if (k_folds, fold, seed) not in fold_cache:
-                        fold_cache[(k_folds, fold, seed)] = fold_labels(labels, k_folds, fold, seed,
-                                                                        f"dataset {dataset!r}")
-                    split = fold_cache[(k_folds, fold, seed)]
-                    where = f"{dataset} (rare class {{}}, fold {fold}/{k_folds}): "
-                train_counts = np.bincount(split["train"], minlength=num_classes)
-                resolved = resolve_rare_class(rare_class, split["train"], num_classes)
-                resolve_rare_count(rare_count, int(train_counts[resolved]), where.format(resolved))
-            except UserError as exc:
-                if str(exc) not in problems:
-                    problems.append(str(exc))
-    if problems:
-        raise UserError("Impossible rarity settings; nothing was started:\n  - " + "\n  - ".join(problems))
+    lines = data_lines(jobs, download)
     if download:
         check_generator_configs(jobs)
     return lines
+
+
+def resolve_jobs(jobs: list, download: bool = False) -> list:
+    """`jobs` keyed from their data (content hash, resolved rarity): benchmark.identity.resolve_jobs. With
+    `download`, missing data is downloaded first, so every returned job has its final key."""
+    from benchmark.identity import resolve_jobs as resolve
+
+    return resolve(jobs, download)
+
+
+def stale_jobs(jobs: list, runs_dir: Path, status: dict | None = None) -> dict[str, str]:
+    """{key: reason} of jobs not done whose name has a finished result under another key (benchmark.identity)."""
+    from benchmark.identity import stale_jobs as find
+
+    return find(jobs, runs_dir, status)
 
 
 def check_generator_configs(jobs: list) -> None:
@@ -81,7 +58,8 @@ def check_generator_configs(jobs: list) -> None:
             continue
         seen.add(marker)
         entry = registry.get("generator", spec.generator)
-        config = {k: v for k, v in entry.config.items() if k not in ("kind", "uses_synthetic_ratio", "bank_multiple")}
+        config = {k: v for k, v in entry.config.items()
+                  if k not in ("kind", "uses_synthetic_ratio", "bank_multiple", "needs_held_back")}
         source = dataset_source(spec.dataset)
         channels = getattr(source, "info", {}).get("n_channels", 1)
         try:
@@ -92,18 +70,34 @@ def check_generator_configs(jobs: list) -> None:
 
 
 def statuses(jobs: list, runs_dir: Path) -> dict[str, str]:
-    """done / pending / failed per job; a classifier job whose generator job failed is 'blocked'."""
-    status = {spec.key: run_dir_status(runs_dir / spec.key) for spec in jobs}
+    """Per job, from its run folder (benchmark.run_dir.status): done, pending, failed, corrupt (a result.json that
+    does not parse or lacks required fields; re-run), running (another process holds its lock) or blocked (SLURM
+    cancelled it for a failed dependency). A classifier job whose generator job failed is 'blocked'; one whose
+    generator is running or pending stays 'pending', whatever old error files say."""
+    status = {spec.key: rd.status(runs_dir / spec.key) for spec in jobs}
     for spec in jobs:
         generator_key = getattr(spec, "generator_key", None)
-        if generator_key and status[spec.key] != "done":
-            if status.get(generator_key, run_dir_status(runs_dir / generator_key)) == "failed":
-                status[spec.key] = "blocked"
+        if generator_key and status[spec.key] in (rd.PENDING, rd.FAILED, rd.BLOCKED):
+            generator = status.get(generator_key) or rd.status(runs_dir / generator_key)
+            if generator == rd.FAILED:
+                status[spec.key] = rd.BLOCKED
     return status
 
 
-def job_table(jobs: list[JobSpec], status: dict[str, str], limit: int | None = None) -> str:
-    rows = [(spec.name, spec.key, status[spec.key]) for spec in jobs]
+def job_table(jobs: list[JobSpec], status: dict[str, str], limit: int | None = None,
+              stale: dict[str, str] | None = None) -> str:
+    """The dry-run table. A job whose data is still to be downloaded shows no key ('after download'); a pending
+    job with a finished result under an old key of its name (`stale`, from stale_jobs) shows 'stale (why)'."""
+    stale = stale or {}
+
+    def row(spec):
+        if not spec.is_resolved:
+            return spec.name, "after download", f"{status[spec.key]} (key after download)"
+        state = status[spec.key]
+        return spec.name, spec.key, f"stale ({stale[spec.key]})" if spec.key in stale and state == "pending" \
+            else state
+
+    rows = [row(spec) for spec in jobs]
     shown = rows if limit is None else rows[:limit]
     width = max((len(r[0]) for r in shown), default=4)
     lines = [f"{'name':<{width}}  {'key':<16}  status", f"{'-' * width}  {'-' * 16}  ------"]
@@ -113,17 +107,20 @@ def job_table(jobs: list[JobSpec], status: dict[str, str], limit: int | None = N
     return "\n".join(lines)
 
 
-STATES = ("done", "pending", "failed", "blocked")
+STATES = ("done", "running", "pending", "stale", "failed", "blocked", "corrupt")
 
 
-def summary_line(jobs: list, status: dict[str, str]) -> str:
-    """e.g. '4 generator jobs: 4 done, …; 36 classifier jobs: 30 done, 6 pending, 0 failed'."""
+def summary_line(jobs: list, status: dict[str, str], stale: dict[str, str] | None = None) -> str:
+    """e.g. '4 generator jobs: 4 done, …; 36 classifier jobs: 30 done, 6 pending, 0 failed'. With `stale`, pending
+    jobs with an old result under another key are counted as 'stale' (they run again like pending ones)."""
+    stale = stale or {}
     parts = []
     for stage in ("generator", "classifier"):
         stage_jobs = [spec for spec in jobs if spec.stage == stage]
         if not stage_jobs and stage == "generator":
             continue
-        counts = Counter(status[spec.key] for spec in stage_jobs)
-        shown = [s for s in STATES if s != "blocked" or counts.get(s)]
+        counts = Counter("stale" if spec.key in stale and status[spec.key] == "pending" else status[spec.key]
+                         for spec in stage_jobs)
+        shown = [s for s in STATES if s in ("done", "pending", "failed") or counts.get(s)]
         parts.append(f"{len(stage_jobs)} {stage} jobs: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in shown))
     return "; ".join(parts)

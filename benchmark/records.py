@@ -4,14 +4,21 @@ records.csv columns (one row per finished classifier job; documented in README "
   identity      key, name, grid, stage, dataset, image_size, rare_class, rare_class_name, rare_count, n_rare_train,
                 generator, synthetic_ratio, backbone, seed, fold
   training      epochs, batch_size, lr, weight_decay, mixed_precision, best_epoch
-  versions      dataset_version, generator_version, backbone_version
-  metrics       <split>_<metric> for split in val, test and metric in benchmark.metrics.SCALAR_METRICS;
-                test_confusion_matrix, test_per_class_recall, test_per_class_precision (JSON strings)
-  counts        n_train_real, n_train_synthetic
+  versions      results_version, dataset_version, generator_version, backbone_version
+  metrics       <split>_<metric> for split in val, test and metric in benchmark.metrics.SCALAR_METRICS (arg-max
+                metrics, rare_sensitivity_at_90spec, and thr_balanced_accuracy, thr_rare_sensitivity,
+                thr_rare_specificity at `threshold`, chosen on val); test_confusion_matrix,
+                test_per_class_recall, test_per_class_precision (JSON strings)
+  counts        n_train_real, n_train_synthetic, n_real_extra, n_real_extra_available, effective_ratio
   compute       wall_s, train_s, train_images_per_s, num_processes, device, compute_hours
   provenance    dataset_sha256, git_sha, git_dirty, python_version, torch_version, timm_version,
                 accelerate_version, host, finished_at
   audit         audit_<name> for generative methods (FID, copy rate, …), when present
+
+`synthetic_ratio` keeps the grid's value (a number, "balance" or "real_percentage=P"); `effective_ratio` is what
+the job actually trained with: (n_train_synthetic + n_real_extra) / n_rare_train, the rare images added per kept
+real rare image (0 for methods that add none). `n_real_extra`, `n_real_extra_available` come from the method's
+info (real_extra); 0 for every other method. A column a record predates is empty (NaN).
 """
 
 from __future__ import annotations
@@ -21,13 +28,28 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark.job import ERROR_FILE, RESULT_FILE
+from benchmark.run_dir import ERROR_FILE, RESULT_FILE
 from benchmark.metrics import SCALAR_METRICS
 
-IDENTITY_COLUMNS = ("dataset", "rare_class", "rare_count", "backbone", "generator", "synthetic_ratio", "seed")
+
+def current_results_version():
+    """The harness's RESULTS_VERSION (benchmark.specs), or None in a harness that predates it."""
+    from benchmark import specs
+
+    return getattr(specs, "RESULTS_VERSION", None)
 
 
-def flatten_result(result: dict) -> dict:
+def effective_ratio(n_added, n_rare_train) -> float:
+    """Rare images added (synthetic, duplicated or extra real) per kept real rare image; NaN when unknown."""
+    try:
+        return float(n_added) / float(n_rare_train) if n_rare_train else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def flatten_result(result: dict, results_version=None) -> dict:
+    """One records.csv row from a classifier's result.json. `results_version`: the version to record when the
+    result itself does not carry one (the collector passes that of the spec it looked the result up by)."""
     spec = result["spec"]
     resolved = result.get("resolved", {})
     env = result.get("environment", {})
@@ -44,6 +66,7 @@ def flatten_result(result: dict) -> dict:
         "seed": spec["seed"], "fold": spec.get("fold", 0),
         **{k: spec["training"].get(k) for k in ("epochs", "batch_size", "lr", "weight_decay", "mixed_precision")},
         "best_epoch": result.get("best_epoch"),
+        "results_version": spec.get("results_version", result.get("results_version", results_version)),
         "dataset_version": spec["entries"]["dataset"]["version"],
         "generator_version": spec["entries"]["generator"]["version"],
         "backbone_version": spec["entries"]["backbone"]["version"],
@@ -56,9 +79,15 @@ def flatten_result(result: dict) -> dict:
     for name in ("confusion_matrix", "per_class_recall", "per_class_precision"):
         row[f"test_{name}"] = json.dumps(test.get(name))
     counts = result.get("counts", {})
+    info = result.get("method_info") or {}
+    n_real_extra = int(info.get("n_real_extra") or 0)
+    n_synthetic = counts.get("n_train_synthetic")
     wall = timings.get("wall_s", float("nan"))
     row.update({
-        "n_train_real": counts.get("n_train_real"), "n_train_synthetic": counts.get("n_train_synthetic"),
+        "n_train_real": counts.get("n_train_real"), "n_train_synthetic": n_synthetic,
+        "n_real_extra": n_real_extra, "n_real_extra_available": int(info.get("n_real_extra_available") or 0),
+        "effective_ratio": effective_ratio(None if n_synthetic is None else n_synthetic + n_real_extra,
+                                           row["n_rare_train"]),
         "wall_s": wall, "train_s": timings.get("train_s"), "train_images_per_s": timings.get("train_images_per_s"),
         "num_processes": compute.get("num_processes", 1), "device": compute.get("device"),
         "compute_hours": wall * compute.get("num_processes", 1) / 3600.0,
@@ -87,7 +116,9 @@ class GridRecords:
 def gather(jobs, runs_dir: Path):
     """(rows, failed, missing, blocked) for the expected classifier jobs: a job counts only through its
     result.json; one whose generator job failed is blocked."""
-    from benchmark.job import run_dir_status
+    import sys
+
+    from benchmark.run_dir import CorruptRecord, read_record, status as run_dir_status
 
     rows, failed, missing, blocked = [], [], [], []
     for spec in jobs:
@@ -98,7 +129,12 @@ def gather(jobs, runs_dir: Path):
                 run_dir_status(Path(runs_dir) / generator_key) == "failed":
             blocked.append({"key": spec.key, "name": spec.name, "reason": f"blocked by {generator_key}"})
         elif result_path.is_file():
-            rows.append(flatten_result(json.loads(result_path.read_text())))
+            try:
+                rows.append(flatten_result(read_record(run_dir), getattr(spec, "results_version", None)
+                                           or current_results_version()))
+            except CorruptRecord as exc:  # listed with its path and left out; the next grid run re-runs the job
+                print(f"warning: corrupt record {exc}; listed as failed, not counted", file=sys.stderr)
+                failed.append({"key": spec.key, "name": spec.name, "error": f"corrupt record {exc}"})
         elif (run_dir / ERROR_FILE).is_file():
             error = json.loads((run_dir / ERROR_FILE).read_text())
             failed.append({"key": spec.key, "name": spec.name, "error": error.get("error", "")})

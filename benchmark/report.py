@@ -26,11 +26,22 @@ NA_VALUES = ["", "nan", "NaN", "-nan", "-NaN", "NULL", "null", "<NA>", "N/A", "n
 METRIC_TITLES = {"auroc": "AUROC", "auprc": "AUPRC", "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
                  "macro_f1": "macro F1", "rare_sensitivity": "rare-class sensitivity",
                  "rare_specificity": "rare-class specificity", "rare_precision": "rare-class precision",
-                 "rare_auprc": "rare-class AUPRC", "ece": "ECE"}
+                 "rare_auprc": "rare-class AUPRC", "ece": "ECE",
+                 "thr_balanced_accuracy": "balanced accuracy at the val threshold",
+                 "thr_rare_sensitivity": "rare-class sensitivity at the val threshold",
+                 "thr_rare_specificity": "rare-class specificity at the val threshold",
+                 "rare_sensitivity_at_90spec": "rare-class sensitivity at 90 % specificity",
+                 "threshold": "val-chosen threshold"}
 MARKS_MD = {"better": " ▲", "worse": " ▼", "n.s.": "", "baseline": "", "no baseline": " ?"}
 MARKS_TEX = {"better": r"$^{\uparrow}$", "worse": r"$^{\downarrow}$", "n.s.": "", "baseline": "", "no baseline": "?"}
-STATS_FILES = ("paired_tests", "missing_baseline", "seed_mismatch", "nan_metrics", "duplicates", "friedman", "ranks",
-               "dose_response", "dose_curves", "audit")
+STATS_FILES = ("paired_tests", "hierarchical", "power", "missing_baseline", "seed_mismatch", "nan_metrics",
+               "duplicates", "friedman", "ranks", "dose_response", "dose_curves", "audit", "gap_closed")
+PRIOR_SHIFT_NOTE = (
+    "Adding rare images (synthetic, duplicated or extra real ones) raises the rare class's share of the training set, "
+    "which moves the arg-max (0.5) operating point towards the rare class and so raises rare-class sensitivity and "
+    "balanced accuracy at that point even when the images teach the model nothing new. AUROC does not depend on a "
+    "threshold and the thr_* metrics apply the threshold each job chose on its own validation split, so a gain that "
+    "remains in them is a better separation of the classes, not a shifted prior.")
 MAX_ROWS = 40  # rows of a long table shown in report.md/html; the CSVs have all of them
 
 
@@ -119,7 +130,13 @@ def fp(p) -> str:
 
 
 def fratio(r) -> str:
-    return f"{float(r):g}"
+    """A ratio label as the tables show it: '2', 'balance', 'real_percentage=50'."""
+    return stats.ratio_label(r)
+
+
+def feff(x) -> str:
+    """An effective ratio: '×2.0', '×38.5'; '–' when 0 or unknown."""
+    return "–" if x is None or pd.isna(x) or x == 0 else f"×{x:.3g}"
 
 
 def cell_title(row, sep: str = " · ") -> str:
@@ -135,15 +152,19 @@ def cell_title(row, sep: str = " · ") -> str:
 
 
 def metric_cells(board: pd.DataFrame, m: str, marks=MARKS_MD, pm: str = "±") -> list[str]:
-    """'0.812 ± 0.011 [0.798, 0.826] ▲ (2)' for every leaderboard row: mean ± std [95 % CI] mark (rank)."""
+    """'0.812 ± 0.011 [0.798, 0.826] ▲ (2)' for every leaderboard row: mean ± std [95 % CI] mark (rank); the interval
+    reads [n<5] when it rests on fewer than stats.MIN_SEEDS_CI seeds (too few for a trustworthy interval)."""
     cols = [board[f"{m}_{c}"].to_numpy() for c in ("mean", "std", "ci_low", "ci_high", "rank", "vs_baseline")]
+    reliable = board[f"{m}_ci_reliable"].to_numpy() if f"{m}_ci_reliable" in board.columns else \
+        np.ones(len(board), bool)
     out = []
-    for mean, std, lo, hi, rank, vs in zip(*cols):
+    for mean, std, lo, hi, rank, vs, ok in zip(*cols, reliable):
         if pd.isna(mean):
             out.append("–")
             continue
         rank_s = "" if pd.isna(rank) else f" ({int(rank) if float(rank).is_integer() else rank})"
-        out.append(f"{fnum(mean)} {pm} {fnum(std)} [{fnum(lo)}, {fnum(hi)}]{marks.get(vs, '')}{rank_s}")
+        ci = f"[{fnum(lo)}, {fnum(hi)}]" if ok else f"[n<{stats.MIN_SEEDS_CI}]"
+        out.append(f"{fnum(mean)} {pm} {fnum(std)} {ci}{marks.get(vs, '')}{rank_s}")
     return out
 
 
@@ -198,7 +219,10 @@ def _legend(a: stats.Analysis) -> str:
     o = a.options
     corr = {"holm": "Holm", "fdr_bh": "Benjamini–Hochberg"}[o["correction"]]
     test = "paired t-test" if o["test"] == "t" else "Wilcoxon signed-rank test"
-    return (f"Baseline: `{a.baseline}`. Each metric: mean ± std over seeds [95 % t-interval of the mean], ▲/▼ = "
+    return (f"Baseline: `{a.baseline}`. eff. = effective ratio (rare images added per kept real rare image, mean "
+            f"over the runs). Each metric: mean ± std over seeds [95 % interval of the mean: percentile bootstrap "
+            f"over seeds for metrics in [0, 1], t-interval otherwise; [n<{stats.MIN_SEEDS_CI}] = fewer than "
+            f"{stats.MIN_SEEDS_CI} seeds, too few for an interval], ▲/▼ = "
             f"significantly better/worse than the baseline in the same cell ({test}, "
             f"{corr}-corrected over the {o['family']} family, α = {o['alpha']:g}), ? = no baseline run to compare "
             f"with, (rank) = rank of the method in its cell (1 = best). compute h = hours summed over the runs.")
@@ -241,31 +265,35 @@ def cell_groups(board: pd.DataFrame) -> list[np.ndarray]:
 def leaderboard_markdown(a: stats.Analysis, title: str, failed=None, missing=None, blocked=None) -> str:
     board = a.leaderboard
     lines = [f"# Leaderboard — {title}", "", _legend(a), ""]
-    cols = ["method", "ratio", "seeds", *[metric_title(m) for m in a.metrics], "compute h"]
-    shown = pd.DataFrame({"method": board["generator"], "ratio": [fratio(r) for r in board["synthetic_ratio"]],
+    shown = pd.DataFrame({"method": board["variant"], "eff.": [feff(x) for x in board["effective_ratio"]],
                           "seeds": board["n_runs"].astype(int),
                           **{metric_title(m): metric_cells(board, m) for m in a.metrics},
                           "compute h": [fnum(h, 2) for h in board["compute_hours"]]})
     for idx in cell_groups(board):
         lines += [f"## {cell_title(board.iloc[idx[0]])}", ""]
-        lines.append(md_table(shown.iloc[idx], align_right={"ratio", "seeds", "compute h"}))
+        lines.append(md_table(shown.iloc[idx], align_right={"eff.", "seeds", "compute h"}))
     for head, body in _jobs_sections(failed, missing, blocked):
         lines += [f"## {head}", "", md_table(body) if isinstance(body, pd.DataFrame) else body, ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
 def leaderboard_latex(a: stats.Analysis, title: str) -> str:
-    ncol = 4 + len(a.metrics)
-    head = " & ".join(["method", "ratio", "seeds", *[tex_escape(metric_title(m)) for m in a.metrics], "compute h"])
+    ncol = 5 + len(a.metrics)
+    head = " & ".join(["method", "ratio", "eff.", "seeds", *[tex_escape(metric_title(m)) for m in a.metrics],
+                       "compute h"])
     out = [f"% {tex_escape(title)}: generated by benchmark.report. Needs \\usepackage{{booktabs,longtable}}.",
-           f"% mean $\\pm$ std over seeds [95\\% t-CI]; $\\uparrow$/$\\downarrow$: significantly better/worse than "
+           f"% mean $\\pm$ std over seeds [95\\% interval: bootstrap over seeds for [0, 1] metrics; $n<5$: too "
+           f"few seeds for one]; $\\uparrow$/$\\downarrow$: significantly better/worse than "
            f"{tex_escape(a.baseline)} after {a.options['correction']} correction; (rank in cell).",
-           "\\begin{longtable}{lrr" + "l" * len(a.metrics) + "r}", "\\toprule", head + " \\\\", "\\midrule",
+           "\\begin{longtable}{llrr" + "l" * len(a.metrics) + "r}", "\\toprule", head + " \\\\", "\\midrule",
            "\\endhead"]
     board = a.leaderboard
-    rows = list(zip([tex_escape(g) for g in board["generator"]], [fratio(r) for r in board["synthetic_ratio"]],
+    rows = list(zip([tex_escape(g) for g in board["generator"]], [tex_escape(fratio(r)) for r in
+                                                                   board["synthetic_ratio"]],
+                    [feff(x).replace("×", "$\\times$").replace("–", "--") for x in board["effective_ratio"]],
                     board["n_runs"].astype(int).astype(str),
-                    *[[c.replace("–", "--") for c in metric_cells(board, m, MARKS_TEX, "$\\pm$")] for m in a.metrics],
+                    *[[c.replace("–", "--").replace(f"[n<{stats.MIN_SEEDS_CI}]", f"[$n<{stats.MIN_SEEDS_CI}$]")
+                       for c in metric_cells(board, m, MARKS_TEX, "$\\pm$")] for m in a.metrics],
                     [fnum(h, 2).replace("–", "--") for h in board["compute_hours"]]))
     for idx in cell_groups(board):
         head_cell = tex_escape(cell_title(board.iloc[idx[0]], ", "))
@@ -334,12 +362,14 @@ def plot_cd(avg_ranks: pd.Series, cd: float, cliques, title: str) -> bytes:
 
 
 def plot_dose(curves: pd.DataFrame, coef: pd.DataFrame, metric: str, baseline: str) -> bytes:
-    """Metric vs synthetic ratio, one panel per dataset, one line per method with its 95 % band; methods without a
-    ratio (ratio 0) are horizontal dashed lines with their band."""
+    """Metric vs effective ratio (log2 axis), one panel per dataset, one line per method through its ratio forms
+    placed at the effective ratio they trained with (``balance`` and ``real_percentage=P`` points are labelled),
+    each with its 95 % band; variants that add no images (effective ratio 0: none, class_weight, …) are horizontal
+    dashed reference lines with their band."""
     datasets = list(dict.fromkeys(curves["dataset"]))
     ncol = min(3, max(1, len(datasets)))
     nrow = math.ceil(len(datasets) / ncol)
-    n_methods = curves["generator"].nunique()
+    n_methods = curves["variant"].nunique()
     legend_h = 0.25 * math.ceil(n_methods / 4) + 0.3
     fig = _figure(4.2 * ncol, 3.2 * nrow + 0.6 + legend_h)
     axes = fig.subplots(nrow, ncol, squeeze=False)
@@ -348,40 +378,64 @@ def plot_dose(curves: pd.DataFrame, coef: pd.DataFrame, metric: str, baseline: s
 
     colors = matplotlib.colormaps["tab10"]
     slope = coef.set_index("generator")["slope"] if len(coef) else pd.Series(dtype=float)
-    pos = curves.loc[curves["synthetic_ratio"] > 0, "synthetic_ratio"]
-    xmin, xmax = (pos.min(), pos.max()) if len(pos) else (0.5, 2.0)
+    pos = curves.loc[curves["effective_ratio"] > 0, "effective_ratio"]
+    xmin, xmax = (pos.min() / 1.3, pos.max() * 1.3) if len(pos) else (0.5, 2.0)
+    seen = set()
     for ax, ds in zip(axes.flat, datasets):
         sub = curves[curves["dataset"] == ds]
         for gi, g in enumerate(gens):
-            c = sub[sub["generator"] == g].sort_values("synthetic_ratio")
+            c = sub[sub["generator"] == g]
             if c.empty:
                 continue
             color = colors(gi % 10)
-            label = g + (f" (slope {slope[g]:+.2g})" if g in slope.index else "")
-            if (c["synthetic_ratio"] > 0).sum() >= 1 and (c["synthetic_ratio"] > 0).all():
-                ax.plot(c["synthetic_ratio"], c["mean"], "o-", color=color, lw=1.4, ms=3, label=label)
-                ax.fill_between(c["synthetic_ratio"], c["ci_low"], c["ci_high"], color=color, alpha=0.18, lw=0)
-            else:
-                r = c.iloc[0]
-                ax.hlines(r["mean"], xmin, xmax, color=color, ls="--", lw=1.2, label=label)
+            line = c[c["effective_ratio"] > 0].sort_values("effective_ratio")
+            if len(line):
+                label = g + (f" (slope {slope[g]:+.2g}/doubling)" if g in slope.index else "")
+                label = label if label not in seen else None
+                seen.add(label)
+                ax.plot(line["effective_ratio"], line["mean"], "o-" if len(line) > 1 else "o", color=color, lw=1.4,
+                        ms=3, label=label)
+                if len(line) > 1:
+                    ax.fill_between(line["effective_ratio"], line["ci_low"], line["ci_high"], color=color, alpha=0.18,
+                                    lw=0)
+                else:
+                    ax.vlines(line["effective_ratio"], line["ci_low"], line["ci_high"], color=color, lw=1)
+                for _, r in line.iterrows():
+                    if np.isnan(stats.ratio_value(r["synthetic_ratio"])):
+                        ax.annotate(str(r["synthetic_ratio"]).replace("real_percentage=", "real "),
+                                    (r["effective_ratio"], r["mean"]), textcoords="offset points", xytext=(3, 4),
+                                    fontsize=6, color=color)
+            for k, (_, r) in enumerate(c[c["effective_ratio"] == 0].iterrows()):
+                label = r["variant"] + " (adds no images)"
+                label = label if label not in seen else None
+                seen.add(label)
+                ax.hlines(r["mean"], xmin, xmax, color=color, ls=("--", ":", "-.")[k % 3], lw=1.2, label=label)
                 ax.fill_between([xmin, xmax], r["ci_low"], r["ci_high"], color=color, alpha=0.1, lw=0)
-        if xmin > 0:
-            ax.set_xscale("log", base=2)
-            ticks = sorted(pos.unique())
-            if len(ticks) <= 8:
-                ax.set_xticks(ticks, [fratio(t) for t in ticks])
-                ax.minorticks_off()
+        ax.set_xscale("log", base=2)
+        ax.set_xlim(xmin, xmax)
+        ticks = []
+        for t in sorted(set(np.round(pos, 2))):  # leave out a tick too close (on the log axis) to the previous one
+            if not ticks or t / ticks[-1] > 1.25:
+                ticks.append(t)
+        if 0 < len(ticks) <= 8:
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.minorticks_off()
         ax.set_title(ds, fontsize=9)
-        ax.set_xlabel("synthetic ratio", fontsize=8)
+        ax.set_xlabel("effective ratio (rare images added per real rare image)", fontsize=8)
         ax.set_ylabel(metric_title(metric), fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(datasets):]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    handles, labels = [], []
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=7, frameon=False)
-    fig.suptitle(f"{metric_title(metric)} vs synthetic ratio (mean over seeds, 95 % CI; slope per doubling)",
+    fig.suptitle(f"{metric_title(metric)} vs effective ratio (mean over seeds, 95 % interval; slope per doubling)",
                  fontsize=10)
     height = fig.get_figheight()
     fig.subplots_adjust(left=0.07, right=0.98, hspace=0.5, wspace=0.28, top=1 - 0.6 / height,
@@ -476,8 +530,8 @@ def _design_rows(a: stats.Analysis, design: dict | None) -> tuple[pd.DataFrame, 
     d = a.records
     rows = []
     for col in (*stats.CELL, "generator", "synthetic_ratio", "seed", "fold"):
-        vals = sorted(d[col].unique(), key=stats._natural_key) if col != "generator" else list(
-            dict.fromkeys(d[col]))
+        vals = list(dict.fromkeys(d[col])) if col == "generator" else sorted(
+            d[col].unique(), key=stats.ratio_sort_key if col == "synthetic_ratio" else stats._natural_key)
         txt = ", ".join(fratio(v) if col == "synthetic_ratio" else str(v) for v in vals[:30])
         rows.append({"axis": col, "values": txt + (f", … ({len(vals)} in all)" if len(vals) > 30 else "")})
     return pd.DataFrame(rows), None
@@ -510,7 +564,8 @@ def paired_summary(a: stats.Analysis) -> pd.DataFrame:
         "worse": g["verdict"].agg(lambda v: int((v == "worse").sum())),
         "median pairs": g["n_pairs"].median(),
         "median MDE (80 %)": g["mde"].median(),
-        "Wilcoxon cannot reach α": g["wilcoxon_can_reach_alpha"].agg(lambda v: int((~v.astype(bool)).sum())),
+        "Wilcoxon cannot reach α (corrected)": g["wilcoxon_can_reach_alpha"].agg(
+            lambda v: int((~v.astype(bool)).sum())),
     }).reset_index()
     out["metric"] = out["metric"].map(metric_title)
     out["mean diff"] = [f"{v:+.4f}" if pd.notna(v) else "–" for v in out["mean diff"]]
@@ -536,6 +591,58 @@ def top_tests(a: stats.Analysis, metric: str, n: int = 20) -> pd.DataFrame:
     return out
 
 
+def hierarchical_table(a: stats.Analysis) -> pd.DataFrame:
+    """The hierarchical model per metric and variant, for display."""
+    h = a.hierarchical
+    if h is None or h.empty:
+        return pd.DataFrame()
+    out = pd.DataFrame({
+        "metric": h["metric"].map(metric_title), "method": h["variant"],
+        "vs": [stats.variant_label(a.baseline, r) for r in h["baseline_ratio"]],
+        "estimate": [f"{v:+.4f}" if pd.notna(v) else "–" for v in h["estimate"]],
+        "95% CI": [f"[{fnum(lo, 4)}, {fnum(hi, 4)}]" for lo, hi in zip(h["ci_low"], h["ci_high"])],
+        "p": [fp(v) for v in h["p"]], "p (Holm)": [fp(v) for v in h["p_holm"]], "verdict": h["verdict"],
+        "datasets / cells / seeds": [f"{a_}/{b}/{c}" for a_, b, c in zip(h["n_datasets"], h["n_cells"],
+                                                                         h["n_units"])],
+        "fitted": [f"{lv} ({md})" for lv, md in zip(h["levels"], h["model"])],
+        "SD dataset / cell / residual": [" / ".join(fnum(math.sqrt(v), 4) if pd.notna(v) else "–" for v in vs)
+                                         for vs in zip(h["var_dataset"], h["var_cell"], h["var_residual"])],
+        "note": h["note"].fillna("")})
+    return out
+
+
+def _power_lines(a: stats.Analysis, design=None) -> list[str]:
+    """The power statements: seeds the Wilcoxon test needs after correction, MDE, for the sweep as collected."""
+    o = a.options
+    corr = {"holm": "Holm", "fdr_bh": "Benjamini–Hochberg"}[o["correction"]]
+    lines = []
+    ps = stats.power_summary(a.tests, o["alpha"])
+    for m in a.metrics:
+        t = a.tests[(a.tests["metric"] == m) & (a.tests["n_pairs"] >= 2)]
+        row = ps[ps["metric"] == m]
+        if t.empty or row.empty:
+            lines.append(f"{metric_title(m)}: no comparison with 2 or more pairs.")
+            continue
+        r = row.iloc[0]
+        n = int(t["n_pairs"].median())
+        lines.append(
+            f"{metric_title(m)}: {corr} over families of up to {int(r['family_size'])} comparisons "
+            f"({o['family']} family), so the smallest p of a family must be below α/m = "
+            f"{r['alpha_family']:.3g}. An exact two-sided Wilcoxon signed-rank test on n non-zero pairs cannot give a "
+            f"p below 2/2^n, so it can be significant after correction only from **n = "
+            f"{int(r['min_pairs_wilcoxon'])} seeds** (2/2^{int(r['min_pairs_wilcoxon'])} = "
+            f"{2 / 2 ** int(r['min_pairs_wilcoxon']):.2g}); these comparisons have a median of {n} pairs (at most "
+            f"{int(r['max_pairs'])}), and {int(r['n_cannot_reach'])} of {int(r['n_comparisons'])} cannot reach it. "
+            f"The paired t-test has no such floor: with {n} pairs it detects d_z = "
+            f"{stats.mde_dz(n, float(r['alpha_family'])):.2f} with 80 % power at α/m (median detectable difference "
+            f"{t['mde'].median():.4f}; observed median |diff| {t['mean_diff'].abs().median():.4f}).")
+    if design and design.get("n_jobs") is not None and design["n_jobs"] > len(a.records):
+        lines.append(f"Family sizes count the comparisons among the {len(a.records)} finished records; the grid as "
+                     f"configured has {design['n_jobs']} jobs, so its families are larger and the seeds needed at "
+                     f"least as many.")
+    return lines
+
+
 def build_report(a: stats.Analysis, title: str, plots: dict, design=None, failed=None, missing=None, blocked=None,
                  files=()) -> Doc:
     o = a.options
@@ -548,6 +655,7 @@ def build_report(a: stats.Analysis, title: str, plots: dict, design=None, failed
           f"{'paired t-test' if o['test'] == 't' else 'Wilcoxon signed-rank test'}, {o['correction']} correction "
           f"over each {o['family']} family, α = {o['alpha']:g}; "
           f"Wilcoxon zeros: {o['zero_method']}; bootstrap: {o['n_boot']} resamples, seed {o['bootstrap_seed']}. "
+          f"Across the sweep: a hierarchical mixed model per method; ranks over datasets. "
           f"Methods and columns: docs/statistics.md.")
     doc.h(2, "Design of the sweep")
     axes, training = _design_rows(a, design)
@@ -592,46 +700,93 @@ def build_report(a: stats.Analysis, title: str, plots: dict, design=None, failed
         doc.h(3, ds)
         doc.table(per_dataset_table(a, ds))
 
+    doc.h(2, "Metrics: threshold-free and validation-threshold")
+    doc.p(PRIOR_SHIFT_NOTE)
+
     doc.h(2, f"Paired comparisons with `{a.baseline}`")
     doc.p("Per method and metric over all cells. MDE = smallest mean difference a two-sided paired t-test detects "
-          "with 80 % power at α given the number of pairs and the observed spread. Full table: "
-          "stats/paired_tests.csv.")
+          "with 80 % power at the corrected threshold α/m of its family, given the number of pairs and the "
+          "observed spread. Full table: stats/paired_tests.csv.")
     doc.table(paired_summary(a))
     for m in a.metrics:
         doc.h(3, f"Smallest adjusted p-values: {metric_title(m)}")
         doc.table(top_tests(a, m))
-    doc.h(3, "Power")
-    doc.items(_power_lines(a))
+    doc.h(3, "Power under correction")
+    doc.items(_power_lines(a, design))
 
-    doc.h(2, "Ranks across cells (Friedman, Iman–Davenport, Nemenyi, Holm)")
-    doc.p("Blocks are cells (dataset × image size × rare class × rare count × backbone), values the seed means. "
-          "Methods or blocks with missing values are dropped to keep the design complete (listed below).")
+    doc.h(2, f"Across the sweep: does a method beat `{a.baseline}`? (hierarchical model)")
+    doc.p("One linear mixed model per method and metric on all its paired differences (method − baseline) over "
+          "the sweep: difference = μ + dataset effect + cell-within-dataset effect + seed-within-cell effect + "
+          "residual, each effect an independent normal random intercept, fitted in two stages: the differences "
+          "averaged within each cell (each seed of a cell with folds), then statsmodels MixedLM (REML) on those "
+          "means with a random intercept per dataset (a t-test on them with one dataset). A level with a single "
+          "group inside each group above it (one dataset; one cell per dataset) or a single observation per group "
+          "(one seed per cell without folds: then it is the residual) cannot be separated and is left out; "
+          "'fitted' says what was. The estimate μ̂ is the mean improvement over the sweep, its 95 % interval and p "
+          "are Wald (z) ones (t with one dataset); 'p (Holm)' is corrected over the methods of a metric. "
+          "It assumes additive, normal effects and that datasets are a sample of such datasets: with few datasets "
+          "the dataset variance, and so the interval, is rough. Full table: stats/hierarchical.csv.")
+    doc.table(hierarchical_table(a))
+
+    doc.h(2, f"Gap closed: how much of the real-data gain each method recovers (`{stats.UPPER_BOUND}`)")
+    if len(a.gap):
+        doc.p(f"`{stats.UPPER_BOUND}` adds as many *real* held-back rare-class training images as a method adds "
+              f"synthetic (or duplicated) ones, so its gain over `{a.baseline}` is what the same number of real "
+              f"images would give. gap closed = method's gain / `{stats.UPPER_BOUND}`'s gain at the same ratio form "
+              "in the same cell (1 = as good as real images, 0 = no gain, < 0 = harm); undefined where the real "
+              "images give no gain. Full table: stats/gap_closed.csv.")
+        g = a.gap.sort_values(["metric", "gap_closed"], ascending=[True, False], na_position="last")
+        shown = pd.DataFrame({"metric": [metric_title(m) for m in g["metric"]],
+                              "cell": [cell_title(r) for _, r in g.iterrows()], "method": g["variant"],
+                              "gain": [f"{v:+.4f}" for v in g["gain"]],
+                              f"{stats.UPPER_BOUND} gain": [f"{v:+.4f}" for v in g["upper_gain"]],
+                              "gap closed": [fnum(v, 2) for v in g["gap_closed"]], "note": g["note"]})
+        doc.table(shown.head(MAX_ROWS), _more(shown, "stats/gap_closed.csv"))
+    else:
+        doc.p(f"No `{stats.UPPER_BOUND}` runs paired with the methods in these records (it needs a rare count "
+              "below `all`, and a run at the same ratio form): add it to the grid to measure the real-data upper "
+              "bound.")
+
+    doc.h(2, "Ranks across datasets (Friedman, Iman–Davenport, Nemenyi, Holm)")
+    doc.p("Blocks are datasets, the only independent units of the sweep: cells of one dataset (image size × rare "
+          "class × rare count × backbone) share its test set, seeds, rarity subsamples and generator banks, so a "
+          "variant's seed means are averaged over the dataset's cells first, and treating the cells as blocks would "
+          "pseudo-replicate. Variants or cells with missing values are dropped to keep the design complete (listed "
+          f"below). With fewer than {stats.MIN_RANK_BLOCKS} datasets no test is made — no p-value, no critical "
+          "difference — and the average ranks (over datasets, and over cells in avg_rank_cells) are descriptive.")
     if len(a.friedman):
         f = a.friedman.copy()
-        keep = [c for c in ("metric", "n_blocks", "k", "chi2", "p_chi2", "F", "df1", "df2", "p_F", "cd", "control",
-                            "dropped_variants", "n_dropped_blocks", "note") if c in f.columns]
-        f = f[keep]
+        keep = [c for c in ("metric", "n_blocks", "n_cells", "k", "tested", "chi2", "p_chi2", "F", "df1", "df2",
+                            "p_F", "cd", "control", "dropped_variants", "n_dropped_cells", "note") if c in f.columns]
+        f = f[keep].rename(columns={"n_blocks": "datasets", "n_cells": "cells"})
         f["metric"] = f["metric"].map(metric_title)
         doc.table(_format_frame(f, pcols=("p_chi2", "p_F")))
     for m in a.metrics:
         rr = a.rank_results.get(m, {})
         if "cd" in plots and m in plots["cd"]:
-            doc.h(3, f"Critical-difference diagram: {metric_title(m)}")
+            tested = rr.get("tested", False)
+            doc.h(3, f"{'Critical-difference diagram' if tested else 'Average ranks (descriptive)'}: "
+                     f"{metric_title(m)}")
             rel, data = plots["cd"][m]
-            doc.image(rel, data, f"CD diagram, {metric_title(m)}")
+            doc.image(rel, data, f"{'CD diagram' if tested else 'average ranks'}, {metric_title(m)}")
         if len(rr.get("ranks", [])):
             doc.table(_format_frame(rr["ranks"].drop(columns="metric"), pcols=("p_vs_control", "p_holm")))
 
-    doc.h(2, "Dose-response: does more synthetic data help?")
-    model_note = ("Slope of the metric per doubling of the synthetic ratio (log2 scale) from a linear mixed model "
-                  "(statsmodels MixedLM, REML) on cell-centred seed means: metric ~ method + method:log2(ratio), "
-                  "random intercept for seed within dataset; OLS with cluster-robust errors when it does not "
-                  "converge (see warnings). p_holm: Holm over methods.")
+    doc.h(2, "Dose-response: does adding more rare images help?")
+    model_note = ("Slope of the metric per doubling of the effective ratio — the rare images each job actually "
+                  "added per kept real rare image, so `balance` and `real_percentage=P` sit where their counts put "
+                  "them — from a linear mixed model (statsmodels MixedLM, REML) on seed means after centring metric "
+                  "and log2(effective ratio) within each cell and method: metric ~ method + "
+                  "method:log2(effective ratio), random intercept for seed within dataset; OLS with cluster-robust "
+                  "errors when it does not converge (see warnings). Methods that add no images (effective ratio 0) "
+                  "are horizontal reference lines in the plots. p_holm: Holm over methods.")
     doc.p(model_note)
     if len(a.dose):
         dd = a.dose.copy()
         dd["metric"] = dd["metric"].map(metric_title)
         doc.table(_format_frame(dd, pcols=("p", "p_holm"), digits=4))
+    else:
+        doc.p("No method has two or more ratio forms that add images: no dose-response model.")
     for m in a.metrics:
         if "dose" in plots and m in plots["dose"]:
             rel, data = plots["dose"][m]
@@ -652,22 +807,6 @@ def _more(df: pd.DataFrame, where: str) -> str:
     return f"First {MAX_ROWS} of {len(df)} rows; all in {where}." if len(df) > MAX_ROWS else ""
 
 
-def _power_lines(a: stats.Analysis) -> list[str]:
-    lines = []
-    for m in a.metrics:
-        t = a.tests[(a.tests["metric"] == m) & (a.tests["n_pairs"] >= 2)]
-        if t.empty:
-            lines.append(f"{metric_title(m)}: no comparison with 2 or more pairs.")
-            continue
-        n = int(t["n_pairs"].median())
-        lines.append(f"{metric_title(m)}: median {n} pairs per comparison → detectable d_z at 80 % power "
-                     f"{stats.mde_dz(n, a.options['alpha']):.2f}; median detectable difference "
-                     f"{t['mde'].median():.4f} (observed median |diff| {t['mean_diff'].abs().median():.4f}); "
-                     f"Wilcoxon cannot reach p<{a.options['alpha']:g} in "
-                     f"{int((~t['wilcoxon_can_reach_alpha'].astype(bool)).sum())} of {len(t)} comparisons.")
-    return lines
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Everything
 # ----------------------------------------------------------------------------------------------------------------
@@ -685,9 +824,11 @@ def write_all(a: stats.Analysis, out_dir, title: str | None = None, design: dict
     out = Path(out_dir)
     title = title or (design or {}).get("grid") or out.name
     written: dict[str, Path] = {}
-    tables = {"paired_tests": a.tests, "missing_baseline": a.missing_baseline, "seed_mismatch": a.seed_mismatch,
+    tables = {"paired_tests": a.tests, "hierarchical": a.hierarchical,
+              "power": stats.power_summary(a.tests, a.options["alpha"]),
+              "missing_baseline": a.missing_baseline, "seed_mismatch": a.seed_mismatch,
               "nan_metrics": a.nan_rows, "duplicates": a.duplicates, "friedman": a.friedman, "ranks": a.ranks,
-              "dose_response": a.dose, "dose_curves": a.dose_curves, "audit": a.audit}
+              "dose_response": a.dose, "dose_curves": a.dose_curves, "audit": a.audit, "gap_closed": a.gap}
     for name in STATS_FILES:
         written[f"stats/{name}.csv"] = write_csv(tables[name], out / "stats" / f"{name}.csv")
     written["leaderboard.csv"] = write_csv(a.leaderboard, out / "leaderboard.csv")
@@ -699,13 +840,15 @@ def write_all(a: stats.Analysis, out_dir, title: str | None = None, design: dict
         for m in a.metrics:
             rr = a.rank_results.get(m, {})
             if "avg_ranks" in rr:
+                nb = rr["summary"]["n_blocks"]
+                sub = (f"Nemenyi CD, α = {a.options['alpha']:g}" if rr.get("tested") else
+                       f"descriptive: fewer than {stats.MIN_RANK_BLOCKS} datasets, no test")
                 data = plot_cd(rr["avg_ranks"], rr["summary"]["cd"], rr["cliques"],
-                               f"{metric_title(m)}: average ranks over {rr['summary']['n_blocks']} blocks "
-                               f"(Nemenyi CD, α = {a.options['alpha']:g})")
+                               f"{metric_title(m)}: average ranks over {nb} dataset(s) ({sub})")
                 rel = f"plots/cd_{_safe(m)}.png"
                 figs["cd"][m] = (rel, data)
             curves = a.dose_curves[a.dose_curves["metric"] == m]
-            if len(curves) and (curves["synthetic_ratio"] > 0).any():
+            if len(curves) and (curves["effective_ratio"] > 0).any():
                 coef = a.dose[a.dose["metric"] == m] if len(a.dose) else a.dose
                 rel = f"plots/dose_{_safe(m)}.png"
                 figs["dose"][m] = (rel, plot_dose(curves, coef, m, a.baseline))

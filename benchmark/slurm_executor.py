@@ -2,11 +2,13 @@
 the generator jobs they need, a collector job after everything, and the submission manifest
 (``results/<grid label>/submissions.jsonl``) behind ``--status``, ``--wait``, ``--cancel`` and ``--retry-failed``.
 
-States come from the result files first (``result.json`` = done, ``error.json`` = failed) and from SLURM second
-(``squeue``, then ``sacct`` for jobs the controller has forgotten). A job whose SLURM job ended without a result
-(cancelled, killed at the time limit, out of memory, node failure) is failed: the launcher writes its
-``error.json`` saying so. Importing this module is cheap (no submitit, no torch): ``--status`` and ``--wait`` only
-run ``squeue``/``sacct``.
+States come from the run folders first (benchmark.run_dir: a valid ``result.json`` = done, a corrupt one = corrupt,
+a held lock = running, ``error.json`` = failed) and from SLURM second (``squeue``, then ``sacct`` for jobs the
+controller has forgotten); a job queued or running in SLURM under its latest submission is pending or running
+whatever old files say. A job whose SLURM job ended without a result (cancelled, killed at the time limit, out of
+memory, node failure) is failed, and one that SLURM cancelled because the job it waited for (``afterok``) failed or
+was cancelled is blocked, naming that job and its state: the launcher writes its ``error.json`` saying so.
+Importing this module is cheap (no submitit, no torch): ``--status`` and ``--wait`` only run ``squeue``/``sacct``.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmark import run_dir as rd
 from benchmark.errors import UserError, unknown_name_error
-from benchmark.job import ERROR_FILE, SPEC_FILE, now_iso, run_dir_status, write_json_atomic
+from benchmark.run_dir import ERROR_FILE, SPEC_FILE, now_iso, write_json_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 STAGES = ("generator", "classifier", "collector")
@@ -37,7 +40,7 @@ POLL_S = float(os.environ.get("GENMED_SLURM_POLL_S", "10"))
 ACTIVE = frozenset({"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
                     "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "STOPPED", "SPECIAL_EXIT"})
 RUNNING = frozenset({"RUNNING", "CONFIGURING", "COMPLETING", "SIGNALING", "STAGE_OUT"})
-STATUS_ORDER = ("done", "running", "pending", "failed", "blocked", "not submitted", "unknown")
+STATUS_ORDER = ("done", "running", "pending", "failed", "blocked", "corrupt", "not submitted", "unknown")
 
 
 class SlurmUnavailable(Exception):
@@ -212,22 +215,35 @@ def slurm_states(job_ids) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------------------ grid state
 def classify(jobs: list, files: dict[str, str], latest: dict[str, dict], states: dict[str, str],
-             reachable: bool = True, started: set | None = None) -> dict[str, str]:
-    """Status of each job from its files (``files``: done/failed/pending per key), its latest submission and SLURM
-    states: done, running, pending (queued in SLURM, or waiting for its turn in a running packed task: not in
-    ``started``), failed (error.json, or its SLURM job ended without a result), blocked (its generator job
-    failed), not submitted; 'unknown' when SLURM cannot be asked."""
+             reachable: bool = True, started: set | None = None, blocked_by: dict | None = None) -> dict[str, str]:
+    """Status of each job from its run folder (``files``: benchmark.run_dir.status per key), its latest submission
+    and SLURM states: done; running; pending (queued in SLURM, or waiting for its turn in a running packed task: not
+    in ``started``); corrupt (a result.json that is not a valid record: resubmitted); failed (error.json, or its
+    SLURM job ended without a result); blocked (its generator job failed, or SLURM cancelled it because the job it
+    waited for failed or was cancelled: then ``blocked_by[key]`` = (that job's id, its state)); not submitted;
+    'unknown' when SLURM cannot be asked. A job queued or running in SLURM is never failed or blocked, whatever
+    old error files say."""
     status = {}
     for spec in jobs:
-        job_id = latest.get(spec.key, {}).get("job_id")
+        entry = latest.get(spec.key, {})
+        job_id = entry.get("job_id")
         state = states.get(job_id) if job_id else None
-        if files[spec.key] == "done":
+        found = files[spec.key]
+        dependency = dependency_failure(entry, states, spec.key in started if started is not None else False) \
+            if job_id and state not in ACTIVE else None
+        if found == "done":
             status[spec.key] = "done"
         elif state in ACTIVE:
             running = state in RUNNING and (started is None or spec.key in started)
             status[spec.key] = "running" if running else "pending"
-        elif files[spec.key] == "failed":
-            status[spec.key] = "failed"
+        elif found in ("running", "corrupt"):  # a live process holds its lock / a record to move aside and redo
+            status[spec.key] = found
+        elif dependency:
+            status[spec.key] = "blocked"
+            if blocked_by is not None:
+                blocked_by[spec.key] = dependency
+        elif found in ("failed", "blocked"):
+            status[spec.key] = found
         elif job_id and (state is not None or reachable):
             status[spec.key] = "failed"  # its SLURM job ended (or was forgotten) without a result
         elif job_id:
@@ -236,10 +252,29 @@ def classify(jobs: list, files: dict[str, str], latest: dict[str, dict], states:
             status[spec.key] = "not submitted"
     for spec in jobs:
         generator_key = getattr(spec, "generator_key", None)
-        if generator_key and status[spec.key] not in ("done", "running") and "failed" in (
-                status.get(generator_key), files.get(generator_key)):
+        if generator_key and status[spec.key] in ("failed", "not submitted", "unknown") and \
+                status.get(generator_key, files.get(generator_key)) == "failed":
             status[spec.key] = "blocked"
     return status
+
+
+def dependency_failure(entry: dict, states: dict[str, str], started: bool) -> tuple[str, str] | None:
+    """(job id, state) of the job that ``entry``'s SLURM job waited for (``afterok``) when that job ended other than
+    COMPLETED and this one never started (SLURM cancelled it: DependencyNeverSatisfied); else None."""
+    dependency = entry.get("dependency") or ""
+    state = states.get(entry.get("job_id"))
+    if started or not dependency.startswith("afterok:") or (state is not None and not state.startswith("CANCELLED")):
+        return None
+    for job_id in dependency.partition(":")[2].split(":"):
+        dep_state = states.get(job_id)
+        if dep_state and dep_state not in ACTIVE and dep_state != "COMPLETED":
+            return job_id, dep_state
+    return None
+
+
+def dependency_ids(latest: dict[str, dict]) -> set[str]:
+    return {job_id for e in latest.values() if str(e.get("dependency") or "").startswith("afterok:")
+            for job_id in e["dependency"].partition(":")[2].split(":") if job_id}
 
 
 @dataclass
@@ -251,6 +286,7 @@ class GridState:
     states: dict[str, str]
     reachable: bool = True
     note: str = ""
+    blocked_by: dict = field(default_factory=dict)  # key → (SLURM job id, state) of the failed dependency
 
     @property
     def runs_dir(self) -> Path:
@@ -276,19 +312,23 @@ def grid_state(jobs: list, out_dir: Path, reconcile: bool = True) -> GridState:
     error.json written here (so every other view — ``--dry-run``, the collector — sees it failed)."""
     out_dir = Path(out_dir)
     latest = Manifest(out_dir).latest()
-    files = {spec.key: run_dir_status(out_dir / "runs" / spec.key) for spec in jobs}
+    files = {spec.key: rd.status(out_dir / "runs" / spec.key) for spec in jobs}
     states, reachable, note = {}, True, ""
     if latest:
         try:
-            states = slurm_states(e["job_id"] for e in latest.values())
+            states = slurm_states({e["job_id"] for e in latest.values()} | dependency_ids(latest))
         except SlurmUnavailable as exc:
             reachable, note = False, f"SLURM cannot be asked ({exc}); states of submitted jobs are unknown"
-    status = classify(jobs, files, latest, states, reachable, _started(jobs, out_dir / "runs", latest))
-    state = GridState(jobs, out_dir, status, latest, states, reachable, note)
+    blocked_by: dict = {}
+    status = classify(jobs, files, latest, states, reachable, _started(jobs, out_dir / "runs", latest), blocked_by)
+    state = GridState(jobs, out_dir, status, latest, states, reachable, note, blocked_by)
     if reconcile:
         for spec in jobs:
-            if status[spec.key] == "failed" and files[spec.key] != "failed":
-                _record_slurm_failure(spec, latest[spec.key], states.get(latest[spec.key]["job_id"]), out_dir)
+            entry = latest.get(spec.key)
+            if spec.key in blocked_by and files[spec.key] != "blocked":
+                _record_slurm_failure(spec, entry, states.get(entry["job_id"]), out_dir, blocked_by[spec.key])
+            elif status[spec.key] == "failed" and files[spec.key] not in ("failed", "blocked"):
+                _record_slurm_failure(spec, entry, states.get(entry["job_id"]), out_dir)
     return state
 
 
@@ -309,16 +349,22 @@ def _started(jobs: list, runs_dir: Path, latest: dict[str, dict]) -> set[str]:
     return started
 
 
-def _record_slurm_failure(spec, entry: dict, slurm_state: str | None, out_dir: Path) -> None:
+def _record_slurm_failure(spec, entry: dict, slurm_state: str | None, out_dir: Path,
+                          dependency: tuple[str, str] | None = None) -> None:
     job_id = entry["job_id"]
     said = f"ended {slurm_state}" if slurm_state else "is no longer known to SLURM (squeue, sacct)"
-    write_json_atomic(out_dir / "runs" / spec.key / ERROR_FILE, {
-        "key": spec.key, "name": spec.name, "source": "launcher", "slurm_job_id": job_id,
-        "slurm_state": slurm_state, "failed_at": now_iso(),
-        "error": f"SLURM job {job_id} {said} without writing a result (cancelled, time limit, out of memory, node "
-                 f"failure or a crash outside the job's code); its log is in {out_dir / 'logs' / job_id}/",
-        "traceback": "",
-    })
+    payload = {"key": spec.key, "name": spec.name, "source": "launcher", "slurm_job_id": job_id,
+               "slurm_state": slurm_state, "failed_at": now_iso(), "traceback": "",
+               "error": f"SLURM job {job_id} {said} without writing a result (cancelled, time limit, out of memory, "
+                        f"node failure or a crash outside the job's code); its log is in "
+                        f"{out_dir / 'logs' / job_id}/"}
+    if dependency:
+        payload["blocked_by"] = {"slurm_job_id": dependency[0], "slurm_state": dependency[1]}
+        payload["error"] = (f"SLURM cancelled job {job_id} before it started because the job it waited for "
+                            f"({entry.get('dependency')}), SLURM job {dependency[0]}, ended {dependency[1]} "
+                            f"(DependencyNeverSatisfied); --retry-failed resubmits it (without that dependency when "
+                            f"its generator job finished)")
+    write_json_atomic(out_dir / "runs" / spec.key / ERROR_FILE, payload)
 
 
 # ------------------------------------------------------------------------------------------------ planning
@@ -335,12 +381,15 @@ class SubmissionPlan:
 
 def plan_submission(jobs: list, status: dict[str, str], runs_per_task: int = 1, force: bool = False,
                     retry_failed: bool = False) -> SubmissionPlan:
-    """What to submit: jobs not submitted yet (with ``retry_failed``: failed and blocked ones only; with ``force``
-    also done ones), never one that is queued or running. A classifier job needs its generator job done, queued or
-    submitted with it; classifier jobs are grouped by the generator job they wait for, then packed
-    ``runs_per_task`` to an array task."""
+    """What to submit: jobs not submitted yet and corrupt ones (with ``retry_failed``: failed, blocked and corrupt
+    ones only; with ``force`` also done ones), never one that is queued or running. A classifier job needs its
+    generator job done, queued or submitted with it; classifier jobs are grouped by the generator job they wait
+    for, then packed ``runs_per_task`` to an array task. Generator jobs are never packed (one per array task of one
+    array): each classifier array waits (afterok) for exactly its own generator's task, so a generator task that is
+    cancelled or times out blocks only the classifiers of its own generator. A classifier blocked by a failed
+    dependency whose generator did finish is resubmitted without a dependency."""
     plan = SubmissionPlan()
-    wanted = {"failed", "blocked"} if retry_failed else {"not submitted"}
+    wanted = {"failed", "blocked", "corrupt"} if retry_failed else {"not submitted", "corrupt"}
     if force:
         wanted = wanted | {"done"}
     todo = {}
@@ -359,7 +408,7 @@ def plan_submission(jobs: list, status: dict[str, str], runs_per_task: int = 1, 
             plan.skipped[status[generator_key]] -= 1
     plan.skipped = +plan.skipped
     generators = [s for s in todo.values() if s.stage == "generator"]
-    plan.generator_batches = _pack(generators, runs_per_task)
+    plan.generator_batches = _pack(generators, 1)
     groups: dict[str | None, list] = {}
     for spec in todo.values():
         if spec.stage == "classifier":
@@ -394,8 +443,9 @@ class Submission:
         """One job array (one sbatch), its manifest lines written as soon as sbatch returns. Returns task ids."""
         from benchmark.batch import JobBatch
 
-        tasks = [JobBatch([s.to_dict() for s in batch], str(self.out_dir / "runs"), self.force, resumable=True)
-                 for batch in batches]
+        every_s, per_device = self.profiles[stage].checkpoint_every_s, self.profiles[stage].jobs_per_device
+        tasks = [JobBatch([s.to_dict() for s in batch], str(self.out_dir / "runs"), self.force, resumable=True,
+                          checkpoint_every_s=every_s, jobs_per_device=per_device) for batch in batches]
         jobs = self._sbatch(stage, dependency, lambda ex: ex.submit_array(tasks), len(tasks))
         self.arrays.append(jobs[0].job_id.split("_")[0])
         self.n_jobs += sum(map(len, batches))
@@ -512,15 +562,33 @@ def status_report(state: GridState) -> str:
     collector = state.collector()
     if collector:
         lines.append(f"  {'collector':<11} SLURM job {collector[0]}: {collector[1]}")
-    problems = [s for s in state.jobs if state.status[s.key] in ("failed", "blocked")]
+    problems = [s for s in state.jobs if state.status[s.key] in ("failed", "blocked", "corrupt")]
     for spec in problems[:10]:
-        key = spec.key if state.status[spec.key] == "failed" else spec.generator_key
-        lines.append(f"  {state.status[spec.key]:<8} {spec.name}  see {state.runs_dir / key / ERROR_FILE}")
+        lines.append(f"  {state.status[spec.key]:<8} {spec.name}  {_problem(state, spec)}")
     if len(problems) > 10:
         lines.append(f"  ... and {len(problems) - 10} more")
     if problems:
         lines.append("  resubmit them with --retry-failed")
     return "\n".join(lines)
+
+
+def _problem(state: GridState, spec) -> str:
+    """Where to look for one failed, blocked or corrupt job."""
+    run_dir = state.runs_dir / spec.key
+    if state.status[spec.key] == "corrupt":
+        return f"{rd.corrupt_reason(run_dir)} (resubmitted by the next submission)"
+    blocked = state.blocked_by.get(spec.key)
+    if blocked is None and state.status[spec.key] == "blocked" and rd.status(run_dir, probe_lock=False) == "blocked":
+        try:
+            found = json.loads((run_dir / ERROR_FILE).read_text())["blocked_by"]
+            blocked = (found["slurm_job_id"], found["slurm_state"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    if blocked:
+        return f"by its dependency, SLURM job {blocked[0]} ({blocked[1]}); see {run_dir / ERROR_FILE}"
+    if state.status[spec.key] == "blocked":
+        return f"by its generator job; see {state.runs_dir / spec.generator_key / ERROR_FILE}"
+    return f"see {run_dir / ERROR_FILE}"
 
 
 def wait(jobs: list, out_dir: Path, poll_s: float = POLL_S) -> GridState:

@@ -1,4 +1,5 @@
-"""Statistics on GenMed-Rare records: paired tests vs a baseline, rank tests across blocks, dose-response, power.
+"""Statistics on GenMed-Rare records: paired tests vs a baseline, a hierarchical model across the sweep, rank tests
+across independent blocks, dose-response on the effective ratio, power under correction.
 
 Everything here is pure pandas / numpy / scipy / statsmodels and returns DataFrames; nothing writes files
 (``benchmark.report`` does). The methods, the columns of every table and the references are documented in
@@ -6,9 +7,11 @@ Everything here is pure pandas / numpy / scipy / statsmodels and returns DataFra
 
 Vocabulary
     cell      (dataset, image_size, rare_class, rare_count, backbone): the setting a comparison is made in.
-    variant   (generator, synthetic_ratio): one method at one ratio; label ``dcgan@2`` (``none`` when ratio is 0).
+    variant   (generator, synthetic_ratio): one method at one ratio form; label ``dcgan@2``, ``dcgan@balance``,
+              ``oversample@real_percentage=50`` (just the method name when the ratio is 0).
     unit      (seed, fold): the replicate that pairs a variant with its baseline inside a cell.
-    block     a cell, when methods are ranked across cells (Friedman / Nemenyi).
+    block     a dataset, when methods are ranked (Friedman / Nemenyi): cells of one dataset share test sets, seeds
+              and subsamples, so they are averaged into one value per dataset first.
 """
 
 from __future__ import annotations
@@ -23,13 +26,17 @@ import pandas as pd
 from scipy import stats as sps
 
 from benchmark.errors import UserError, unknown_name_error
+from benchmark.generators.base import REAL_PERCENTAGE_PREFIX, mixing_mode_problem
 
 METRICS = ("accuracy", "balanced_accuracy", "auroc", "auprc", "macro_f1", "rare_sensitivity", "rare_specificity",
-           "rare_precision", "rare_auprc", "ece")
+           "rare_precision", "rare_auprc", "ece", "thr_balanced_accuracy", "thr_rare_sensitivity",
+           "thr_rare_specificity", "rare_sensitivity_at_90spec", "threshold")
 SPLITS = ("val", "test")
 KNOWN_METRIC_COLUMNS = tuple(f"{s}_{m}" for s in SPLITS for m in METRICS)
-DEFAULT_METRICS = ("test_auroc", "test_balanced_accuracy", "test_rare_sensitivity")
+DEFAULT_METRICS = ("test_auroc", "test_balanced_accuracy", "test_thr_balanced_accuracy",
+                   "test_thr_rare_sensitivity")
 LOWER_IS_BETTER = frozenset({"ece", "loss", "nll", "brier", "error", "wall_s", "compute_hours"})
+BOUNDED_METRICS = frozenset(METRICS)  # every harness metric (and the chosen threshold) lies in [0, 1]
 
 CELL = ("dataset", "image_size", "rare_class", "rare_count", "backbone")
 VARIANT = ("generator", "synthetic_ratio")
@@ -37,7 +44,11 @@ UNIT = ("seed", "fold")
 REQUIRED_COLUMNS = ("dataset", "rare_count", "generator", "synthetic_ratio", "backbone", "seed")
 OPTIONAL_DEFAULTS = {"image_size": "-", "rare_class": "-", "fold": 0}
 BOOKKEEPING = frozenset({"key", "name", "grid", "wall_s", "compute_hours", "n_train_real", "n_train_synthetic",
-                         "fold", "seed", "image_size", "synthetic_ratio", "rare_count"})
+                         "fold", "seed", "image_size", "synthetic_ratio", "rare_count", "effective_ratio",
+                         "n_rare_train", "n_real_extra", "n_real_extra_available", "results_version"})
+STALE_COLUMNS = {"dataset_sha256": "dataset content (dataset_sha256)",
+                 "results_version": "harness results version (results_version)"}
+RATIO_FORMS = "a number ≥ 0, 'balance' or 'real_percentage=P' (0 < P ≤ 100)"
 
 CORRECTIONS = ("holm", "fdr_bh")
 ZERO_METHODS = ("zsplit", "pratt", "wilcox")
@@ -47,14 +58,24 @@ EXACT_WILCOXON_MAX_N = 50
 N_BOOT = 2000
 POWER = 0.8
 MIN_CLUSTERS = 10  # cluster-robust OLS standard errors (dose-response fallback) need enough clusters
+MIN_RANK_BLOCKS = 3  # rank tests need at least this many independent blocks (datasets)
+MIN_SEEDS_CI = 5  # leaderboard intervals over fewer seeds are marked unreliable ("n<5")
+UPPER_BOUND = "real_extra"  # the real-data upper bound: its gain over the baseline is the gap others try to close
+GAP_COLUMNS = ("metric", *CELL, "generator", "synthetic_ratio", "variant", "effective_ratio", "gain", "gain_ci_low",
+               "gain_ci_high", "upper_variant", "upper_gain", "upper_verdict", "gap_closed", "note")
 
 PAIRED_COLUMNS = (
     "metric", "higher_is_better", *CELL, "generator", "synthetic_ratio", "variant", "baseline", "baseline_ratio",
     "n_pairs", "n_nan_excluded", "n_only_method", "n_only_baseline", "mean_method", "mean_baseline", "mean_diff",
     "sd_diff", "ci_t_low", "ci_t_high", "ci_boot_low", "ci_boot_high", "t_stat", "p_t", "wilcoxon_stat",
     "wilcoxon_n_nonzero", "p_wilcoxon", "wilcoxon_method", "cohens_dz", "wins", "ties", "losses", "family",
-    "family_size", "p_t_adj", "p_wilcoxon_adj", "test", "p_adj", "significant", "verdict", "mde_dz", "mde",
-    "min_p_wilcoxon", "wilcoxon_can_reach_alpha", "note",
+    "family_size", "alpha_family", "p_t_adj", "p_wilcoxon_adj", "test", "p_adj", "significant", "verdict", "mde_dz",
+    "mde", "min_p_wilcoxon", "wilcoxon_can_reach_alpha", "min_pairs_wilcoxon", "effective_ratio", "note",
+)
+HIERARCHICAL_COLUMNS = (
+    "metric", "higher_is_better", "generator", "synthetic_ratio", "variant", "baseline", "baseline_ratio", "n_obs",
+    "n_datasets", "n_cells", "n_units", "levels", "estimate", "se", "ci_low", "ci_high", "p", "p_holm", "verdict",
+    "var_dataset", "var_cell", "var_seed", "var_residual", "model", "converged", "assumes", "note",
 )
 
 
@@ -68,10 +89,75 @@ def higher_is_better(metric: str) -> bool:
     return not (base in LOWER_IS_BETTER or base.endswith(("_loss", "_error", "_ece")))
 
 
+def _number_text(x: float) -> str:
+    """2.0 → '2', 0.5 → '0.5' (shortest round-trip text of the float)."""
+    return str(int(x)) if x == round(x) and abs(x) < 1e15 else repr(float(x))
+
+
+def ratio_label(value) -> str:
+    """Canonical text of a ``synthetic_ratio`` value, the same however it was written or read back: numbers without
+    a trailing '.0' (2, 2.0 and "2" → '2'; 0.5 → '0.5'), empty → '0' (methods without a ratio), 'balance',
+    'real_percentage=P' with P written the same way ('real_percentage=50.0' → 'real_percentage=50'). Anything else
+    is returned stripped (and rejected by :func:`prepare_records`)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "0"
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return _number_text(float(value)) if math.isfinite(float(value)) else str(value)
+    text = str(value).strip()
+    if text == "":
+        return "0"
+    try:
+        number = float(text)
+    except ValueError:
+        number = None
+    if number is not None:
+        return _number_text(number) if math.isfinite(number) else text
+    if text.startswith(REAL_PERCENTAGE_PREFIX):
+        try:
+            pct = float(text[len(REAL_PERCENTAGE_PREFIX):])
+        except ValueError:
+            return text
+        return REAL_PERCENTAGE_PREFIX + (_number_text(pct) if math.isfinite(pct) else str(pct))
+    return text
+
+
+def ratio_value(label) -> float:
+    """The number a ratio label stands for ('2' → 2.0); NaN for 'balance' / 'real_percentage=P'."""
+    try:
+        return float(label)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def ratio_problem(label: str) -> str | None:
+    """None if ``label`` (from :func:`ratio_label`) is a valid ratio form, else what is wrong with it."""
+    number = ratio_value(label)
+    if math.isnan(number) and label in ("nan", "NaN"):
+        return f"synthetic_ratio must be {RATIO_FORMS}, got {label!r}"
+    if not math.isnan(number):
+        return None if math.isfinite(number) and number >= 0 else \
+            f"synthetic_ratio must be {RATIO_FORMS}, got {label!r}"
+    return mixing_mode_problem(label)
+
+
+def ratio_sort_key(label) -> tuple:
+    """Display order of ratio labels: numbers ascending, then 'balance', then 'real_percentage=P' by decreasing P
+    (fewer added images first), then anything else."""
+    label = ratio_label(label)
+    number = ratio_value(label)
+    if not math.isnan(number):
+        return (0, number, "")
+    if label == "balance":
+        return (1, 0.0, "")
+    if label.startswith(REAL_PERCENTAGE_PREFIX):
+        return (2, -ratio_value(label[len(REAL_PERCENTAGE_PREFIX):]), "")
+    return (3, 0.0, label)
+
+
 def variant_label(generator, ratio) -> str:
-    """``dcgan@2`` for a method at ratio 2; just the method name when the ratio is 0."""
-    ratio = float(ratio)
-    return str(generator) if ratio == 0 else f"{generator}@{ratio:g}"
+    """``dcgan@2``, ``dcgan@balance``, ``oversample@real_percentage=50``; just the method name when the ratio is 0."""
+    label = ratio_label(ratio)
+    return str(generator) if label == "0" else f"{generator}@{label}"
 
 
 def _natural_key(value):
@@ -151,12 +237,84 @@ def _is_empty(s: pd.Series) -> np.ndarray:
     return np.array([pd.isna(v) or str(v).strip() == "" for v in uniq], dtype=bool)[codes]
 
 
+def _map_unique(s: pd.Series, fn) -> pd.Series:
+    """``s.map(fn)`` computed once per distinct value (fast on 100,000 rows with a handful of values)."""
+    codes, uniq = pd.factorize(s, use_na_sentinel=False)
+    return pd.Series(np.array([fn(v) for v in uniq], dtype=object)[codes], index=s.index, dtype=object)
+
+
+def _numeric(df: pd.DataFrame, col: str) -> pd.Series:
+    if col not in df.columns:
+        return pd.Series(np.nan, index=df.index, dtype=float)
+    return pd.to_numeric(df[col], errors="coerce").astype(float)
+
+
+def effective_ratios(df: pd.DataFrame) -> pd.Series:
+    """The ratio each job actually trained with: rare images added per kept real rare image.
+
+    The records column ``effective_ratio`` where it has a value; else (records written before it existed)
+    (n_train_synthetic + n_real_extra) / n_rare_train; else (a table without those counts) the number a numeric
+    ``synthetic_ratio`` label stands for. NaN when none is known (e.g. ``balance`` in a foreign table).
+    """
+    eff = _numeric(df, "effective_ratio")
+    added = _numeric(df, "n_train_synthetic") + _numeric(df, "n_real_extra").fillna(0.0)
+    n_rare = _numeric(df, "n_rare_train")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        computed = (added / n_rare).where(n_rare > 0)
+    label_value = _map_unique(df["synthetic_ratio"], ratio_value).astype(float)
+    return eff.fillna(computed).fillna(label_value)
+
+
+def _cell_text(values: tuple) -> str:
+    return ", ".join(f"{k}={v}" for k, v in zip((*CELL, "fold"), values))
+
+
+def check_not_stale(df: pd.DataFrame, source: str = "the records table") -> None:
+    """Refuse to mix, inside one cell (dataset, image_size, rare_class, rare_count, backbone, fold), records made
+    from different dataset content (``dataset_sha256``) or by harness code whose results differ
+    (``results_version``, when the column exists). A missing value counts as a value of its own."""
+    problems = []
+    keys = [*CELL, "fold"]
+    for col, what in STALE_COLUMNS.items():
+        if col not in df.columns:
+            continue
+        vals = _map_unique(df[col], lambda v: "(missing)" if pd.isna(v) or str(v).strip() == "" else
+                           (str(int(v)) if isinstance(v, float) and v.is_integer() else str(v).strip()))
+        if vals.nunique() < 2:
+            continue
+        n = vals.groupby([df[k] for k in keys], sort=False).nunique()
+        bad = n[n > 1]
+        if bad.empty:
+            continue
+        first = bad.index[0]
+        sel = np.ones(len(df), bool)
+        for k, v in zip(keys, first):
+            sel &= (df[k] == v).to_numpy()
+        sub = df.loc[sel].assign(_v=vals[sel])
+        parts = []
+        for v, grp in sub.groupby("_v", sort=False):
+            ids = grp["key"].astype(str).head(2).tolist() if "key" in grp.columns else []
+            eg = f", e.g. key {', '.join(ids)}" if ids else ""
+            parts.append(f"{v!r} ({len(grp)} record(s){eg})")
+        more = f" (and {len(bad) - 1} more cell(s))" if len(bad) > 1 else ""
+        problems.append(f"{what} differs within cell {_cell_text(first)}{more}: {'; '.join(parts)}")
+    if problems:
+        raise UserError(f"{source} mixes stale and current results: " + ". ".join(problems) + ". Records made from "
+                        f"other data or by a harness whose results differ are not comparable with today's, so they "
+                        f"are never mixed in one table. Re-run the stale jobs (python launch/grid.py --grid NAME "
+                        f"--dry-run lists them as stale; running the grid re-trains them), or collect only one "
+                        f"version (keep the records of one dataset_sha256 / results_version).")
+
+
 def prepare_records(records: pd.DataFrame, metrics, baseline: str, source: str = "the records table"):
     """Validate and normalise a records table; returns (clean DataFrame, resolved metrics, duplicates DataFrame).
 
-    Identifier columns become strings (``rare_count`` 20 → "20", "all" stays), ``synthetic_ratio`` a float (empty →
-    0), ``seed`` an int where numeric, ``fold`` an int (absent → 0), metrics floats (non-numeric → NaN).
-    Rows repeating a (cell, variant, seed, fold) are dropped after the first and returned as ``duplicates``.
+    Identifier columns become strings (``rare_count`` 20 → "20", "all" stays), ``synthetic_ratio`` its canonical
+    label (:func:`ratio_label`: '2', 'balance', 'real_percentage=50'; empty → '0'), ``effective_ratio`` a float
+    (:func:`effective_ratios`), ``seed`` an int where numeric, ``fold`` an int (absent → 0), metrics floats
+    (non-numeric → NaN). Records of one cell from different data or results versions are refused
+    (:func:`check_not_stale`). Rows repeating a (cell, variant, seed, fold) are dropped after the first and returned
+    as ``duplicates``.
     """
     if not isinstance(records, pd.DataFrame) or records.empty:
         raise UserError(f"{source} has no rows. Run the grid first (python launch/grid.py …) or pass a records "
@@ -178,11 +336,10 @@ def prepare_records(records: pd.DataFrame, metrics, baseline: str, source: str =
         if empty.any():
             rows = ", ".join(str(i + 2) for i in np.flatnonzero(empty)[:5])
             problems.append(f"column {col!r} is empty in {int(empty.sum())} row(s) (file lines {rows}…)")
-    ratio = pd.to_numeric(df["synthetic_ratio"], errors="coerce")
-    bad = df["synthetic_ratio"].notna() & ratio.isna()
-    if bad.any():
-        got = sorted(map(str, df.loc[bad, "synthetic_ratio"].unique()))[:5]
-        problems.append(f"synthetic_ratio must be a number; got {got}")
+    ratio = _map_unique(df["synthetic_ratio"], ratio_label)
+    bad = sorted({str(v) for v in ratio.unique() if ratio_problem(v)})
+    if bad:
+        problems.append(f"synthetic_ratio must be {RATIO_FORMS}; got {bad[:5]}")
     fold = pd.to_numeric(df["fold"].fillna(0), errors="coerce")
     if fold.isna().any() or (fold != np.round(fold)).any():
         problems.append("fold must be an integer in every row")
@@ -190,13 +347,15 @@ def prepare_records(records: pd.DataFrame, metrics, baseline: str, source: str =
         raise UserError(f"{source} has invalid values: " + "; ".join(problems) + ". Fix or remove those rows.")
     for col in ("dataset", "image_size", "rare_class", "rare_count", "generator", "backbone"):
         df[col] = _as_id_string(df[col])
-    df["synthetic_ratio"] = ratio.fillna(0.0).astype(float)
+    df["synthetic_ratio"] = ratio
+    df["effective_ratio"] = effective_ratios(df)
     df["fold"] = fold.astype("int64")
     seed_num = pd.to_numeric(df["seed"], errors="coerce")
     if seed_num.notna().all() and (seed_num == np.round(seed_num)).all():
         df["seed"] = seed_num.astype("int64")
     else:
         df["seed"] = df["seed"].astype(str).astype(object)
+    check_not_stale(df, source)
     for m in metrics:
         df[m] = pd.to_numeric(df[m], errors="coerce").astype(float)
     if "compute_hours" not in df.columns:
@@ -233,7 +392,7 @@ def _ordered(df: pd.DataFrame, baseline: str) -> dict:
 def sort_frame(df: pd.DataFrame, baseline: str, extra=()) -> pd.DataFrame:
     """Sort a table by metric, cell, generator, ratio: names (dataset, backbone, rare class, generator) in the
     order they first appear (the grid's order; baseline first), numbers (image size, rare count) ascending with
-    ``all`` last."""
+    ``all`` last, ratio labels by :func:`ratio_sort_key` (numbers, then balance, then real_percentage=P)."""
     if df.empty:
         return df.reset_index(drop=True)
     order = _ordered(df, baseline) if "generator" in df.columns else {"generator": {}}
@@ -244,7 +403,10 @@ def sort_frame(df: pd.DataFrame, baseline: str, extra=()) -> pd.DataFrame:
             return col.map(lambda g: order["generator"].get(g, len(order["generator"])))
         if col.name in ("dataset", "backbone", "rare_class"):      # names: the order they first appear in
             return pd.Series(pd.factorize(col)[0], index=col.index)
-        if col.name in ("synthetic_ratio", "baseline_ratio") or pd.api.types.is_numeric_dtype(col):
+        if col.name in ("synthetic_ratio", "baseline_ratio"):              # numbers, balance, real_percentage=P
+            uniq = sorted(col.dropna().unique(), key=ratio_sort_key)
+            return col.map({v: i for i, v in enumerate(uniq)})
+        if pd.api.types.is_numeric_dtype(col):
             return col
         uniq = sorted(col.dropna().unique(), key=_natural_key)
         return col.map({v: i for i, v in enumerate(uniq)})
@@ -280,7 +442,8 @@ def pair_records(df: pd.DataFrame, metrics, baseline: str) -> Pairing:
     nm = ov.groupby(ids + ["generator"], sort=False).size().rename("_nm").reset_index()
     ov = ov.merge(nb, on=ids, how="left").merge(nm, on=ids + ["generator"], how="left")
     counts = other.groupby(ids + ["generator", "synthetic_ratio"], sort=False).size().rename("n_records").reset_index()
-    bratios = bv.groupby(ids, sort=False)["synthetic_ratio"].agg(lambda r: ", ".join(f"{x:g}" for x in sorted(r)))
+    bratios = bv.groupby(ids, sort=False)["synthetic_ratio"].agg(
+        lambda r: ", ".join(sorted(r, key=ratio_sort_key)))
     bratios = bratios.rename("baseline_ratios").reset_index()
 
     no_base = ov[ov["_nb"].isna()].assign(reason=f"no {baseline!r} run in this cell")
@@ -290,7 +453,7 @@ def pair_records(df: pd.DataFrame, metrics, baseline: str) -> Pairing:
     same = has[(has["_nb"] > 1) & (has["_nm"] > 1)].merge(
         bv.assign(baseline_ratio=bv["synthetic_ratio"]), on=ids + ["synthetic_ratio"], how="left")
     no_ratio = same[same["baseline_ratio"].isna()].merge(bratios, on=ids, how="left")
-    no_ratio = no_ratio.assign(reason=lambda t: [f"{baseline!r} has no run at ratio {r:g} in this cell (it has "
+    no_ratio = no_ratio.assign(reason=lambda t: [f"{baseline!r} has no run at ratio {r} in this cell (it has "
                                                  f"{b})" for r, b in zip(t["synthetic_ratio"], t["baseline_ratios"])])
     missing = pd.concat([no_base, no_ratio], ignore_index=True)
     missing = missing.merge(counts, on=ids + ["generator", "synthetic_ratio"], how="left")
@@ -431,12 +594,84 @@ def mde_dz(n: int, alpha: float = 0.05, power: float = POWER) -> float:
                                               alternative="two-sided"))
 
 
+@lru_cache(maxsize=None)
+def wilcoxon_min_pairs(threshold: float) -> float:
+    """Smallest number n of non-zero pairs at which a two-sided exact Wilcoxon signed-rank test can give
+    p < ``threshold``: its smallest p is 2/2^n (every difference of one sign), so n is the smallest with
+    2^n > 2/threshold. Under Holm (and at the first step of Benjamini–Hochberg) over a family of m tests the
+    smallest p must be below α/m, so pass ``threshold = α/m``."""
+    if not threshold > 0:
+        return float("nan")
+    n = max(1, math.floor(math.log2(2.0 / threshold)) + 1)
+    while 2.0 / 2 ** n >= threshold:
+        n += 1
+    while n > 1 and 2.0 / 2 ** (n - 1) < threshold:
+        n -= 1
+    return n
+
+
 def bootstrap_resample_weights(n: int, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
     """(n_boot × n) resampling counts for n pairs: ``default_rng([seed, n]).integers(0, n, (n_boot, n))``."""
     idx = np.random.default_rng([seed, n]).integers(0, n, size=(n_boot, n))
     w = np.zeros((n_boot, n))
     np.add.at(w, (np.arange(n_boot)[:, None], idx), 1.0)
     return w
+
+
+def metric_bounds(metric: str) -> tuple[float, float] | None:
+    """(0, 1) for the harness's metrics (``test_auroc``, ``val_thr_rare_sensitivity``, ``test_ece``, …), None for
+    any other column (its range is unknown)."""
+    base = metric.split("_", 1)[1] if metric.startswith(tuple(f"{s}_" for s in SPLITS)) else metric
+    return (0.0, 1.0) if base in BOUNDED_METRICS else None
+
+
+def bootstrap_mean_intervals(codes: np.ndarray, values: np.ndarray, n_groups: int, confidence: float = 0.95,
+                             n_boot: int = N_BOOT, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap interval of the mean of each group's values (NaN values and groups of < 2 ignored).
+
+    Vectorised: groups of equal size k share one (n_boot × k) resampling matrix
+    (:func:`bootstrap_resample_weights`, seeded by (seed, k)), so a group's interval depends only on its values in
+    their order. Every resampled mean is a mean of observed values, so the interval lies inside [min, max] of the
+    group and hence inside the metric's range, by construction (clamped there against floating-point rounding).
+    """
+    codes = np.asarray(codes, np.int64)
+    values = np.asarray(values, float)
+    ok = np.isfinite(values)
+    codes, values = codes[ok], values[ok]
+    order = np.argsort(codes, kind="stable")
+    codes, values = codes[order], values[order]
+    n = np.bincount(codes, minlength=n_groups)
+    starts = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64)
+    lo = np.full(n_groups, np.nan)
+    hi = np.full(n_groups, np.nan)
+    q = [0.5 - confidence / 2, 0.5 + confidence / 2]
+    for k in np.unique(n[n >= 2]).astype(int):
+        sel = np.flatnonzero(n == k)
+        w = bootstrap_resample_weights(k, n_boot, seed).T / k                   # (k × B)
+        for chunk in np.array_split(sel, max(1, len(sel) // 2000 + 1)):
+            if chunk.size == 0:
+                continue
+            mat = values[starts[chunk][:, None] + np.arange(k)]                  # (c × k)
+            qq = np.quantile(mat @ w, q, axis=1)
+            lo[chunk], hi[chunk] = np.maximum(qq[0], mat.min(axis=1)), np.minimum(qq[1], mat.max(axis=1))
+    return lo, hi
+
+
+def mean_intervals(codes, values, n_groups: int, metric: str, confidence: float = 0.95, n_boot: int = N_BOOT,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
+    """Interval of each group's mean for ``metric``: the percentile bootstrap over seeds for a bounded metric
+    (:func:`bootstrap_mean_intervals`, inside the range by construction), the t-interval otherwise.
+    Returns (low, high, method name)."""
+    if metric_bounds(metric) is not None:
+        lo, hi = bootstrap_mean_intervals(codes, values, n_groups, confidence, n_boot, seed)
+        return lo, hi, "bootstrap percentile"
+    codes = np.asarray(codes, np.int64)
+    values = np.asarray(values, float)
+    ok = np.isfinite(values)
+    s = pd.DataFrame({"g": codes[ok], "v": values[ok]}).groupby("g")["v"].agg(["mean", "std", "count"])
+    s = s.reindex(range(n_groups))
+    lo, hi = t_ci(s["mean"], s["std"], s["count"].fillna(0), confidence)
+    return np.asarray(lo, float), np.asarray(hi, float), "t"
 
 
 def bootstrap_ci(d, n_boot: int = N_BOOT, seed: int = 0, confidence: float = 0.95) -> tuple[float, float]:
@@ -526,7 +761,7 @@ def describe_differences(group: np.ndarray, d: np.ndarray, n_groups: int, higher
         "ci_boot_low": b_lo, "ci_boot_high": b_hi, "t_stat": tstat, "p_t": p_t, "wilcoxon_stat": w_stat,
         "wilcoxon_n_nonzero": w_m, "p_wilcoxon": w_p, "wilcoxon_method": w_method, "cohens_dz": dz, "wins": wins,
         "ties": ties, "losses": losses, "mde_dz": mde, "mde": mde * sd, "min_p_wilcoxon": w_min,
-        "wilcoxon_can_reach_alpha": w_min <= alpha,
+        "wilcoxon_can_reach_alpha": w_min < alpha,
     })
 
 
@@ -612,20 +847,34 @@ def paired_tests(df: pd.DataFrame, metrics, baseline: str, pairing: Pairing | No
     for col in ("p_t", "p_wilcoxon"):
         tests[f"{col}_adj"] = correct_pvalues(tests[col], correction, alpha, tests["family"])
     tests["family_size"] = tests.groupby("family", sort=False)["p_t"].transform("count").astype(int)
+    # power under correction: Holm's first step (and BH's) needs the smallest p of the family below α/m
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tests["alpha_family"] = np.where(tests["family_size"] > 0, alpha / tests["family_size"], np.nan)
+    tests["wilcoxon_can_reach_alpha"] = (tests["min_p_wilcoxon"] < tests["alpha_family"]).to_numpy()
+    tests["min_pairs_wilcoxon"] = [wilcoxon_min_pairs(a) for a in tests["alpha_family"]]
+    dz = np.array([mde_dz(int(n), float(a)) if np.isfinite(a) else np.nan
+                   for n, a in zip(tests["n_pairs"], tests["alpha_family"])])
+    tests["mde_dz"] = dz
+    tests["mde"] = dz * tests["sd_diff"].to_numpy()
+    eff = df.groupby([*CELL, *VARIANT], sort=False)["effective_ratio"].mean().rename("effective_ratio")
+    tests = tests.drop(columns="effective_ratio", errors="ignore").merge(
+        eff.reset_index(), on=[*CELL, *VARIANT], how="left")
     tests["test"] = "paired t" if test == "t" else "wilcoxon"
     tests["p_adj"] = tests["p_t_adj"] if test == "t" else tests["p_wilcoxon_adj"]
     tests["significant"] = tests["p_adj"] < alpha
     signed = np.where(tests["higher_is_better"], tests["mean_diff"], -tests["mean_diff"])
     tests["verdict"] = np.where(~tests["significant"], "n.s.", np.where(signed > 0, "better", "worse"))
     notes = []
-    for n, m_, reach, nn, cnt_nan in zip(tests["n_pairs"], tests["wilcoxon_n_nonzero"],
-                                         tests["wilcoxon_can_reach_alpha"], tests["n_only_method"] +
-                                         tests["n_only_baseline"], tests["n_nan_excluded"]):
+    for n, m_, reach, nn, cnt_nan, fs, mp in zip(tests["n_pairs"], tests["wilcoxon_n_nonzero"],
+                                                 tests["wilcoxon_can_reach_alpha"], tests["n_only_method"] +
+                                                 tests["n_only_baseline"], tests["n_nan_excluded"],
+                                                 tests["family_size"], tests["min_pairs_wilcoxon"]):
         note = []
         if n < 2:
             note.append(f"only {n} pair(s): no test")
         elif not reach:
-            note.append(f"Wilcoxon cannot reach p<{alpha:g} with {m_} non-zero pairs")
+            note.append(f"Wilcoxon cannot reach p<{alpha:g} after {correction} over {fs} tests with {m_} non-zero "
+                        f"pairs (needs {mp})")
         if nn:
             note.append(f"{nn} unpaired seed(s) ignored")
         if cnt_nan:
@@ -633,6 +882,197 @@ def paired_tests(df: pd.DataFrame, metrics, baseline: str, pairing: Pairing | No
         notes.append("; ".join(note))
     tests["note"] = notes
     return tests[list(PAIRED_COLUMNS)], pairing
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Across the sweep: a hierarchical (mixed) model of the paired differences
+# ----------------------------------------------------------------------------------------------------------------
+
+LEVEL_TEXT = {"dataset": "dataset", "cell": "cell(dataset)", "seed": "seed(cell)"}
+FIT_METHODS = ("powell", "bfgs", "lbfgs")
+
+
+def nested_levels(levels: dict) -> list[str]:
+    """The random-effect levels that can be fitted, outer to inner. ``levels`` maps a level name to the group
+    code of every observation (nested: each group lies inside one group of the level above). A level is dropped
+    when it has a single group inside every group of the level above (then it is confounded with that level: one
+    dataset, or one cell per dataset) or when each of its groups holds a single observation (then it is the
+    residual: one seed per cell without folds)."""
+    n = len(next(iter(levels.values()))) if levels else 0
+    fitted, parent = [], 1
+    for name, codes in levels.items():
+        k = len(np.unique(codes))
+        if parent < k < n:
+            fitted.append(name)
+        parent = k
+    return fitted
+
+
+def _t_on_means(m: np.ndarray, alpha: float) -> dict:
+    """One-sample t-test of the mean of ``m``: estimate, se, t interval, p."""
+    k = m.size
+    mean, sd = float(m.mean()), float(m.std(ddof=1))
+    se = sd / math.sqrt(k)
+    t = sps.t.ppf(1 - alpha / 2, k - 1)
+    p = 2 * sps.t.sf(abs(mean / se), k - 1) if se > 0 else (1.0 if mean == 0 else 0.0)
+    return {"estimate": mean, "se": se, "ci_low": mean - t * se, "ci_high": mean + t * se, "p": float(p)}
+
+
+def nested_mixed_model(y, levels: dict, alpha: float = 0.05) -> dict:
+    """Intercept-only model y = μ + Σ_level u_level + ε with independent normal random intercepts for the nested
+    ``levels`` that :func:`nested_levels` keeps, fitted in two stages (the summary-statistics approach):
+
+    1. the observations are averaged within each group of the innermost kept level (a cell without folds, a seed
+       of a cell with folds); the pooled within-group variance estimates the residual variance;
+    2. statsmodels MixedLM (REML) on those means, the outermost kept level as ``groups`` with a random intercept and
+       the levels in between as variance components; the means' own residual is the innermost level plus the
+       residual averaged over the group. With a single kept level the means are independent and stage 2 is the
+       one-sample t-test of their mean (t interval).
+
+    For groups of equal size (complete seeds) this gives the same μ̂ and standard error as REML on the raw rows
+    whenever the innermost variance estimate is positive (the likelihood factorises into the means and the
+    within-group contrasts); with a few missing seeds it weighs the groups' means equally. Returns estimate (μ̂),
+    se, ci, p (Wald z from MixedLM, t with a single level), the variance of each level, the residual variance,
+    what was fitted and notes. With no level kept it is the one-sample t-test of the observations.
+    """
+    from statsmodels.regression.mixed_linear_model import MixedLM, VCSpec
+
+    y = np.asarray(y, float)
+    n = y.size
+    names = list(levels)
+    codes = {k: np.asarray(v) for k, v in levels.items()}
+    fitted = nested_levels(codes) if n else []
+    out = {"n_obs": n, "levels": " + ".join([LEVEL_TEXT.get(k, k) for k in fitted] + ["residual"]),
+           "estimate": np.nan, "se": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan,
+           "converged": False, "model": "", "note": "", **{f"var_{k}": np.nan for k in names},
+           "var_residual": np.nan}
+    z = sps.norm.ppf(1 - alpha / 2)
+    if n < 2:
+        out.update(model="none", note="fewer than 2 paired differences")
+        return out
+    if not fitted:
+        out.update(_t_on_means(y, alpha), converged=True, model="t-test", var_residual=float(y.var(ddof=1)),
+                   note="no random-effect level identifiable: one-sample t-test of the differences")
+        return out
+    inner = fitted[-1]
+    block = pd.factorize(codes[inner])[0]
+    nb = np.bincount(block).astype(float)
+    means = np.bincount(block, y) / nb
+    within = float(((y - means[block]) ** 2).sum() / (n - nb.size)) if n > nb.size else np.nan
+    first = np.unique(block, return_index=True)[1]                    # one row per group of the innermost level
+    anc = {k: pd.factorize(codes[k][first])[0] for k in fitted}
+    n_h = nb.size / np.sum(1.0 / nb)                                  # harmonic mean group size
+    out["var_residual"] = within
+    if len(fitted) == 1:
+        out.update(_t_on_means(means, alpha), converged=True, model="t-test on means")
+        out[f"var_{inner}"] = max(0.0, float(means.var(ddof=1)) - within / n_h)
+        return out
+    grp = anc[fitted[0]]
+    middle = fitted[1:-1]
+    order = np.argsort(grp, kind="stable")
+    vc = None
+    if middle:
+        mats, colnames = [], []
+        for k in middle:
+            mk, ck = [], []
+            for gi in range(int(grp.max()) + 1):
+                rows = order[grp[order] == gi]
+                cols, inv = np.unique(anc[k][rows], return_inverse=True)
+                m = np.zeros((rows.size, cols.size))
+                m[np.arange(rows.size), inv] = 1.0
+                mk.append(m)
+                ck.append([f"{k}{c}" for c in cols])
+            mats.append(mk)
+            colnames.append(ck)
+        vc = VCSpec(list(middle), colnames, mats)
+    fits, errors = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = MixedLM(means[order], np.ones((order.size, 1)), groups=grp[order],
+                        exog_re=np.ones((order.size, 1)), exog_vc=vc)
+        # each optimiser from statsmodels' default start until one converges (continuing one from where another
+        # stopped can stall on a flat REML surface); the best REML likelihood among the converged fits wins
+        for method in FIT_METHODS:
+            try:
+                fit = model.fit(reml=True, method=[method])
+            except Exception as exc:  # noqa: BLE001 - a failed optimiser is reported, not raised
+                errors.append(f"{method}: {exc}")
+                continue
+            if np.isfinite(fit.bse_fe[0]):
+                fits.append(fit)
+                if fit.converged:
+                    break
+    if not fits:
+        out.update(model="mixedlm", note=f"the mixed model failed: {'; '.join(errors) or 'non-finite standard error'}")
+        return out
+    good = [f for f in fits if f.converged] or fits
+    fit = max(good, key=lambda f: f.llf)
+    est, se = float(fit.fe_params[0]), float(fit.bse_fe[0])
+    out.update(estimate=est, se=se, ci_low=est - z * se, ci_high=est + z * se,
+               p=float(2 * sps.norm.sf(abs(est / se))) if se > 0 else np.nan, converged=bool(fit.converged),
+               model="mixedlm on means")
+    out[f"var_{fitted[0]}"] = float(np.asarray(fit.cov_re)[0, 0])
+    for i, k in enumerate(middle):
+        out[f"var_{k}"] = float(fit.vcomp[i])
+    out[f"var_{inner}"] = max(0.0, float(fit.scale) - within / n_h)
+    if not fit.converged:
+        out["note"] = f"no optimiser ({', '.join(FIT_METHODS)}) converged: treat with care"
+    return out
+
+
+def hierarchical_assumptions(levels: str, n_datasets: int) -> str:
+    """What a fitted hierarchical model assumes, in one line."""
+    txt = (f"differences additive and normal; independent normal random intercepts for {levels}; fitted on "
+           f"group means (equal weight per group); Wald z interval and p with several datasets")
+    if n_datasets < 2:
+        return txt + "; one dataset, so the estimate speaks for its cells only"
+    if n_datasets < 5:
+        return txt + f"; only {n_datasets} datasets, so the dataset variance and the interval are rough"
+    return txt
+
+
+def hierarchical_tests(pairing: Pairing, metrics, baseline: str, alpha: float = 0.05) -> pd.DataFrame:
+    """Does each variant beat the baseline across the sweep? One mixed model per (variant, baseline ratio, metric)
+    on all its paired differences (method − baseline): :func:`nested_mixed_model` with random intercepts for
+    dataset, cell within dataset and seed within cell (levels that cannot be identified are dropped and the
+    ``levels`` column says what was fitted). ``p_holm``: Holm over the variants of one metric. Columns:
+    ``HIERARCHICAL_COLUMNS``."""
+    comps, pairs = pairing.comparisons, pairing.pairs
+    if comps.empty or pairs.empty:
+        return pd.DataFrame(columns=list(HIERARCHICAL_COLUMNS))
+    vkeys = ["generator", "synthetic_ratio", "baseline_ratio"]
+    comp_var = comps.groupby(vkeys, sort=False).ngroup().to_numpy()
+    variants = comps.drop_duplicates(vkeys)[vkeys].reset_index(drop=True)
+    comp_ds = pd.factorize(comps["dataset"])[0]
+    cid = pairs["comp_id"].to_numpy(np.int64)
+    pv, pds = comp_var[cid], comp_ds[cid]
+    unit = pd.factorize(pd.Series(cid).astype(str) + "|" + pairs["seed"].astype(str).to_numpy())[0]
+    rows = []
+    for metric in metrics:
+        hib = higher_is_better(metric)
+        d = pairs[f"{metric}_m"].to_numpy(float) - pairs[f"{metric}_b"].to_numpy(float)
+        ok = np.isfinite(d)
+        for v, (gen, ratio, bratio) in enumerate(variants.itertuples(index=False, name=None)):
+            sel = ok & (pv == v)
+            res = nested_mixed_model(d[sel], {"dataset": pds[sel], "cell": cid[sel], "seed": unit[sel]}, alpha)
+            n_ds = len(np.unique(pds[sel]))
+            rows.append({"metric": metric, "higher_is_better": hib, "generator": gen, "synthetic_ratio": ratio,
+                         "variant": variant_label(gen, ratio), "baseline": baseline, "baseline_ratio": bratio,
+                         "n_datasets": n_ds, "n_cells": len(np.unique(cid[sel])), "n_units": len(np.unique(unit[sel])),
+                         "assumes": hierarchical_assumptions(res["levels"], n_ds) if res["model"].endswith(
+                             "means") else ("one-sample t-test: differences independent and normal"
+                                            if res["model"] == "t-test" else ""), **res})
+    out = pd.DataFrame(rows)
+    out["p_holm"] = np.nan
+    for metric in metrics:
+        m = (out["metric"] == metric).to_numpy()
+        out.loc[m, "p_holm"] = correct_pvalues(out.loc[m, "p"], "holm", alpha)
+    signed = np.where(out["higher_is_better"], out["estimate"], -out["estimate"])
+    out["verdict"] = np.where(~(out["p_holm"] < alpha), "n.s.", np.where(signed > 0, "better", "worse"))
+    for col in HIERARCHICAL_COLUMNS:
+        if col not in out.columns:
+            out[col] = np.nan
+    return sort_frame(out[list(HIERARCHICAL_COLUMNS)], baseline)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -744,10 +1184,17 @@ def complete_blocks(matrix: pd.DataFrame) -> tuple[pd.DataFrame, list, list]:
 
 
 def rank_analysis(df: pd.DataFrame, metric: str, baseline: str, alpha: float = 0.05) -> dict:
-    """Rank variants across blocks (cells) on the seed-mean of ``metric``; Friedman, Iman–Davenport, Nemenyi, Holm.
+    """Rank variants across independent blocks (datasets) on ``metric``; Friedman, Iman–Davenport, Nemenyi, Holm.
 
-    The control for Holm is the baseline variant (the best-ranked one when the baseline has several ratios).
-    Returns {"summary": dict, "ranks": DataFrame, "cliques": list, "dropped_variants", "dropped_blocks"}.
+    A variant's value in a cell is its mean over seeds. Cells of one dataset share its test set, seeds, rarity
+    subsamples and generator banks, so they are not independent blocks: the complete cell × variant matrix
+    (:func:`complete_blocks`) is averaged over each dataset's cells and the datasets are the blocks. With fewer
+    than ``MIN_RANK_BLOCKS`` datasets no test is made (no p-value, no critical difference): the average ranks are
+    still returned, descriptively, over datasets (``avg_rank``) and over cells (``avg_rank_cells``, which treats
+    dependent cells as blocks and is therefore never tested). The control for Holm is the baseline variant (the
+    best-ranked one when the baseline has several ratios).
+    Returns {"summary": dict, "ranks": DataFrame, "cliques": list, "dropped_variants", "dropped_blocks",
+    "avg_ranks" (when there are ranks), "tested": bool}.
     """
     hib = higher_is_better(metric)
     means = df.groupby(list(CELL) + list(VARIANT), sort=False)[metric].mean().reset_index()
@@ -756,29 +1203,52 @@ def rank_analysis(df: pd.DataFrame, metric: str, baseline: str, alpha: float = 0
     order = sort_frame(means.drop_duplicates("variant")[["generator", "synthetic_ratio", "variant"]], baseline)
     mat = means.pivot(index="block", columns="variant", values=metric)
     mat = mat[[v for v in order["variant"] if v in mat.columns]]
+    block_dataset = means.drop_duplicates("block").set_index("block")["dataset"]
     full, dcols, drows = complete_blocks(mat)
-    summary = {"metric": metric, "higher_is_better": hib, "n_blocks_total": mat.shape[0],
-               "n_variants_total": mat.shape[1], "dropped_variants": ", ".join(map(str, dcols)),
-               "n_dropped_blocks": len(drows)}
+    by_ds = full.groupby(block_dataset.reindex(full.index).to_numpy(), sort=False).mean() if len(full) else full
+    n_ds_total = int(block_dataset.nunique())
+    summary = {"metric": metric, "higher_is_better": hib, "block": "dataset", "n_blocks": int(by_ds.shape[0]),
+               "n_cells": int(full.shape[0]), "k": int(full.shape[1]), "n_datasets_total": n_ds_total,
+               "n_cells_total": int(mat.shape[0]), "n_variants_total": int(mat.shape[1]),
+               "dropped_variants": ", ".join(map(str, dcols)), "n_dropped_cells": len(drows), "tested": False}
+    for key in ("chi2", "p_chi2", "chi2_uncorrected", "F", "df1", "df2", "p_F", "F_uncorrected", "p_F_uncorrected",
+                "q_alpha", "cd"):
+        summary[key] = np.nan
+    summary.update(control="", alpha=alpha, note="")
     result = {"summary": summary, "ranks": pd.DataFrame(), "cliques": [], "dropped_variants": dcols,
-              "dropped_blocks": drows}
-    if full.shape[0] < 2 or full.shape[1] < 2:
-        summary.update(note="fewer than 2 complete blocks or 2 variants: no rank test")
+              "dropped_blocks": drows, "tested": False}
+    if full.shape[0] < 1 or full.shape[1] < 2:
+        summary["note"] = "fewer than 2 variants with complete values: no ranks"
         return result
-    fr = friedman(full.to_numpy(), hib, alpha)
-    avg = pd.Series(fr.pop("avg_ranks"), index=full.columns)
+    avg = pd.Series(rank_matrix(by_ds.to_numpy(), hib).mean(axis=0), index=full.columns)
+    avg_cells = pd.Series(rank_matrix(full.to_numpy(), hib).mean(axis=0), index=full.columns)
     bvars = [v for v in full.columns if order.set_index("variant").loc[v, "generator"] == baseline]
     control = min(bvars, key=lambda v: avg[v]) if bvars else avg.idxmin()
-    holm = holm_vs_control(avg, control, fr["n_blocks"], alpha).set_index("variant")
     ranks = pd.DataFrame({"metric": metric, "variant": avg.index, "avg_rank": avg.to_numpy(),
-                          "mean_value": full.mean(axis=0).to_numpy()})
+                          "avg_rank_cells": avg_cells.to_numpy(), "mean_value": full.mean(axis=0).to_numpy()})
     ranks["is_control"] = ranks["variant"] == control
-    for col in ("z_vs_control", "p_vs_control", "p_holm", "significant_vs_control"):
-        ranks[col] = ranks["variant"].map(holm[col])
-    ranks["nemenyi_diff_vs_control"] = (ranks["avg_rank"] - avg[control]).abs() >= fr["cd"]
+    tested = by_ds.shape[0] >= MIN_RANK_BLOCKS
+    if tested:
+        fr = friedman(by_ds.to_numpy(), hib, alpha)
+        fr.pop("avg_ranks")
+        holm = holm_vs_control(avg, control, fr["n_blocks"], alpha).set_index("variant")
+        for col in ("z_vs_control", "p_vs_control", "p_holm", "significant_vs_control"):
+            ranks[col] = ranks["variant"].map(holm[col])
+        ranks["nemenyi_diff_vs_control"] = (ranks["avg_rank"] - avg[control]).abs() >= fr["cd"]
+        summary.update({k: v for k, v in fr.items() if k != "n_blocks"}, tested=True)
+        cliques = nemenyi_cliques(avg, fr["cd"])
+    else:
+        for col in ("z_vs_control", "p_vs_control", "p_holm"):
+            ranks[col] = np.nan
+        ranks["significant_vs_control"] = None
+        ranks["nemenyi_diff_vs_control"] = None
+        summary["note"] = (f"{by_ds.shape[0]} independent block(s) (datasets): a rank test needs at least "
+                           f"{MIN_RANK_BLOCKS}, so none was made; average ranks are descriptive")
+        cliques = []
     ranks = ranks.sort_values("avg_rank", kind="stable").reset_index(drop=True)
-    summary.update({k: v for k, v in fr.items()}, control=control, alpha=alpha, note="")
-    result.update(ranks=ranks, cliques=nemenyi_cliques(avg, fr["cd"]), avg_ranks=avg)
+    summary.update(control=control, k=int(full.shape[1]))
+    result.update(ranks=ranks, cliques=cliques, avg_ranks=avg, tested=tested)
+    result["summary"]["tested"] = tested
     return result
 
 
@@ -787,42 +1257,54 @@ def rank_analysis(df: pd.DataFrame, metric: str, baseline: str, alpha: float = 0
 # ----------------------------------------------------------------------------------------------------------------
 
 def dose_response_data(df: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, str]:
-    """Rows of methods with ≥ 2 distinct ratios, centred by cell and averaged per (dataset, unit, method, ratio).
+    """Model data: per (dataset, unit, method, ratio label) the within-cell-centred metric and log2 effective ratio.
 
-    Centring removes fixed cell effects (rare count, backbone, image size); averaging over cells leaves one value
-    per seed, which keeps the mixed model small. x = log2(ratio) when every ratio is positive, else the ratio.
+    x is log2 of the effective ratio each job trained with (``effective_ratio``: a ``balance`` job at rare count 10
+    sits where its ≈ 40 added images per real rare image put it, not at a nominal ratio). Records with effective
+    ratio 0 (methods that add nothing: none, class_weight, …) or unknown are left out; a method enters when it has at
+    least two ratio labels left. Inside each (cell, method) both y and x are centred on their means, which removes
+    every fixed cell × method effect (rare count, backbone, the method's level); the centred values are then averaged
+    over the dataset's cells per (unit, method, ratio label), leaving one point per seed, which keeps the model
+    small (averaging is exact for a slope common to the cells).
     """
-    nrat = df.groupby("generator")["synthetic_ratio"].nunique()
-    d = df[df["generator"].isin(nrat.index[nrat >= 2]) & df[metric].notna()]
+    cols = ["dataset", "unit", "generator", "synthetic_ratio", "effective_ratio", "y", "x", "seed_in_dataset"]
+    d = df[df[metric].notna() & (df["effective_ratio"] > 0)]
+    nrat = d.groupby("generator")["synthetic_ratio"].nunique()
+    d = d[d["generator"].isin(nrat.index[nrat >= 2])]
     if d.empty:
-        return pd.DataFrame(columns=["dataset", "unit", "generator", "synthetic_ratio", "y", "x",
-                                     "seed_in_dataset"]), "none"
-    d = d.assign(unit=[unit_label(s, f) for s, f in zip(d["seed"], d["fold"])])
-    d = d.assign(y=d[metric] - d.groupby(list(CELL))[metric].transform("mean"))
-    agg = d.groupby(["dataset", "unit", "generator", "synthetic_ratio"], sort=False)["y"].mean().reset_index()
-    scale = "log2" if (agg["synthetic_ratio"] > 0).all() else "linear"
-    agg["x"] = np.log2(agg["synthetic_ratio"]) if scale == "log2" else agg["synthetic_ratio"]
+        return pd.DataFrame(columns=cols), "log2"
+    keys = [*CELL, "generator"]
+    d = d.assign(x=np.log2(d["effective_ratio"].to_numpy(float)))
+    g = d.groupby(keys, sort=False)
+    d = d[(g["synthetic_ratio"].transform("nunique") >= 2).to_numpy()]
+    if d.empty:
+        return pd.DataFrame(columns=cols), "log2"
+    g = d.groupby(keys, sort=False)
+    d = d.assign(y=d[metric] - g[metric].transform("mean"), x=d["x"] - g["x"].transform("mean"),
+                 unit=[unit_label(s, f) for s, f in zip(d["seed"], d["fold"])])
+    agg = d.groupby(["dataset", "unit", "generator", "synthetic_ratio"], sort=False).agg(
+        effective_ratio=("effective_ratio", "mean"), y=("y", "mean"), x=("x", "mean")).reset_index()
     agg["seed_in_dataset"] = agg["dataset"].astype(str) + "|" + agg["unit"].astype(str)
-    return agg, scale
+    return agg[cols], "log2"
 
 
 def dose_response(df: pd.DataFrame, metric: str, alpha: float = 0.05) -> dict:
-    """Slope of ``metric`` on the synthetic ratio for each method (per doubling on the log2 scale).
+    """Slope of ``metric`` per doubling of the effective ratio, for each method with at least two ratio forms.
 
-    Model (statsmodels MixedLM, REML) on the cell-centred seed means of :func:`dose_response_data`:
+    Model (statsmodels MixedLM, REML) on the within-cell-centred seed means of :func:`dose_response_data`:
     y ~ 0 + C(method) + C(method):x with a random intercept for each seed within each dataset (groups =
-    dataset × seed; the dataset's own intercept is already removed by the centring). If it raises or does not
-    converge: OLS with cluster-robust (dataset × seed) standard errors (ordinary ones with fewer than
-    ``MIN_CLUSTERS`` clusters), and a warning. Returns {"coef": DataFrame, "model", "warning", "scale"}.
+    dataset × seed). If it raises or does not converge: OLS with cluster-robust (dataset × seed) standard errors
+    (ordinary ones with fewer than ``MIN_CLUSTERS`` clusters), and a warning. Returns {"coef": DataFrame, "model",
+    "warning", "scale", "data"}.
     """
     import statsmodels.formula.api as smf
 
     data, scale = dose_response_data(df, metric)
     cols = ["metric", "generator", "slope", "se", "ci_low", "ci_high", "p", "p_holm", "n_obs", "n_ratios",
-            "model", "scale"]
-    if data.empty or data["generator"].nunique() < 1 or data["x"].nunique() < 2:
+            "ratios", "model", "scale"]
+    if data.empty or data["x"].nunique() < 2:
         return {"coef": pd.DataFrame(columns=cols), "model": "none", "scale": scale,
-                "warning": "no method with at least two synthetic ratios: no dose-response model", "data": data}
+                "warning": "", "data": data}
     formula = "y ~ 0 + C(generator) + C(generator):x" if data["generator"].nunique() > 1 else "y ~ 1 + x"
     warning, model, fit = "", "mixedlm", None
     try:
@@ -854,50 +1336,74 @@ def dose_response(df: pd.DataFrame, metric: str, alpha: float = 0.05) -> dict:
     for g in gens:
         name = f"C(generator)[{g}]:x" if len(gens) > 1 else "x"
         sub = data[data["generator"] == g]
+        labels = sorted(sub["synthetic_ratio"].unique(), key=ratio_sort_key)
         rows.append({"metric": metric, "generator": g, "slope": params[name], "se": bse[name],
                      "ci_low": params[name] - z * bse[name], "ci_high": params[name] + z * bse[name],
-                     "p": pvals[name], "n_obs": len(sub), "n_ratios": sub["synthetic_ratio"].nunique(),
+                     "p": pvals[name], "n_obs": len(sub), "n_ratios": len(labels), "ratios": ", ".join(labels),
                      "model": model, "scale": scale})
     coef = pd.DataFrame(rows, columns=[c for c in cols if c != "p_holm"])
     coef.insert(7, "p_holm", correct_pvalues(coef["p"], "holm", alpha))
     return {"coef": coef[cols], "model": model, "scale": scale, "warning": warning, "data": data}
 
 
-def dose_curves(df: pd.DataFrame, metric: str, alpha: float = 0.05) -> pd.DataFrame:
-    """Plot data: per (dataset, method, ratio) the mean of ``metric`` over seed-level means, with a t-based CI.
+def dose_curves(df: pd.DataFrame, metric: str, alpha: float = 0.05, n_boot: int = N_BOOT,
+                seed: int = 0) -> pd.DataFrame:
+    """Plot data: per (dataset, variant) the mean of ``metric`` over seed-level means, with its interval
+    (:func:`mean_intervals`), and the variant's effective ratio on the dataset (the geometric mean over its jobs
+    when positive; 0 for variants that add nothing, which the plot draws as horizontal reference lines).
 
-    Seed-level means average over the dataset's cells (rare counts, backbones); the CI is across seeds.
+    Seed-level means average over the dataset's cells (rare counts, backbones); the interval is across seeds.
     """
-    d = df[df[metric].notna()].assign(unit=lambda t: [unit_label(s, f) for s, f in zip(t["seed"], t["fold"])])
-    per = d.groupby(["dataset", "generator", "synthetic_ratio", "unit"], sort=False)[metric].mean()
-    g = per.groupby(level=[0, 1, 2], sort=False)
+    cols = ["metric", "dataset", "generator", "synthetic_ratio", "variant", "effective_ratio", "mean", "sd", "n",
+            "ci_low", "ci_high", "ci_method"]
+    d = df[df[metric].notna()]
+    if d.empty:
+        return pd.DataFrame(columns=cols)
+    d = d.assign(unit=[unit_label(s, f) for s, f in zip(d["seed"], d["fold"])],
+                 _logeff=np.log2(d["effective_ratio"].where(d["effective_ratio"] > 0)))
+    keys = ["dataset", "generator", "synthetic_ratio"]
+    per = d.groupby([*keys, "unit"], sort=False)[metric].mean().reset_index()
+    codes = per.groupby(keys, sort=False).ngroup().to_numpy()
+    g = per.groupby(keys, sort=False)[metric]
     out = pd.DataFrame({"mean": g.mean(), "sd": g.std(), "n": g.size()}).reset_index()
-    out["ci_low"], out["ci_high"] = t_ci(out["mean"], out["sd"], out["n"], 1 - alpha)
+    lo, hi, how = mean_intervals(codes, per[metric].to_numpy(), len(out), metric, 1 - alpha, n_boot, seed)
+    out["ci_low"], out["ci_high"], out["ci_method"] = lo, hi, how
+    eff = d.groupby(keys, sort=False).agg(_mean=("effective_ratio", "mean"), _log=("_logeff", "mean"))
+    eff = eff.reindex(pd.MultiIndex.from_frame(out[keys]))
+    out["effective_ratio"] = np.where(eff["_mean"].to_numpy() > 0, np.exp2(eff["_log"].to_numpy()),
+                                      eff["_mean"].to_numpy())
+    out["variant"] = [variant_label(a, b) for a, b in zip(out["generator"], out["synthetic_ratio"])]
     out.insert(0, "metric", metric)
-    return out
+    return out[cols]
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Leaderboard and audit table
 # ----------------------------------------------------------------------------------------------------------------
 
-def leaderboard(df: pd.DataFrame, metrics, tests: pd.DataFrame, baseline: str, alpha: float = 0.05) -> pd.DataFrame:
-    """One row per (cell, variant): runs, compute hours and, per metric, n, mean, std, 95 % CI, rank in the cell,
-    adjusted p and verdict vs the baseline (``baseline`` on the baseline's rows; with several baseline ratios the
-    largest adjusted p is shown and a verdict needs every comparison to agree)."""
+def leaderboard(df: pd.DataFrame, metrics, tests: pd.DataFrame, baseline: str, alpha: float = 0.05,
+                n_boot: int = N_BOOT, seed: int = 0) -> pd.DataFrame:
+    """One row per (cell, variant): runs, mean effective ratio, compute hours and, per metric, n, mean, std, 95 %
+    interval of the mean (percentile bootstrap over seeds for metrics bounded to [0, 1], so inside the range by
+    construction; t-interval for others), whether that interval rests on at least ``MIN_SEEDS_CI`` seeds, rank in
+    the cell, adjusted p and verdict vs the baseline (``baseline`` on the baseline's rows; with several baseline
+    ratios the largest adjusted p is shown and a verdict needs every comparison to agree)."""
     keys = list(CELL) + list(VARIANT)
     g = df.groupby(keys, sort=False)
-    out = g.agg(n_runs=("seed", "size"), compute_hours=("compute_hours", lambda s: s.sum(min_count=1)))
+    out = g.agg(n_runs=("seed", "size"), effective_ratio=("effective_ratio", "mean"),
+                compute_hours=("compute_hours", lambda s: s.sum(min_count=1)))
     out = out.reset_index()
     out.insert(len(keys), "variant", [variant_label(a, b) for a, b in zip(out["generator"], out["synthetic_ratio"])])
+    codes = g.ngroup().to_numpy()
     for m in metrics:
         hib = higher_is_better(m)
         stat = g[m].agg(["count", "mean", "std"]).reset_index(drop=True)
         out[f"{m}_n"] = stat["count"].to_numpy()
         out[f"{m}_mean"] = stat["mean"].to_numpy()
         out[f"{m}_std"] = stat["std"].to_numpy()
-        lo, hi = t_ci(stat["mean"], stat["std"], stat["count"], 1 - alpha)
+        lo, hi, _ = mean_intervals(codes, df[m].to_numpy(float), len(out), m, 1 - alpha, n_boot, seed)
         out[f"{m}_ci_low"], out[f"{m}_ci_high"] = lo, hi
+        out[f"{m}_ci_reliable"] = stat["count"].to_numpy() >= MIN_SEEDS_CI
         out[f"{m}_rank"] = out.groupby(list(CELL), sort=False)[f"{m}_mean"].rank(ascending=not hib, method="min")
         t = tests[tests["metric"] == m]
         if len(t):
@@ -912,6 +1418,32 @@ def leaderboard(df: pd.DataFrame, metrics, tests: pd.DataFrame, baseline: str, a
         out.loc[out["generator"] == baseline, f"{m}_vs_baseline"] = "baseline"
         out[f"{m}_vs_baseline"] = out[f"{m}_vs_baseline"].fillna("no baseline")
     return sort_frame(out, baseline)
+
+
+def gap_closed(tests: pd.DataFrame, upper: str = UPPER_BOUND) -> pd.DataFrame:
+    """How much of the real-data gain each method recovers, per cell and metric: gain = mean paired difference of
+    the method vs the baseline; upper_gain = the same for ``upper`` (``real_extra``) at the same ratio form in the
+    same cell; gap_closed = gain / upper_gain (1 = as good as adding the same number of real images, 0 = no gain).
+    Undefined (NaN, with a note) when the upper bound has no gain (upper_gain ≤ 0) or is not in the cell."""
+    t = tests[tests["n_pairs"] >= 2]
+    if t.empty or upper not in set(t["generator"]):
+        return pd.DataFrame(columns=list(GAP_COLUMNS))
+    keys = ["metric", *CELL, "synthetic_ratio"]
+    up = t[t["generator"] == upper][[*keys, "variant", "mean_diff", "verdict"]].rename(
+        columns={"variant": "upper_variant", "mean_diff": "upper_gain", "verdict": "upper_verdict"})
+    m = t[t["generator"] != upper].merge(up, on=keys, how="inner")
+    if m.empty:
+        return pd.DataFrame(columns=list(GAP_COLUMNS))
+    sign = np.where(m["higher_is_better"].astype(bool), 1.0, -1.0)
+    gain, upper_gain = m["mean_diff"].to_numpy(float) * sign, m["upper_gain"].to_numpy(float) * sign
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.where(upper_gain > 0, gain / upper_gain, np.nan)
+    out = m.assign(gain=gain, upper_gain=upper_gain, gain_ci_low=m["ci_boot_low"], gain_ci_high=m["ci_boot_high"],
+                   gap_closed=frac,
+                   note=np.where(upper_gain > 0, np.where(m["upper_verdict"] == "better", "",
+                                                          f"{upper} gain not significant: fraction is noisy"),
+                                 f"{upper} has no gain here: fraction undefined"))
+    return out[list(GAP_COLUMNS)].reset_index(drop=True)
 
 
 def audit_table(df: pd.DataFrame, baseline: str) -> pd.DataFrame:
@@ -952,20 +1484,64 @@ class Analysis:
     dose_curves: pd.DataFrame
     audit: pd.DataFrame
     warnings: list = field(default_factory=list)
+    hierarchical: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(HIERARCHICAL_COLUMNS)))
+    gap: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(GAP_COLUMNS)))
+
+
+def _default_metrics_present(records: pd.DataFrame, metrics) -> tuple[list, list]:
+    """With the default metrics, leave out those the records lack (records written before the harness computed
+    them) rather than refuse the table; returns (metrics to use, left out). Explicit metrics are never dropped."""
+    names = [metrics] if isinstance(metrics, str) else list(metrics)
+    if tuple(m.strip() for m in names) != DEFAULT_METRICS or not isinstance(records, pd.DataFrame):
+        return names, []
+    present = [m for m in DEFAULT_METRICS if m in records.columns and pd.to_numeric(
+        records[m], errors="coerce").notna().any()]
+    return (present, [m for m in DEFAULT_METRICS if m not in present]) if present else (names, [])
+
+
+def power_summary(tests: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """Per metric: the family sizes of its comparisons, the corrected threshold the smallest p must pass (α/m),
+    the fewest non-zero pairs at which an exact two-sided Wilcoxon test can pass it, the pairs the comparisons
+    have, and how many of them cannot reach significance."""
+    cols = ["metric", "family_size", "alpha_family", "min_pairs_wilcoxon", "median_pairs", "max_pairs",
+            "n_comparisons", "n_cannot_reach"]
+    t = tests[tests["n_pairs"] >= 2]
+    if t.empty:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for m, sub in t.groupby("metric", sort=False):
+        fam = int(sub["family_size"].max())
+        rows.append({"metric": m, "family_size": fam, "alpha_family": alpha / fam if fam else np.nan,
+                     "min_pairs_wilcoxon": wilcoxon_min_pairs(alpha / fam) if fam else np.nan,
+                     "median_pairs": float(sub["n_pairs"].median()), "max_pairs": int(sub["n_pairs"].max()),
+                     "n_comparisons": len(sub),
+                     "n_cannot_reach": int((~sub["wilcoxon_can_reach_alpha"].astype(bool)).sum())})
+    return pd.DataFrame(rows, columns=cols)
 
 
 def analyse(records: pd.DataFrame, metrics=DEFAULT_METRICS, baseline: str = "none", correction: str = "holm",
             alpha: float = 0.05, family: str = "metric", zero_method: str = "zsplit", test: str = "t",
             n_boot: int = N_BOOT, seed: int = 0, source: str = "the records table") -> Analysis:
-    """Validate the records and compute every statistic: paired tests, leaderboard, ranks, dose-response, audit."""
+    """Validate the records and compute every statistic: paired tests, the hierarchical model across the sweep,
+    leaderboard, ranks, dose-response, audit."""
+    metrics, left_out = _default_metrics_present(records, metrics)
     df, metrics, duplicates = prepare_records(records, metrics, baseline, source)
     nan_rows = nan_metric_rows(df, metrics)
     tests, pairing = paired_tests(df, metrics, baseline, None, correction, alpha, family, zero_method, test,
                                   n_boot, seed)
     mismatch = pairing.seed_mismatch.drop(columns="comp_id") if len(pairing.seed_mismatch) else \
         pairing.seed_mismatch
-    board = leaderboard(df, metrics, tests, baseline, alpha)
+    board = leaderboard(df, metrics, tests, baseline, alpha, n_boot, seed)
+    gap = gap_closed(tests)
+    if len(gap):  # the leaderboard shows, per method, the fraction of the real-data gain it recovers
+        for m in metrics:
+            g = gap[gap["metric"] == m][[*CELL, *VARIANT, "gap_closed"]].rename(columns={"gap_closed": f"{m}_gap_closed"})
+            board = board.merge(g, on=[*CELL, *VARIANT], how="left")
+    hier = hierarchical_tests(pairing, metrics, baseline, alpha)
     fr_rows, rank_frames, rank_results, dose_frames, curve_frames, notes = [], [], {}, [], [], []
+    if left_out:
+        notes.append(f"default metric(s) {', '.join(left_out)} not in {source} (records written before the harness "
+                     f"computed them): left out; re-run the jobs to get them")
     for m in metrics:
         rr = rank_analysis(df, m, baseline, alpha)
         rank_results[m] = rr
@@ -975,7 +1551,7 @@ def analyse(records: pd.DataFrame, metrics=DEFAULT_METRICS, baseline: str = "non
         dose_frames.append(dr["coef"])
         if dr["warning"]:
             notes.append(dr["warning"])
-        curve_frames.append(dose_curves(df, m, alpha))
+        curve_frames.append(dose_curves(df, m, alpha, n_boot, seed))
     fr = pd.DataFrame(fr_rows)
     ranks = pd.concat([r for r in rank_frames if len(r)], ignore_index=True) if any(len(r) for r in rank_frames) \
         else pd.DataFrame()
@@ -988,6 +1564,11 @@ def analyse(records: pd.DataFrame, metrics=DEFAULT_METRICS, baseline: str = "non
         n_rec = nan_rows.drop(columns="metric").drop_duplicates().shape[0]
         notes.append(f"{len(nan_rows)} NaN metric value(s) in {n_rec} record(s) excluded from the statistics "
                      f"(stats/nan_metrics.csv)")
+    unknown_eff = df["effective_ratio"].isna()
+    if unknown_eff.any():
+        labels = sorted(df.loc[unknown_eff, "synthetic_ratio"].unique(), key=ratio_sort_key)
+        notes.append(f"{int(unknown_eff.sum())} record(s) (ratio {', '.join(labels)}) have no effective ratio (no "
+                     f"effective_ratio, n_train_synthetic or n_rare_train column): left out of the dose-response")
     if len(pairing.missing_baseline):
         cells = pairing.missing_baseline[list(CELL)].drop_duplicates().shape[0]
         notes.append(f"{len(pairing.missing_baseline)} variant(s) in {cells} cell(s) have no {baseline!r} run to "
@@ -999,15 +1580,23 @@ def analyse(records: pd.DataFrame, metrics=DEFAULT_METRICS, baseline: str = "non
     unreachable = first[(first["n_pairs"] >= 2) & ~first["wilcoxon_can_reach_alpha"].astype(bool)]
     if len(unreachable):
         ns = sorted(set(unreachable["wilcoxon_n_nonzero"]))
-        notes.append(f"the Wilcoxon test cannot reach p<{alpha:g} in {len(unreachable)} comparison(s) of "
-                     f"{metrics[0]} (non-zero pairs: {', '.join(map(str, ns))}; a two-sided exact test needs at "
-                     f"least 6): add seeds")
+        fam = int(unreachable["family_size"].max())
+        need = wilcoxon_min_pairs(alpha / fam)
+        notes.append(f"the Wilcoxon test cannot reach p<{alpha:g} after {correction} correction in "
+                     f"{len(unreachable)} of {int((first['n_pairs'] >= 2).sum())} comparison(s) of {metrics[0]} "
+                     f"(non-zero pairs: {', '.join(map(str, ns))}; with {fam} tests in the family the smallest p "
+                     f"must be below {alpha / fam:.3g}, which an exact two-sided test reaches only with at least "
+                     f"{need} non-zero pairs): add seeds, or rely on the paired t-test")
     few = first[first["n_pairs"] < 2]
     if len(few):
         notes.append(f"{len(few)} comparison(s) of {metrics[0]} have fewer than 2 pairs: no test")
+    failed = hier[hier["note"].astype(str).str.startswith("the mixed model failed")] if len(hier) else hier
+    if len(failed):
+        notes.append(f"the hierarchical model failed for {len(failed)} variant × metric fit(s) (stats/"
+                     f"hierarchical.csv, column note)")
     options = {"correction": correction, "alpha": alpha, "family": family, "zero_method": zero_method,
                "test": test, "n_boot": n_boot, "bootstrap_seed": seed, "power": POWER}
     notes = list(dict.fromkeys(notes))
     return Analysis(df, metrics, baseline, options, tests, pairing.missing_baseline, mismatch, nan_rows, duplicates,
                     board, fr, ranks, rank_results, dose, pd.concat(curve_frames, ignore_index=True),
-                    audit_table(df, baseline), notes)
+                    audit_table(df, baseline), notes, hier, gap)

@@ -4,6 +4,7 @@ busy CPU made the same training step 5-20x slower in our measurements, see docs/
 import os
 
 THREADS_ENV = "GENMED_TORCH_THREADS"
+JOBS_PER_DEVICE_ENV = "GENMED_JOBS_PER_DEVICE"  # set in each jobs_per_device worker (benchmark.batch): K
 
 
 def cpu_count() -> int:
@@ -15,6 +16,13 @@ def cpu_count() -> int:
 
 def threads_per_worker(workers: int) -> int:
     return max(1, cpu_count() // max(1, workers))
+
+
+def threads_per_share(workers: int) -> int:
+    """Torch threads of each of `workers` processes sharing one SLURM task (``jobs_per_device``): the task's CPUs
+    ($SLURM_CPUS_PER_TASK, else the cores this process may use) divided among them, at least 1."""
+    total = int(os.environ.get("SLURM_CPUS_PER_TASK") or cpu_count())
+    return max(1, total // max(1, workers))
 
 
 def apply_thread_limit() -> int:

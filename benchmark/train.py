@@ -13,15 +13,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from benchmark import tracking
 from benchmark.data.augment import augment, normalize, to_float
-from benchmark.metrics import classification_metrics
+from benchmark.generators.imbalance import build_batch_transform, build_criterion
+from benchmark.metrics import choose_threshold, classification_metrics, threshold_metrics
 
 
 class TensorPairs(Dataset):
-    """In-memory (uint8 images, int64 labels); `__getitems__` fetches a whole batch with one indexing op."""
+    """In-memory (uint8 images, int64 labels); `__getitems__` fetches a whole batch with one indexing op. With a
+    `device` (a CUDA one: ``data_device``) both live there for the whole job: no host-to-device copy per batch."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray):
-        self.images = torch.from_numpy(np.ascontiguousarray(images))
-        self.labels = torch.from_numpy(np.ascontiguousarray(labels)).long()
+    def __init__(self, images: np.ndarray, labels: np.ndarray, device=None):
+        self.images = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+        self.labels = torch.from_numpy(np.ascontiguousarray(labels)).long().to(device)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -32,6 +34,9 @@ class TensorPairs(Dataset):
     def __getitems__(self, indices):
         index = torch.as_tensor(indices)
         return self.images[index], self.labels[index]
+
+
+MIX_SEED_OFFSET = 1 << 32  # the batch-transform generator's seed: init seed + offset + rank (its own stream)
 
 
 def keep_batch(batch):
@@ -63,13 +68,17 @@ def predict(model, loader, accelerator) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def train_classifier(training_set, bundle, rare_class: int, backbone, training: dict, init_seed: int,
-                     run_dir: Path | None = None, progress: bool = False, state_dir: Path | None = None) -> dict:
+                     run_dir: Path | None = None, progress: bool = False, state_dir: Path | None = None,
+                     checkpoint_every_s: float = 0.0) -> dict:
     """Train `backbone` on `training_set`, select the epoch with the best val AUROC, evaluate it on test.
 
-    Returns metrics (val at the selected epoch, test), the per-epoch history and timings. Writes the selected
+    Returns metrics (val at the selected epoch, test; both with the threshold metrics at the threshold chosen on
+    that val split), the per-epoch history and timings. Writes the selected
     weights to ``run_dir/model.safetensors`` when ``training["save_checkpoint"]``. With `state_dir`, the full
     training state (``accelerator.save_state`` plus the selection state and the data-order and augmentation
-    generators) is saved after every epoch, and a run that finds a saved state resumes from it: a resumed run
+    generators) is saved after an epoch (every epoch with ``checkpoint_every_s`` 0, else when that many seconds
+    passed since the last save, or a save was requested: ``Checkpointing``), and a run that finds a saved state
+    resumes from it: a resumed run
     ends with the same record as an uninterrupted one.
     """
     from benchmark.threads import apply_thread_limit
@@ -78,9 +87,13 @@ def train_classifier(training_set, bundle, rare_class: int, backbone, training: 
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, set_seed
 
+    from accelerate import PartialState
+
+    # bf16 autocast where the device supports it; a requested bf16 trains in fp32 elsewhere (resolve_mixed_precision)
+    mixed_precision, precision_note = resolve_mixed_precision(training["mixed_precision"], PartialState().device)
     # split_batches: batch_size is the global batch, split over the processes (DDP averages their gradients), so a
     # job computes the same thing on 1 or N processes; its key does not depend on how it is run.
-    accelerator = Accelerator(mixed_precision=training["mixed_precision"],
+    accelerator = Accelerator(mixed_precision=mixed_precision,
                               dataloader_config=DataLoaderConfiguration(split_batches=True),
                               **tracking.accelerator_kwargs(training, run_dir))
     tracking.start(accelerator)
@@ -88,11 +101,17 @@ def train_classifier(training_set, bundle, rare_class: int, backbone, training: 
 
     num_classes = bundle.num_classes
     loader_generator = torch.Generator().manual_seed(init_seed)
-    train_loader = DataLoader(TensorPairs(training_set.images, training_set.labels), batch_size=training["batch_size"],
-                              shuffle=True, drop_last=False, generator=loader_generator, collate_fn=keep_batch)
-    eval_loaders = [DataLoader(TensorPairs(bundle.splits[s].images, bundle.splits[s].labels),
+    on = data_device(accelerator.device)
+    train_loader = DataLoader(TensorPairs(training_set.images, training_set.labels, on),
+                              batch_size=training["batch_size"], shuffle=True, drop_last=False,
+                              generator=loader_generator, collate_fn=keep_batch)
+    eval_loaders = [DataLoader(TensorPairs(bundle.splits[s].images, bundle.splits[s].labels, on),
                                batch_size=training["eval_batch_size"], collate_fn=keep_batch) for s in ("val", "test")]
     model = backbone.build(bundle.n_channels, num_classes, bundle.image_size)
+    if accelerator.device.type == "cuda":  # NHWC convolutions (tensor cores) and cuDNN's autotuned algorithms
+        model = model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+        accelerator.register_save_state_pre_hook(_contiguous_weights)  # safetensors refuses NHWC-strided tensors
     optimizer = torch.optim.AdamW(model.parameters(), lr=training["lr"], weight_decay=training["weight_decay"])
     steps_per_epoch = len(train_loader)  # global batches: with split_batches every process takes part in each
     scheduler = warmup_cosine(optimizer, training["warmup_epochs"] * steps_per_epoch,
@@ -100,16 +119,19 @@ def train_classifier(training_set, bundle, rare_class: int, backbone, training: 
     model, optimizer, train_loader, val_loader, test_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, *eval_loaders, scheduler)
 
-    class_weights = training_set.class_weights
-    weight = torch.as_tensor(class_weights, device=accelerator.device) if class_weights is not None else None
-    criterion = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=training["label_smoothing"])
+    # The method chooses the loss and batch transform (benchmark.generators.imbalance); cross-entropy by default.
+    criterion = build_criterion(training_set.loss, training_set.class_weights, training["label_smoothing"],
+                                accelerator.device)
     augment_generator = torch.Generator(device=accelerator.device).manual_seed(init_seed + accelerator.process_index)
+    mix_generator = torch.Generator().manual_seed(init_seed + MIX_SEED_OFFSET + accelerator.process_index)
+    batch_transform = build_batch_transform(training_set.batch_transform, mix_generator)
 
     history, best, best_state = [], None, None
     train_seconds, train_images, start_epoch = 0.0, 0, 0
     if state_dir is not None and (Path(state_dir) / PROGRESS_FILE).is_file():
         start_epoch, history, best, best_state, train_seconds, train_images = load_progress(
-            accelerator, Path(state_dir), loader_generator, augment_generator)
+            accelerator, Path(state_dir), loader_generator, augment_generator, mix_generator)
+    checkpoints = Checkpointing(checkpoint_every_s)
     epochs = range(start_epoch, training["epochs"])
     if progress and accelerator.is_main_process:
         from tqdm.auto import tqdm
@@ -120,8 +142,14 @@ def train_classifier(training_set, bundle, rare_class: int, backbone, training: 
         started, loss_sum, batches = time.perf_counter(), torch.zeros((), device=accelerator.device), 0
         for images, labels in train_loader:
             x = normalize(augment(to_float(images), training["augment"], augment_generator))
-            with accelerator.autocast():
-                loss = criterion(model(x), labels)
+            if batch_transform is None:
+                with accelerator.autocast():
+                    loss = criterion(model(x), labels)
+            else:  # e.g. mixup: mixed images, loss = Σ weight · criterion(logits, targets)
+                x, targets = batch_transform(x, labels)
+                with accelerator.autocast():
+                    logits = model(x)
+                    loss = sum(w * criterion(logits, y) for w, y in targets)
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
@@ -141,19 +169,27 @@ def train_classifier(training_set, bundle, rare_class: int, backbone, training: 
         if best is None or score > best[0]:
             best = (score, epoch + 1, val)
             best_state = copy.deepcopy(accelerator.unwrap_model(model).state_dict())
-        if state_dir is not None:
+        if state_dir is not None and checkpoints.due(accelerator):
+            save_started = time.perf_counter()
             save_progress(accelerator, Path(state_dir), epoch + 1, history, best, best_state, train_seconds,
-                          train_images, loader_generator, augment_generator)
+                          train_images, loader_generator, augment_generator, mix_generator)
+            checkpoints.saved(time.perf_counter() - save_started, Path(state_dir))  # may requeue and exit here
 
+    # Evaluation at the selected epoch: the rare-class threshold is chosen on its validation predictions
+    # (benchmark.metrics.choose_threshold) and applied unchanged to test, beside the arg-max metrics.
     accelerator.unwrap_model(model).load_state_dict(best_state)
+    val_probs, val_targets = predict(model, val_loader, accelerator)
+    threshold = choose_threshold(val_probs, val_targets, rare_class)
+    val = {**best[2], **threshold_metrics(val_probs, val_targets, rare_class, threshold)}
     probs, targets = predict(model, test_loader, accelerator)
-    test = classification_metrics(probs, targets, num_classes, rare_class)
+    test = {**classification_metrics(probs, targets, num_classes, rare_class),
+            **threshold_metrics(probs, targets, rare_class, threshold)}
     if run_dir is not None and training["save_checkpoint"] and accelerator.is_main_process:
         save_weights(best_state, Path(run_dir) / "model.safetensors")
     tracking.finish(accelerator, test, best[1])
     accelerator.wait_for_everyone()
     return {
-        "metrics": {"val": best[2], "test": test},
+        "metrics": {"val": val, "test": test},
         "best_epoch": best[1],
         "history": history,
         "train_seconds": train_seconds,
@@ -161,15 +197,92 @@ def train_classifier(training_set, bundle, rare_class: int, backbone, training: 
         "device": str(accelerator.device),
         "num_processes": accelerator.num_processes,
         "mixed_precision": str(accelerator.mixed_precision),
+        "mixed_precision_note": precision_note,
         "is_main_process": accelerator.is_main_process,
+        "checkpoints": checkpoints.summary() if state_dir is not None else None,
     }
+
+
+def resolve_mixed_precision(requested: str, device) -> tuple[str, str | None]:
+    """The mixed precision a job trains with on `device`, and a note when it is not the requested one. bf16
+    autocast is used on CUDA devices that support it (``torch.cuda.is_bf16_supported()``); elsewhere a requested
+    bf16 falls back to fp32 ("no"): Accelerate would autocast to bf16 on a CPU too, which changes CPU results (and
+    is slow on most CPUs). "no" and "fp16" are passed on as they are."""
+    if requested != "bf16":
+        return requested, None
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16", None
+    where = "on CPU" if device.type == "cpu" else f"on {device}, which does not support bf16"
+    return "no", f"bf16 requested; trained in fp32 {where}"
+
+
+def _contiguous_weights(models, weights, output_dir) -> None:
+    """``save_state`` hook: channels_last weights packed in standard order (safetensors saves only contiguous
+    tensors; loading copies them back into the channels_last parameters)."""
+    for state in weights:
+        for name, tensor in list(state.items()):
+            if isinstance(tensor, torch.Tensor) and not tensor.is_contiguous():
+                state[name] = tensor.contiguous()
+
+
+def data_device(device) -> torch.device | None:
+    """Where a job's uint8 images and labels live: on a CUDA device for the whole job (a 28-px split is a few MB),
+    elsewhere where they are (None: host memory, nothing copied)."""
+    device = torch.device(device)
+    return device if device.type == "cuda" else None
 
 
 PROGRESS_FILE = "progress.json"
 
 
+class Checkpointing:
+    """When the training state is saved (after an epoch): after every epoch when ``every_s`` <= 0, else once
+    ``every_s`` seconds passed since the last save (or the start), and at the end of the epoch during which a save
+    was requested (``defer``: the pre-timeout / preemption signal; what it would have done runs after the save).
+    In a multi-process job the processes agree (a save is collective): one saves when any of them would."""
+
+    current: "Checkpointing | None" = None  # the one of the training running now (for the signal handler)
+
+    def __init__(self, every_s: float = 0.0):
+        self.every_s, self.last = float(every_s), time.monotonic()
+        self.pending = None
+        self.saves, self.seconds, self.bytes = 0, 0.0, 0
+        Checkpointing.current = self
+
+    def defer(self, then) -> None:
+        """Save at the end of the running epoch, then call `then` (from a signal handler)."""
+        self.pending = then
+
+    @classmethod
+    def release(cls):
+        """After a job (done, failed or interrupted): forget its training; returns a deferred action that no epoch
+        end ran (a signal during evaluation), for the caller to run now, or None."""
+        current, cls.current = cls.current, None
+        return current.pending if current is not None else None
+
+    def due(self, accelerator) -> bool:
+        if self.every_s <= 0:
+            return True
+        wanted = self.pending is not None or time.monotonic() - self.last >= self.every_s
+        if accelerator.num_processes > 1:
+            flag = torch.tensor([1.0 if wanted else 0.0], device=accelerator.device)
+            wanted = bool(accelerator.reduce(flag, reduction="max").item() > 0)
+        return wanted
+
+    def saved(self, seconds: float, state_dir: Path) -> None:
+        self.saves, self.seconds, self.last = self.saves + 1, self.seconds + seconds, time.monotonic()
+        self.bytes += sum(p.stat().st_size for p in Path(state_dir).rglob("*") if p.is_file())
+        then, self.pending = self.pending, None
+        if then is not None:
+            then()
+
+    def summary(self) -> dict:
+        return {"every_s": self.every_s, "saves": self.saves, "save_s": self.seconds, "bytes_written": self.bytes}
+
+
 def save_progress(accelerator, state_dir: Path, epoch, history, best, best_state, train_seconds, train_images,
-                  loader_generator, augment_generator) -> None:
+                  loader_generator, augment_generator, mix_generator=None) -> None:
     """Everything needed to resume after `epoch`, swapped in as a whole folder (a crash leaves the old one)."""
     import json
     import shutil
@@ -182,7 +295,10 @@ def save_progress(accelerator, state_dir: Path, epoch, history, best, best_state
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     rank = accelerator.process_index
-    save_file({"loader": loader_generator.get_state(), "augment": augment_generator.get_state().cpu()},
+    generators = {"loader": loader_generator.get_state(), "augment": augment_generator.get_state().cpu()}
+    if mix_generator is not None:
+        generators["mix"] = mix_generator.get_state()
+    save_file(generators,
               str(tmp / f"generators_{rank}.safetensors"))
     if accelerator.is_main_process:
         save_file({k: v.detach().cpu().contiguous() for k, v in best_state.items()}, str(tmp / "best.safetensors"))
@@ -200,7 +316,7 @@ def save_progress(accelerator, state_dir: Path, epoch, history, best, best_state
     accelerator.wait_for_everyone()
 
 
-def load_progress(accelerator, state_dir: Path, loader_generator, augment_generator):
+def load_progress(accelerator, state_dir: Path, loader_generator, augment_generator, mix_generator=None):
     import json
 
     from safetensors.torch import load_file
@@ -209,6 +325,8 @@ def load_progress(accelerator, state_dir: Path, loader_generator, augment_genera
     generators = load_file(str(state_dir / f"generators_{accelerator.process_index}.safetensors"))
     loader_generator.set_state(generators["loader"])
     augment_generator.set_state(generators["augment"].to(augment_generator.device))
+    if mix_generator is not None and "mix" in generators:
+        mix_generator.set_state(generators["mix"])
     progress = json.loads((state_dir / PROGRESS_FILE).read_text())
     best_state = load_file(str(state_dir / "best.safetensors"))
     best = (progress["best_score"], progress["best_epoch"], progress["best_val"])

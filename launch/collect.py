@@ -14,7 +14,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmark.errors import UserError, exits_on_user_error  # noqa: E402
 
-DEFAULT_METRICS = "test_auroc,test_balanced_accuracy,test_rare_sensitivity"
+
+def default_metrics() -> str:
+    """The collector's default metrics: benchmark.stats.DEFAULT_METRICS (the one place they are set)."""
+    from benchmark.stats import DEFAULT_METRICS
+
+    return ",".join(DEFAULT_METRICS)
+
+
+def check_metric_columns(records, metrics: list[str], source: str) -> None:
+    """A requested split metric (test_x / val_x) that the records lack, or hold no value of, is a UserError that
+    says why (records written before the harness computed it) and what to do, not a KeyError later."""
+    from benchmark.metrics import SCALAR_METRICS
+
+    known = {f"{split}_{name}" for split in ("val", "test") for name in SCALAR_METRICS}
+    for metric in metrics:
+        column = metric if metric in known else f"test_{metric}" if f"test_{metric}" in known else None
+        if column is None:
+            continue  # not a harness metric: benchmark.stats checks it (did-you-mean, other tables' columns)
+        if column not in records.columns or records[column].isna().all():
+            what = "has no column" if column not in records.columns else "has no value in column"
+            raise UserError(f"{source} {what} {column!r}: its records were written by a harness version that did "
+                            f"not compute it (see results_version). Re-run those jobs (launch/grid.py … --force), "
+                            f"or choose metrics the records have with --metrics (e.g. --metrics "
+                            f"test_auroc,test_balanced_accuracy).")
 
 
 def parse_args(argv=None):
@@ -25,7 +48,10 @@ def parse_args(argv=None):
     p.add_argument("--profile", help="grid profile (with --grid)")
     p.add_argument("--out", help="output folder (default: results/<grid label>, or the records file's folder)")
     p.add_argument("--baseline", default="none", help="method every other method is compared with (default: none)")
-    p.add_argument("--metrics", default=DEFAULT_METRICS, help=f"comma-separated (default: {DEFAULT_METRICS})")
+    metrics = default_metrics()
+    p.add_argument("--metrics", default=metrics,
+                   help=f"comma-separated metric columns (default: {metrics.replace(',', ', ')}; "
+                        "benchmark.stats.DEFAULT_METRICS)")
     p.add_argument("--correction", default="holm", choices=["holm", "fdr_bh"], help="multiple-comparison correction")
     p.add_argument("--family", default="metric", choices=["metric", "cell", "all"],
                    help="correction family: all comparisons of a metric (default), of a metric in a cell, or all")
@@ -61,7 +87,9 @@ def main(argv=None) -> int:
         jobs = f" ({len(failed)} failed, {len(missing)} missing)" if failed is not None else ""
         raise UserError(f"No finished jobs in {source}{jobs}: nothing to analyse. Run the grid first "
                         f"(python launch/grid.py --grid …), then collect again.")
-    analysis = stats.analyse(records, metrics=args.metrics.split(","), baseline=args.baseline,
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    check_metric_columns(records, metrics, source)
+    analysis = stats.analyse(records, metrics=metrics, baseline=args.baseline,
                              correction=args.correction, family=args.family, source=source)
     written = report.write_all(analysis, out, title=title, design=design, failed=failed, missing=missing,
                                blocked=blocked)

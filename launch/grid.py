@@ -2,12 +2,24 @@
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmark.errors import exits_on_user_error  # noqa: E402
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse turns the ValueError into 'error: argument …' and exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def parse_args(argv=None):
@@ -26,10 +38,10 @@ def parse_args(argv=None):
     add("--only", metavar="PATTERN", help="only jobs whose name or key matches (glob or substring)")
     add("--force", action="store_true", help="re-run jobs even if done (results are replaced only by a success)")
     add("--results", help="results root (default: $GENMED_RESULTS_DIR or ./results)")
-    add("--parallel", type=int, help="local worker processes (default: one per CPU core, each with one torch "
-        "thread per core it owns)")
-    add("--runs-per-task", type=int, help="jobs run one after another in one process: a local worker or a SLURM "
-        "array task (default: local, all of a worker's share; SLURM, 1)")
+    add("--parallel", type=positive_int, help="local worker processes (default: one per CPU core, each with one "
+        "torch thread per core it owns)")
+    add("--runs-per-task", type=positive_int, help="jobs run one after another in one process: a local worker or a "
+        "SLURM array task (default: local, all of a worker's share; SLURM, 1)")
     add("--table-rows", type=int, default=50, help="rows of the dry-run job table (default 50)")
     add("--retry-failed", action="store_true", help="run only failed jobs and those their failed generator blocked")
     slurm = parser.add_argument_group("SLURM (see README: Running on a SLURM cluster)")
@@ -56,21 +68,33 @@ def main(argv=None):
     if not args.grid:
         raise grids.UserError("--grid is required (a name from --list, or a path to a grid YAML).")
     grid = grids.load_grid(args.grid, args.profile)
-    classifier_jobs = grids.filter_jobs(grids.expand(grid), args.only)
+    left_out: list = []
+    classifier_jobs = grids.filter_jobs(grids.expand(grid, left_out=left_out), args.only)
     jobs = grids.generator_jobs(classifier_jobs) + classifier_jobs
     results_root = plan.results_root(args.results)
     out_dir = results_root / grid.label
+    check_results_folder(out_dir / "runs", "--results" if args.results else "the results root")
     runs_dir = out_dir / "runs"
     if args.status or args.cancel:
         return slurm.follow_up(jobs, out_dir, status=args.status, wait_for=args.wait, cancel_jobs=args.cancel)
     for line in plan.check_data(jobs):
         print(f"data  {line}")
+    for reason, count in left_out:
+        print(f"note  left out: {count} {reason}")
+    check_executor_options(args, jobs, grids.UserError)
     status = plan.statuses(jobs, runs_dir)
     if args.dry_run:
-        print(plan.job_table(jobs, status, args.table_rows))
-        print(plan.summary_line(jobs, status))
+        stale = plan.stale_jobs(jobs, runs_dir, status)  # pending, with a result under an old key of the same name
+        print(plan.job_table(jobs, status, args.table_rows, stale))
+        print_corrupt(jobs, status, runs_dir)
+        from benchmark.cost import estimate
+
+        for line in estimate([j for j in jobs if status[j.key] != "done"], runs_dir):
+            print(f"cost  {line}")
+        print(plan.summary_line(jobs, status, stale))
         return 0
-    plan.check_data(jobs, download=True)
+    jobs = plan.resolve_jobs(jobs, download=True)  # downloads missing data; then every job has its final key
+    status = plan.statuses(jobs, runs_dir)
     from benchmark import executors
 
     executor = executors.resolve_executor(args.executor)
@@ -79,16 +103,24 @@ def main(argv=None):
                          args.force, args.retry_failed, args.wait)
     if args.cluster_profile or args.wait:
         raise grids.UserError(f"--cluster-profile and --wait need SLURM, but the executor is {executor}.")
-    wanted = ("failed", "blocked") if args.retry_failed else ("pending", "failed", "blocked")
-    todo = [j for j in jobs if args.force or status[j.key] in wanted]
+    wanted = ("failed", "blocked", "corrupt") if args.retry_failed else ("pending", "failed", "blocked", "corrupt")
+    todo = [j for j in jobs if status[j.key] in wanted or (args.force and status[j.key] != "running")]
+    print_corrupt(jobs, status, runs_dir)
     print(f"{plan.summary_line(jobs, status)}; running {len(todo)}")
     from benchmark.threads import THREADS_ENV, cpu_count, threads_per_worker
 
     parallel = args.parallel or (1 if executor == "debug" else cpu_count())
     os.environ.setdefault(THREADS_ENV, str(threads_per_worker(parallel)))
-    executors.run_stages([j for j in todo if j.stage == "generator"], [j for j in todo if j.stage == "classifier"],
-                         runs_dir, executor, out_dir / "logs", force=args.force, parallel=parallel,
-                         runs_per_task=args.runs_per_task)
+    try:
+        with signals_as_keyboard_interrupt():
+            executors.run_stages([j for j in todo if j.stage == "generator"],
+                                 [j for j in todo if j.stage == "classifier"], runs_dir, executor, out_dir / "logs",
+                                 force=args.force, parallel=parallel, runs_per_task=args.runs_per_task)
+    except KeyboardInterrupt as exc:
+        signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+        print(f"stopped by {signal.Signals(signum).name}: {plan.summary_line(jobs, plan.statuses(jobs, runs_dir))}",
+              file=sys.stderr)
+        return 128 + int(signum)
     final = plan.statuses(jobs, runs_dir)
     print(plan.summary_line(jobs, final))
     failed = [j for j in jobs if final[j.key] in ("failed", "blocked")]
@@ -99,6 +131,63 @@ def main(argv=None):
     print(f"results: {runs_dir}\nnext: python launch/collect.py --grid {args.grid}{profile}"
           f" → {out_dir / 'leaderboard.md'}")
     return 1 if failed else 0
+
+
+def check_results_folder(folder: Path, what: str) -> None:
+    """The results folder, or the first of its parents that exists, must be a folder (exit 2 before anything)."""
+    from benchmark.errors import UserError
+
+    for path in (folder, *folder.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise UserError(f"{what}: {path} is a file, not a folder, so {folder} cannot be created. Pass "
+                                "--results with a folder (or set $GENMED_RESULTS_DIR to one).")
+            return
+
+
+def check_executor_options(args, jobs, UserError) -> None:
+    """What a real run checks about the executor and its options, so --dry-run fails where the run would: the
+    cluster profiles of every stage (unknown names, bad files) whenever --cluster-profile is given or the executor
+    is slurm; SLURM-only options with a local executor."""
+    if args.executor in ("local", "debug") and (args.cluster_profile or args.wait):
+        raise UserError(f"--cluster-profile and --wait need SLURM, but the executor is {args.executor}.")
+    if args.cluster_profile or args.executor == "slurm":
+        from benchmark import slurm_executor as slurm
+
+        stages = (("generator",) if any(j.stage == "generator" for j in jobs) else ()) + ("classifier", "collector")
+        slurm.stage_profiles(args.grid, args.cluster_profile, stages)
+        if args.executor == "slurm" and args.dry_run:
+            slurm.require_slurm()
+
+
+def print_corrupt(jobs, status, runs_dir: Path) -> None:
+    from benchmark import run_dir as rd
+
+    for spec in jobs:
+        if status[spec.key] == "corrupt":
+            print(f"corrupt  {spec.name}  {rd.corrupt_reason(runs_dir / spec.key)} (the next run moves it aside "
+                  "and runs the job again)")
+
+
+class signals_as_keyboard_interrupt:
+    """SIGTERM and SIGHUP (a closed terminal, kill, a batch system) end the run as Ctrl-C does: KeyboardInterrupt,
+    whose handler stops the workers and keeps finished results. The signal number is the exception's argument."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+    def __enter__(self):
+        def handler(signum, frame):
+            for sig in self.SIGNALS:  # a second signal during the clean-up does not interrupt it
+                signal.signal(sig, signal.SIG_IGN)
+            raise KeyboardInterrupt(signum)
+
+        self.saved = {sig: signal.signal(sig, handler) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self.saved.items():
+            signal.signal(sig, old)
+        return False
 
 
 if __name__ == "__main__":

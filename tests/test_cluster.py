@@ -255,3 +255,16 @@ def test_slurm_available_with_client_tools_but_no_controller(monkeypatch, tmp_pa
     assert not ok
     assert reason.startswith("sbatch found but no controller answers (sinfo: ")
     assert "\n" not in reason
+
+
+def test_checkpoint_every_s_is_a_profile_setting(tmp_path):
+    from benchmark.cluster import load_profile
+
+    assert load_profile("gpu-small").checkpoint_every_s == 600  # the default
+    path = tmp_path / "every-epoch.yaml"
+    path.write_text("include: local-cpu\ncheckpoint_every_s: 0\n")
+    profile = load_profile(str(path))
+    assert profile.checkpoint_every_s == 0 and "checkpoint_every_s" not in str(profile.submitit_parameters())
+    path.write_text("include: local-cpu\ncheckpoint_every_s: -1\n")
+    with pytest.raises(UserError, match="'checkpoint_every_s' must be >= 0, got -1"):
+        load_profile(str(path))

@@ -124,3 +124,28 @@ def test_val_and_test_are_never_subsampled(data_env):
     train_hashes = {hashlib.sha1(im.tobytes()).hexdigest() for im in cell.real.images}
     full_train = {hashlib.sha1(im.tobytes()).hexdigest() for im in full.splits["train"].images}
     assert train_hashes <= full_train
+
+
+def test_content_hashes_are_cached_outside_the_repo_only_once_the_file_has_settled(tmp_path, monkeypatch):
+    import json
+    import os
+
+    from benchmark.data.bundle import file_sha256, hash_cache_path
+
+    monkeypatch.setenv("GENMED_CACHE_DIR", str(tmp_path / "cache"))
+    assert hash_cache_path() == tmp_path / "cache" / "sha256.json"
+    path = tmp_path / "d.npz"
+    path.write_bytes(b"first content")
+    assert file_sha256(path) == hashlib.sha256(b"first content").hexdigest()
+    assert not hash_cache_path().exists()  # just written: it could change again within the same mtime tick
+    old = path.stat().st_mtime - 3600
+    os.utime(path, (old, old))
+    assert file_sha256(path) == hashlib.sha256(b"first content").hexdigest()
+    cached = json.loads(hash_cache_path().read_text())
+    assert list(cached.values()) == [hashlib.sha256(b"first content").hexdigest()]
+    assert str(path.resolve()) in next(iter(cached))
+    path.write_bytes(b"other content")  # same size, new mtime: hashed again
+    assert file_sha256(path) == hashlib.sha256(b"other content").hexdigest()
+    monkeypatch.delenv("GENMED_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert hash_cache_path() == tmp_path / "xdg" / "genmed-rare" / "sha256.json"

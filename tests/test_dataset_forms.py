@@ -71,6 +71,8 @@ def test_group_pattern_keeps_a_patient_in_one_split(tmp_path):
 
 def test_content_hash_is_cached_and_changes_with_any_byte_or_name(tmp_path):
     root = make_folders(tmp_path / "d", {"a": 4, "b": 4})
+    for png in root.rglob("*.png"):  # settled files (a file written this second is hashed but not cached)
+        os.utime(png, (png.stat().st_mtime - 3600,) * 2)
     first = FolderDataset("d", root, image_size=20, split_ratios=[0.5, 0.25, 0.25]).content_sha256()
     assert len(first) == 64 and (tmp_path / "cache" / "genmed-rare" / "sha256.json").is_file()
     assert FolderDataset("d", root, image_size=20, split_ratios=[0.5, 0.25, 0.25]).content_sha256() == first

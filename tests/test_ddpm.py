@@ -158,3 +158,41 @@ def test_bad_sampling_override_fails_before_sampling(trained):
         with pytest.raises(ValueError, match="class_index"):
             model.sample(2, 5, seed=0)
     assert counter.calls == []
+
+
+@pytest.mark.parametrize("size,levels", [(16, 3), (28, 3), (32, 3), (64, 4), (128, 5), (224, 6)])
+def test_unet_gains_a_top_level_per_doubling_of_the_image_side(size, levels):
+    from benchmark.generators.ddpm import DEFAULTS
+
+    model = DDPM(2, (1, size, size))
+    layout = model.unet_layout
+    assert len(layout["block_out_channels"]) == len(layout["down_block_types"]) == levels
+    extra = levels - 3
+    assert layout["block_out_channels"] == [64] * extra + DEFAULTS["block_out_channels"]
+    assert layout["down_block_types"] == ["DownBlock2D"] * extra + DEFAULTS["down_block_types"]
+    assert layout["up_block_types"] == DEFAULTS["up_block_types"] + ["UpBlock2D"] * extra
+    assert size // 2 ** (levels - 1) in (4, 7, 8)  # the attention level stays at the config's resolution
+    unet = model._build_unet(0)
+    assert list(unet.config.block_out_channels) == layout["block_out_channels"]
+    fixed = DDPM(2, (1, size, size), grow_levels=False) if size % 4 == 0 else None
+    if fixed is not None:
+        assert fixed.unet_layout["block_out_channels"] == DEFAULTS["block_out_channels"]
+
+
+def test_grown_unet_that_does_not_fit_the_size_is_rejected():
+    with pytest.raises(ValueError, match=r"image size 40 is not divisible by 2\^4 \(5 UNet levels \(grown from 3 for 40 px"):
+        DDPM(2, (1, 40, 40), base_size=10)
+    with pytest.raises(ValueError, match="base_size must be a positive integer"):
+        DDPM(2, (1, 28, 28), base_size=0)
+
+
+def test_a_64_px_unet_trains_and_samples(breastmnist):
+    from PIL import Image
+
+    images = np.stack([np.asarray(Image.fromarray(im[0]).resize((64, 64), Image.BICUBIC))[None]
+                       for im in breastmnist[0][:16]])
+    model = DDPM(2, (1, 64, 64), steps=2, **{**TINY, "sampling_steps": 2})
+    log = model.fit(images, breastmnist[1][:16], seed=0)
+    assert log["unet"]["block_out_channels"] == [16, 16, 32]
+    out = model.sample(2, 0, seed=0)
+    assert out.shape == (2, 1, 64, 64) and out.dtype == np.uint8 and out.std() > 0

@@ -31,27 +31,41 @@ def smoke_run(real_data_dir, tmp_path_factory):
 @pytest.mark.slow
 def test_smoke_grid_produces_a_record_per_job(smoke_run):
     out_dir, _, first = smoke_run
-    assert "6 generator jobs: 6 done, 0 pending, 0 failed; 24 classifier jobs: 24 done" in first.stdout
+    assert "6 generator jobs: 6 done, 0 pending, 0 failed; 30 classifier jobs: 30 done" in first.stdout
     results = [p for p in sorted((out_dir / "runs").glob("*/result.json"))
                if json.loads(p.read_text())["stage"] == "classifier"]
-    assert len(results) == 24
+    assert len(results) == 30
     with open(out_dir / "records.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 24
+    assert len(rows) == 30
     for column in ("dataset", "rare_class", "rare_count", "backbone", "generator", "synthetic_ratio", "seed",
-                   "test_auroc", "test_balanced_accuracy", "test_rare_sensitivity", "dataset_sha256", "git_sha"):
+                   "test_auroc", "test_balanced_accuracy", "test_rare_sensitivity", "test_thr_balanced_accuracy",
+                   "test_thr_rare_sensitivity", "test_rare_sensitivity_at_90spec", "test_threshold",
+                   "effective_ratio", "results_version", "dataset_sha256", "git_sha"):
         assert column in rows[0]
     by_key = {json.loads(p.read_text())["key"]: json.loads(p.read_text()) for p in results}
     for row in rows:
         record = by_key[row["key"]]
         assert float(row["test_auroc"]) == pytest.approx(record["metrics"]["test"]["auroc"])
         assert 0.5 <= float(row["test_auroc"]) <= 1.0
-    assert (out_dir / "leaderboard.md").is_file()
+        assert float(row["test_thr_balanced_accuracy"]) == pytest.approx(
+            record["metrics"]["test"]["thr_balanced_accuracy"])
+        assert row["val_threshold"] == row["test_threshold"]
+        assert float(row["effective_ratio"]) == pytest.approx(int(row["n_train_synthetic"]) / int(row["n_rare_train"]))
+    board = (out_dir / "leaderboard.md").read_text()
+    assert "| oversample@balance |" in board and "| dcgan_small@balance |" in board
+    with open(out_dir / "leaderboard.csv") as fh:
+        variants = {row["variant"] for row in csv.DictReader(fh)}
+    assert {"oversample@1", "oversample@balance", "dcgan_small@1", "dcgan_small@balance"} <= variants
     generative = [r for r in rows if r["generator"] == "dcgan_small"]
-    assert len(generative) == 6
+    assert len(generative) == 9                     # ratio 1 at both rare counts, balance at rare_count 20
     for row in generative:
         assert 0.0 <= float(row["audit_copy_rate"]) <= 1.0 and float(row["audit_fid"]) >= 0.0
-        assert int(row["n_train_synthetic"]) == int(row["n_rare_train"])  # ratio 1
+    for row in (r for r in rows if r["generator"] in ("oversample", "dcgan_small")):
+        if row["synthetic_ratio"] == "balance":     # the rare class made as large as benign (399)
+            assert row["rare_count"] == "20" and int(row["n_train_synthetic"]) == 399 - int(row["n_rare_train"])
+        else:
+            assert int(row["n_train_synthetic"]) == int(row["n_rare_train"])  # ratio 1
     report = (out_dir / "report.md").read_text()
     assert "dcgan_small" in report
 
@@ -85,7 +99,7 @@ def test_second_run_trains_nothing(smoke_run):
     mtimes = {p: p.stat().st_mtime_ns for p in (out_dir / "runs").glob("*/result.json")}
     again = run_cli("grid.py", "--grid", "rare_sweep", "--profile", "smoke", "--executor", "local", env=env)
     assert again.returncode == 0, again.stderr
-    assert "24 done, 0 pending, 0 failed; running 0" in again.stdout
+    assert "30 done, 0 pending, 0 failed; running 0" in again.stdout
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
 
 

@@ -220,5 +220,221 @@ def test_cli_status_without_submissions_is_light(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "nothing submitted for this grid yet" in out.stdout
-    assert "24 jobs: 0 done, 0 running, 0 pending, 0 failed, 24 not submitted" in out.stdout
+    assert "30 jobs: 0 done, 0 running, 0 pending, 0 failed, 30 not submitted" in out.stdout
     assert "heavy: []" in out.stdout
+
+
+# ------------------------------------------------------------------------------------------------ reliability
+def _by_role(jobs):
+    gen = next(j for j in jobs if j.stage == "generator")
+    cls = next(j for j in jobs if j.stage == "classifier" and j.generator == "meangen")
+    base = next(j for j in jobs if j.generator == "none")
+    return gen, cls, base
+
+
+def test_retry_failed_twice_while_the_generator_is_queued_submits_nothing_the_second_time(generative_registry):
+    jobs = grid_jobs(synthetic_ratio=[1], seed=[0])
+    gen, cls, base = _by_role(jobs)
+    files = {gen.key: "failed", cls.key: "failed", base.key: "done"}  # old error.json files of the first attempt
+    latest = {gen.key: {"job_id": "3_0"}, cls.key: {"job_id": "4_0", "dependency": "afterok:3_0"}}
+    status = se.classify(jobs, files, latest, {"3_0": "FAILED", "4_0": "CANCELLED"})
+    assert status[gen.key] == "failed" and status[cls.key] == "blocked"
+    first = se.plan_submission(jobs, status, retry_failed=True)
+    assert first.generator_batches == [[gen]] and first.classifier_groups == [(gen.key, [[cls]])]
+    # resubmitted: both queued now, while their folders still hold the old error.json files
+    latest = {gen.key: {"job_id": "9_0"}, cls.key: {"job_id": "10_0", "dependency": "afterok:9_0"}}
+    status = se.classify(jobs, files, latest, {"9_0": "PENDING", "10_0": "PENDING"})
+    assert status[gen.key] == "pending" and status[cls.key] == "pending"
+    second = se.plan_submission(jobs, status, retry_failed=True)
+    assert second.n_jobs == 0 and second.skipped == {"pending": 2, "done": 1}
+
+
+def test_a_classifier_cancelled_for_its_dependency_is_blocked_and_retried_without_it(generative_registry,
+                                                                                      tmp_path, monkeypatch):
+    from benchmark import plan
+
+    jobs = grid_jobs(synthetic_ratio=[1], seed=[0])
+    gen, cls, base = _by_role(jobs)
+    runs = tmp_path / "runs"
+    se.write_json_atomic(runs / gen.key / "result.json", {"schema": 1, "key": gen.key, "name": gen.name,
+                                                          "stage": "generator", "spec": gen.to_dict()})
+    se.Manifest(tmp_path).append([
+        {"key": gen.key, "stage": "generator", "job_id": "5_0", "submitted_at": "2026-01-01T00:00:00+00:00"},
+        {"key": cls.key, "stage": "classifier", "job_id": "6_0", "dependency": "afterok:5_0",
+         "submitted_at": "2026-01-01T00:00:00+00:00"},
+        {"key": base.key, "stage": "classifier", "job_id": "7_0", "submitted_at": "2026-01-01T00:00:00+00:00"}])
+    # the generator's task finished its job, then was cancelled (packed with another one, or scancel): SLURM
+    # cancelled the classifier that waited for it; the baseline ran and its record is there
+    se.write_json_atomic(runs / base.key / "result.json", {"schema": 1, "key": base.key, "name": base.name,
+                                                           "stage": "classifier", "spec": base.to_dict(),
+                                                           "metrics": {}})
+    asked = []
+    monkeypatch.setattr(se, "slurm_states", lambda ids: asked.append(set(ids)) or {
+        "5_0": "CANCELLED", "6_0": "CANCELLED", "7_0": "COMPLETED"})
+    state = se.grid_state(jobs, tmp_path)
+    assert "5_0" in asked[0]  # the dependency's state is asked for
+    assert state.status == {gen.key: "done", cls.key: "blocked", base.key: "done"}
+    assert state.blocked_by == {cls.key: ("5_0", "CANCELLED")}
+    error = json.loads((runs / cls.key / "error.json").read_text())
+    assert error["blocked_by"] == {"slurm_job_id": "5_0", "slurm_state": "CANCELLED"}
+    assert "because the job it waited for (afterok:5_0), SLURM job 5_0, ended CANCELLED" in error["error"]
+    report = se.status_report(state)
+    assert f"blocked  {cls.name}  by its dependency, SLURM job 5_0 (CANCELLED)" in report
+    assert plan.statuses(jobs, runs)[cls.key] == "blocked"  # --dry-run and the local launcher see it too
+    retry = se.plan_submission(jobs, state.status, retry_failed=True)
+    assert retry.generator_batches == [] and retry.classifier_groups == [(None, [[cls]])]  # no dependency
+    # later: SLURM has forgotten both jobs; the error.json still says blocked, with its dependency
+    monkeypatch.setattr(se, "slurm_states", lambda ids: {})
+    later = se.grid_state(jobs, tmp_path)
+    assert later.status[cls.key] == "blocked" and "SLURM job 5_0 (CANCELLED)" in se.status_report(later)
+
+
+def test_corrupt_records_are_shown_with_their_path_and_resubmitted(generative_registry, tmp_path, monkeypatch):
+    jobs = grid_jobs(generator=["none"], synthetic_ratio=[1], seed=[0])
+    run_dir = tmp_path / "runs" / jobs[0].key
+    run_dir.mkdir(parents=True)
+    (run_dir / "result.json").write_text('{"key": "')
+    monkeypatch.setattr(se, "slurm_states", lambda ids: {})
+    state = se.grid_state(jobs, tmp_path)
+    assert state.status[jobs[0].key] == "corrupt"
+    assert f"corrupt  {jobs[0].name}  {run_dir / 'result.json'}: is not valid JSON" in se.status_report(state)
+    assert se.plan_submission(jobs, state.status).n_jobs == 1
+    assert se.plan_submission(jobs, state.status, retry_failed=True).n_jobs == 1
+
+
+def test_generators_are_never_packed_so_classifiers_wait_for_their_own_task_only(generative_registry):
+    jobs = grid_jobs(seed=[0, 1, 2])
+    plan = se.plan_submission(jobs, {j.key: "not submitted" for j in jobs}, runs_per_task=4)
+    assert [len(b) for b in plan.generator_batches] == [1, 1, 1]
+    assert sorted(k for k, _ in plan.classifier_groups if k) == sorted(b[0].key for b in plan.generator_batches)
+
+
+def test_cli_argument_errors_exit_2_without_a_traceback(real_data_dir, tmp_path):
+    env = {"GENMED_DATA_DIR": str(real_data_dir), "GENMED_RESULTS_DIR": str(tmp_path / "results"),
+           "SLURM_CONF": str(tmp_path / "none.conf")}
+    base = ["--grid", "rare_sweep", "--profile", "smoke", "--only", "seed=0"]
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    for args, said in (([*base, "--parallel", "0"], "argument --parallel: must be at least 1, got 0"),
+                       ([*base, "--runs-per-task", "-1", "--dry-run"], "argument --runs-per-task: must be at least 1"),
+                       ([*base, "--parallel", "two"], "expected an integer >= 1, got 'two'"),
+                       ([*base, "--results", str(a_file)], f"--results: {a_file} is a file, not a folder"),
+                       ([*base, "--results", str(a_file), "--dry-run"], f"{a_file} is a file"),
+                       ([*base, "--dry-run", "--cluster-profile", "gpu-smal"], "Did you mean 'gpu-small'"),
+                       ([*base, "--dry-run", "--cluster-profile", "classifier=nope"], "Unknown cluster profile 'nope'"),
+                       ([*base, "--dry-run", "--executor", "local", "--cluster-profile", "local-cpu"],
+                        "--cluster-profile and --wait need SLURM, but the executor is local")):
+        out = cli(*args, env=env)
+        assert out.returncode == 2, (args, out.stdout, out.stderr)
+        assert said in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
+    assert not (tmp_path / "results").exists()
+    ok = cli(*base, "--dry-run", "--cluster-profile", "local-cpu", env=env)  # a known profile: fine
+    assert ok.returncode == 0, ok.stderr
+
+
+def one_job_grid(tmp_path, epochs):
+    from benchmark.grid import expand, load_grid
+
+    path = tmp_path / "one.yaml"
+    path.write_text(json.dumps({"name": "one", "axes": {
+        "dataset": ["breastmnist"], "rare_count": [10], "generator": ["none"], "backbone": ["resnet18"],
+        "seed": [0]}, "training": {"epochs": epochs, "batch_size": 64, "save_checkpoint": False, "track": False}}))
+    (spec,) = expand(load_grid(str(path)))
+    return str(path), spec
+
+
+@pytest.mark.slow
+def test_cli_a_truncated_record_is_corrupt_in_dry_run_and_rerun_by_the_next_run(real_data_dir, tmp_path):
+    grid, spec = one_job_grid(tmp_path, epochs=1)
+    env = {"GENMED_DATA_DIR": str(real_data_dir), "GENMED_RESULTS_DIR": str(tmp_path / "results")}
+    run_dir = tmp_path / "results" / "one" / "runs" / spec.key
+    run_dir.mkdir(parents=True)
+    (run_dir / "result.json").write_text('{"schema": 1, "key": "' + spec.key + '", "metr')
+    dry = cli("--grid", grid, "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert f"{spec.key}  corrupt" in dry.stdout
+    assert "1 classifier jobs: 0 done, 0 pending, 0 failed, 1 corrupt" in dry.stdout
+    assert f"corrupt  {spec.name}  {run_dir / 'result.json'}: is not valid JSON" in dry.stdout
+    run = cli("--grid", grid, "--executor", "debug", env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "moved aside to result.json.corrupt-" in run.stdout + run.stderr
+    (moved,) = run_dir.glob("result.json.corrupt-*")
+    assert moved.read_text().endswith('"metr')  # kept as it was, never deleted
+    assert json.loads((run_dir / "result.json").read_text())["key"] == spec.key
+    assert "1 classifier jobs: 1 done" in cli("--grid", grid, "--dry-run", env=env).stdout
+
+
+@pytest.mark.slow
+def test_cli_sigterm_to_the_local_launcher_stops_its_workers(real_data_dir, tmp_path):
+    """kill <launcher pid> (SIGTERM, as a closed terminal or a batch system sends) ends the submitit workers and
+    their training as Ctrl-C does: no process of the run is left, nothing is recorded as done or failed."""
+    import signal
+    import time
+
+    import psutil
+
+    grid, spec = one_job_grid(tmp_path, epochs=500)
+    env = {**os.environ, "GENMED_DATA_DIR": str(real_data_dir), "GENMED_RESULTS_DIR": str(tmp_path / "results")}
+    run_dir = tmp_path / "results" / "one" / "runs" / spec.key
+    launcher = subprocess.Popen([sys.executable, str(REPO / "launch" / "grid.py"), "--grid", grid, "--executor",
+                                 "local", "--parallel", "1"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        seen = set()
+        deadline = time.time() + 180
+        while time.time() < deadline and launcher.poll() is None:
+            seen |= {p.pid for p in psutil.Process(launcher.pid).children(recursive=True)}
+            if (run_dir / "spec.json").exists() and len(seen) >= 2:  # controller + task, and the job has begun
+                break
+            time.sleep(0.2)
+        assert (run_dir / "spec.json").exists() and launcher.poll() is None, launcher.communicate()
+        seen |= {p.pid for p in psutil.Process(launcher.pid).children(recursive=True)}
+        assert run_dir_holder_pid(run_dir) in seen  # a worker trains it
+        launcher.send_signal(signal.SIGTERM)
+        out, err = launcher.communicate(timeout=60)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    assert launcher.returncode == 128 + signal.SIGTERM, (out, err)
+    assert "stopped by SIGTERM" in err, err
+    # the launcher ends without a traceback of its own (the interrupted submitit controller prints its
+    # KeyboardInterrupt, as on Ctrl-C)
+    assert "launch/grid.py" not in err and 'benchmark/executors.py"' not in err, err
+    alive = [pid for pid in seen if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert not alive, alive
+    assert not (run_dir / "result.json").exists() and not (run_dir / "error.json").exists()
+    from benchmark import run_dir as rd
+
+    assert rd.lock_holder(run_dir) is None and rd.status(run_dir) == "pending"
+
+
+def run_dir_holder_pid(run_dir):
+    from benchmark import run_dir as rd
+
+    holder = rd.lock_holder(run_dir)
+    return holder.get("pid") if holder else None
+
+
+def test_dry_run_cost_estimate_from_label_counts_and_earlier_records(data_env, tmp_path):
+    from benchmark.cost import estimate
+
+    classifiers = expand(Grid("c", None, {"dataset": ["breastmnist"], "generator": ["none", "oversample"],
+                                          "backbone": ["resnet18"], "rare_count": [10], "synthetic_ratio": [2]},
+                              [], [], {"epochs": 2}, "test"))
+    none, oversample = sorted(classifiers, key=lambda s: s.generator)
+    # no records: the label counts (train [147, 399]: rare class 0 keeps 10; oversample ×2 adds 20), val 78, test 156
+    (line, total) = estimate([none, oversample], tmp_path / "runs")
+    assert line.startswith("resnet18 @28px: 2 jobs, 4 epochs, 1,676 training images (+624 evaluated)"), line
+    hours = (1676 + 624 / 3) / 152.0 / 3600
+    assert f"cpu ~{hours:,.1f} h at ~152 images/s (docs/benchmarks.md" in line
+    assert total.startswith(f"total: cpu (docs) ~{hours:,.1f} device-hours of training")
+    # an earlier record of the same cell and backbone: its training-set size and its measured throughput
+    se.write_json_atomic(tmp_path / "runs" / none.key / "result.json", {
+        "schema": 1, "key": none.key, "name": none.name, "stage": "classifier", "spec": none.to_dict(), "metrics": {},
+        "counts": {"n_train_real": 500, "n_train_synthetic": 0}, "timings": {"train_images_per_s": 2.0},
+        "compute": {"device": "cuda:0"}})
+    (line, total) = estimate([none], tmp_path / "runs")
+    hours = (2 * 500 + (2 * 78 + 156) / 3) / 2.0 / 3600
+    assert line == (f"resnet18 @28px: 1 jobs, 2 epochs, 1,000 training images (+312 evaluated); cuda {hours:,.1f} h "
+                    "at 2 images/s (median of 1 record(s))"), line
+    assert total.startswith(f"total: cuda ~{hours:,.1f} device-hours")

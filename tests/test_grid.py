@@ -1,6 +1,7 @@
 """Grid expansion: counts, couplings, excludes, validation, stable keys and readable names."""
 
 import itertools
+import os
 import subprocess
 import sys
 
@@ -20,8 +21,9 @@ def test_rare_sweep_count_matches_independent_product():
     jobs = expand(load_grid("rare_sweep"))
     datasets, counts, backbones, seeds, ratios = 2, 5, 4, 10, 3
     ratios = 4  # 1, 2, 4, balance
-    ratio_free, ratio_using = 2, 3  # none, class_weight | oversample, dcgan, ddpm
-    assert len(jobs) == datasets * counts * backbones * seeds * (ratio_free + ratio_using * ratios)
+    ratio_free, ratio_using = 5, 3  # none, class_weight, focal, logit_adjust, mixup | oversample, dcgan, ddpm
+    real_extra = datasets * (counts - 1) * backbones * seeds * ratios  # left out at rare_count all
+    assert len(jobs) == datasets * counts * backbones * seeds * (ratio_free + ratio_using * ratios) + real_extra
     assert len({j.key for j in jobs}) == len(jobs)
     generators = generator_jobs(jobs)
     assert len(generators) == datasets * counts * seeds * 2  # one per cell and generative method
@@ -30,7 +32,9 @@ def test_rare_sweep_count_matches_independent_product():
 
 def test_smoke_profile_is_the_issue_definition():
     jobs = expand(load_grid("rare_sweep", "smoke"))
-    assert len(jobs) == 1 * 2 * 4 * 3
+    ratio_free = 2 * 2 * 3  # none, class_weight × rare counts × seeds
+    ratio_using = 2 * 3 * (2 + 1)  # oversample, dcgan_small × seeds × (ratio 1 at both counts, balance at 20)
+    assert len(jobs) == ratio_free + ratio_using
     assert len(generator_jobs(jobs)) == 2 * 3
     assert {j.dataset for j in jobs} == {"breastmnist"}
     assert {j.backbone for j in jobs} == {"resnet18"}
@@ -73,7 +77,7 @@ def test_keys_are_stable_across_processes():
     code = ("from benchmark.grid import load_grid, expand; "
             "print(','.join(j.key for j in expand(load_grid('rare_sweep','smoke'))))")
     outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              env={"PYTHONHASHSEED": str(s)}, cwd=".").stdout for s in (1, 2)}
+                              env={**os.environ, "PYTHONHASHSEED": str(s)}, cwd=".").stdout for s in (1, 2)}
     assert len(outputs) == 1
     assert outputs.pop().strip() == ",".join(j.key for j in expand(load_grid("rare_sweep", "smoke")))
 

@@ -47,7 +47,7 @@ def test_stats_csv_schemas(written):
     a, out, _ = written
     paired = pd.read_csv(out / "stats" / "paired_tests.csv", keep_default_na=False, na_values=[""])
     assert list(paired.columns) == list(stats.PAIRED_COLUMNS)
-    assert len(paired) == 4 * 4 * 3
+    assert len(paired) == 4 * 4 * len(stats.DEFAULT_METRICS)
     assert paired["p_t"].between(0, 1).all() and (paired["ci_t_low"] <= paired["ci_t_high"]).all()
     assert (paired["ci_boot_low"] <= paired["mean_diff"]).all()
     assert (paired["mean_diff"] <= paired["ci_boot_high"]).all()
@@ -61,7 +61,12 @@ def test_stats_csv_schemas(written):
     assert {"metric", "variant", "avg_rank", "p_holm", "is_control"} <= set(ranks.columns)
     dose = pd.read_csv(out / "stats" / "dose_response.csv")
     assert list(dose.columns) == ["metric", "generator", "slope", "se", "ci_low", "ci_high", "p", "p_holm", "n_obs",
-                                  "n_ratios", "model", "scale"]
+                                  "n_ratios", "ratios", "model", "scale"]
+    hier = pd.read_csv(out / "stats" / "hierarchical.csv")
+    assert list(hier.columns) == list(stats.HIERARCHICAL_COLUMNS) and len(hier) == 4 * len(stats.DEFAULT_METRICS)
+    power = pd.read_csv(out / "stats" / "power.csv")
+    assert power["metric"].tolist() == a.metrics and (power["family_size"] == 16).all()
+    assert (power["min_pairs_wilcoxon"] == stats.wilcoxon_min_pairs(0.05 / 16)).all()
     for name in ("missing_baseline", "seed_mismatch", "duplicates"):   # empty, but with a header
         assert pd.read_csv(out / "stats" / f"{name}.csv").empty
 
@@ -70,13 +75,14 @@ def test_leaderboard_csv_and_markdown(written):
     a, out, _ = written
     lb = pd.read_csv(out / "leaderboard.csv")
     for m in a.metrics:
-        for c in ("n", "mean", "std", "ci_low", "ci_high", "rank", "p_adj", "vs_baseline"):
+        for c in ("n", "mean", "std", "ci_low", "ci_high", "ci_reliable", "rank", "p_adj", "vs_baseline"):
             assert f"{m}_{c}" in lb.columns
-    assert {"compute_hours", "n_runs", "variant"} <= set(lb.columns) and len(lb) == 4 * 5
+        assert lb[f"{m}_ci_low"].between(0, 1).all() and lb[f"{m}_ci_high"].between(0, 1).all()
+    assert {"compute_hours", "n_runs", "variant", "effective_ratio"} <= set(lb.columns) and len(lb) == 4 * 5
     md = (out / "leaderboard.md").read_text()
     assert md.count("\n## ds") == 4 and "## ds0 · 28 px · rare class minority · 10 rare images · bb0" in md
     r = a.leaderboard.iloc[1]
-    cellstr = (f"| {r['generator']} | 0 | 6 | {r['test_auroc_mean']:.3f} ± {r['test_auroc_std']:.3f} "
+    cellstr = (f"| {r['variant']} | – | 6 | {r['test_auroc_mean']:.3f} ± {r['test_auroc_std']:.3f} "
                f"[{r['test_auroc_ci_low']:.3f}, {r['test_auroc_ci_high']:.3f}]")
     assert cellstr in md
     # significance marks where the tests say so
@@ -92,7 +98,7 @@ def test_leaderboard_latex_escapes_and_balances(written):
     assert tex.count("\\begin{longtable}") == tex.count("\\end{longtable}") == 1
     assert "class\\_weight" in tex and "class_weight" not in tex.replace("class\\_weight", "")
     body = [ln for ln in tex.splitlines() if ln.startswith(("none", "dcgan", "class"))]
-    assert len(body) == 4 * 5 and all(ln.count("&") == 3 + len(a.metrics) and ln.endswith("\\\\") for ln in body)
+    assert len(body) == 4 * 5 and all(ln.count("&") == 4 + len(a.metrics) and ln.endswith("\\\\") for ln in body)
     assert "$\\pm$" in tex and "·" not in tex and "±" not in tex
 
 
@@ -100,9 +106,20 @@ def test_report_markdown_sections_and_images(written):
     a, out, _ = written
     md = (out / "report.md").read_text()
     for heading in ("## Design of the sweep", "## Data quality and warnings", "## Failed, missing and blocked jobs",
-                    "## Per-dataset results", "## Paired comparisons with `none`", "## Ranks across cells",
-                    "## Dose-response", "## Generator audit", "### Power"):
+                    "## Per-dataset results", "## Metrics: threshold-free and validation-threshold",
+                    "## Paired comparisons with `none`", "### Power under correction",
+                    "## Across the sweep: does a method beat `none`? (hierarchical model)",
+                    "## Ranks across datasets", "## Dose-response", "## Generator audit"):
         assert heading in md
+    assert report.PRIOR_SHIFT_NOTE in md and "moves the arg-max (0.5) operating point" in md
+    # two datasets: the rank test is refused, the ranks are still shown (descriptive diagrams, no CD)
+    assert md.count("2 independent block(s) (datasets): a rank test needs at least 3, so none was made") == \
+        len(a.metrics)
+    assert "### Average ranks (descriptive): test AUROC" in md and "Critical-difference diagram" not in md
+    n_fam = 16
+    need = stats.wilcoxon_min_pairs(0.05 / n_fam)
+    assert f"only from **n = {need} seeds**" in md and f"families of up to {n_fam} comparisons" in md
+    assert "dcgan@4 | none | +" in md                                   # the hierarchical table
     assert "Grid `rare_sweep`, profile `smoke`, 123 jobs expected" in md
     for m in a.metrics:
         assert f"](plots/cd_{m}.png)" in md and f"](plots/dose_{m}.png)" in md
@@ -196,3 +213,26 @@ def test_formatting_helpers():
     assert report.fp(0.0004) == "<0.001" and report.fp(0.01234) == "0.0123" and report.fp(np.nan) == "–"
     assert report.tex_escape("a_b & 50% {x}\\") == "a\\_b \\& 50\\% \\{x\\}\\textbackslash{}"
     assert report.md_table(pd.DataFrame({"a": ["x|y"]})) == "| a |\n|---|\n| x\\|y |\n"
+
+
+def test_ratio_forms_and_few_seeds_in_the_leaderboard_and_plots(tmp_path):
+    variants = (("none", 0), ("oversample", 1), ("dcgan", 1), ("dcgan", 2), ("dcgan", "balance"),
+                ("dcgan", "real_percentage=50"))
+    df = make_records(datasets=("ds0", "ds1", "ds2"), rare_counts=(20,), variants=variants, seeds=3,
+                      slopes={"dcgan": 0.02})
+    a = stats.analyse(df)
+    paths = report.write_all(a, tmp_path)
+    md = (tmp_path / "leaderboard.md").read_text()
+    eff = (399 - 20) / 20
+    assert f"| dcgan@balance | ×{eff:.3g} | 3 |" in md and "| dcgan@real_percentage=50 | ×" in md
+    n_cells = len(df.groupby(["dataset", "generator", "synthetic_ratio"])) * len(a.metrics)
+    assert md.count("[n<5]") == n_cells + 1                               # every interval, and the legend
+    tex = (tmp_path / "leaderboard.tex").read_text()
+    assert "real\\_percentage=50" in tex and "[$n<5$]" in tex and "$\\times$" in tex
+    rep = (tmp_path / "report.md").read_text()
+    assert "### Critical-difference diagram: test AUROC" in rep            # three datasets: tested
+    for m in a.metrics:
+        assert f"plots/dose_{m}.png" in paths and f"plots/cd_{m}.png" in paths
+    curves = pd.read_csv(tmp_path / "stats" / "dose_curves.csv", keep_default_na=False, na_values=[""])
+    c = curves[(curves.metric == "test_auroc") & (curves.dataset == "ds0")].set_index("variant")
+    assert c.loc["dcgan@balance", "effective_ratio"] == pytest.approx(eff) and c.loc["none", "effective_ratio"] == 0

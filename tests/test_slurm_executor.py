@@ -214,7 +214,10 @@ def test_scontrol_requeue_resumes_from_the_epoch_state(env, tmp_path):
     """A running job requeued by the scheduler continues from its last epoch state and ends with the same record
     as an uninterrupted run of the same job (bit for bit: same code, same CPU, one thread each)."""
     grid = write_grid(tmp_path, "requeued", epochs=6)
-    args = ("--grid", grid, "--executor", "slurm", "--cluster-profile", "collector=none")
+    every_epoch = tmp_path / "every-epoch.yaml"  # scontrol requeue sends no USR2: resume from the last epoch saved
+    every_epoch.write_text("include: local-cpu\ncheckpoint_every_s: 0\n")
+    args = ("--grid", grid, "--executor", "slurm", "--cluster-profile", f"local-cpu,classifier={every_epoch}",
+            "--cluster-profile", "collector=none")
     reference_env = {**env, "GENMED_RESULTS_DIR": str(tmp_path / "reference")}
     ok(cli(*args, env=reference_env))  # the uninterrupted run, beside it on the second CPU
     ok(cli(*args, env=env))
@@ -244,6 +247,37 @@ def test_scontrol_requeue_resumes_from_the_epoch_state(env, tmp_path):
     assert not (out_dir / "runs" / entry["key"] / "state").exists()
 
 
+def test_preemption_saves_the_running_epoch_then_requeues_and_resumes(env, tmp_path):
+    """checkpoint_every_s 600 (the default): no state is saved during this short job, except on the preemption
+    signal (SIGTERM + USR2, as SLURM sends): the running epoch ends, its state is saved, submitit requeues, and the
+    resumed job ends with the uninterrupted run's record."""
+    grid = write_grid(tmp_path, "preempted", epochs=8)
+    args = ("--grid", grid, "--executor", "slurm", "--cluster-profile", "collector=none")
+    reference_env = {**env, "GENMED_RESULTS_DIR": str(tmp_path / "reference")}
+    ok(cli(*args, env=reference_env))
+    ok(cli(*args, env=env))
+    out_dir = tmp_path / "results" / "preempted"
+    (entry,) = manifest(out_dir)
+    board = out_dir / "runs" / entry["key"] / "tensorboard"
+
+    def first_epoch_logged():  # TensorBoard events are flushed after every epoch
+        return board.is_dir() and any(b"train/loss" in p.read_bytes() for p in board.rglob("*") if p.is_file())
+
+    wait_until(first_epoch_logged, 300, "the first epoch")
+    for signal_name in ("SIGTERM", "USR2"):
+        subprocess.run(["scancel", entry["job_id"], "--signal", signal_name], check=True)
+    ok(cli("--grid", grid, "--status", "--wait", env=env, timeout=400))
+    ok(cli("--grid", grid, "--status", "--wait", env=reference_env, timeout=400))
+    log = (out_dir / "logs" / entry["job_id"] / f"{entry['job_id']}_0_log.out").read_text()
+    assert "saving the training state at the end of this epoch, then requeueing" in log, log[-3000:]
+    assert "resuming resnet18[breastmnist,rare=10,none,seed=0]" in log, log[-3000:]
+    resumed = records(out_dir)["classifier:none"]
+    straight = records(tmp_path / "reference" / "preempted")["classifier:none"]
+    assert resumed["metrics"] == straight["metrics"] and resumed["best_epoch"] == straight["best_epoch"]
+    assert resumed["checkpoints"]["every_s"] == 600 and resumed["checkpoints"]["saves"] == 0  # after the requeue
+    assert straight["checkpoints"]["saves"] == 0
+
+
 def test_two_task_job_trains_with_ddp_on_gloo(env, tmp_path):
     """tasks_per_node: 2 → one job, two processes, one process group (gloo); one record, written once, with test
     metrics over the whole test set exactly once, close to the 1-process job's (DDP_AUROC_TOLERANCE)."""
@@ -268,3 +302,128 @@ def test_two_task_job_trains_with_ddp_on_gloo(env, tmp_path):
     assert len(list((tmp_path / "ddp" / "ddp" / "runs").glob("*/result.json"))) == 1
     assert abs(two["metrics"]["test"]["auroc"] - one["metrics"]["test"]["auroc"]) <= DDP_AUROC_TOLERANCE, (
         two["metrics"]["test"]["auroc"], one["metrics"]["test"]["auroc"])
+
+
+# ------------------------------------------------------------------------------------------------ reliability
+def slurm(*args):
+    subprocess.run(list(args), check=True, capture_output=True, text=True)
+
+
+def base_id(job_id: str) -> str:
+    return job_id.split("_")[0]
+
+
+def held_generators(tmp_path) -> str:
+    """--cluster-profile value: generator jobs wait an hour before they may start (sbatch --begin), so that a test
+    knows them pending; `scontrol update JobId=… StartTime=now` lets one go."""
+    path = tmp_path / "held.yaml"
+    path.write_text('include: local-cpu\nadditional: {begin: "now+3600"}\n')
+    return f"generator={path},collector=none"
+
+
+def test_retry_failed_twice_while_the_generator_is_queued_submits_nothing_the_second_time(env, tmp_path):
+    """A cancelled generator: it is failed, its classifier (cancelled by SLURM for the dependency) blocked with the
+    dependency named; --retry-failed resubmits both; a second --retry-failed while they are queued submits
+    nothing, and --status shows them pending, not blocked, although the old error.json files are still there."""
+    grid = write_grid(tmp_path, "retried", generator=["meangen"])
+    out_dir = tmp_path / "results" / "retried"
+    args = ("--grid", grid, "--executor", "slurm", "--cluster-profile", held_generators(tmp_path))
+    ok(cli(*args, env=env))
+    gen, cls = sorted(manifest(out_dir), key=lambda e: e["stage"] != "generator")
+    assert cls["dependency"] == f"afterok:{gen['job_id']}"  # the generator's own array task
+    slurm("scancel", base_id(gen["job_id"]))
+    wait_until(lambda: squeue_state(cls["job_id"]) in ("CANCELLED", ""), 60, "SLURM to cancel the classifier")
+
+    status = ok(cli("--grid", grid, "--status", env=env))
+    assert "generator       1 jobs: 0 done, 0 running, 0 pending, 1 failed" in status, status
+    assert f"by its dependency, SLURM job {gen['job_id']} (CANCELLED)" in status, status
+    error = json.loads((out_dir / "runs" / cls["key"] / "error.json").read_text())
+    assert error["blocked_by"] == {"slurm_job_id": gen["job_id"], "slurm_state": "CANCELLED"}
+
+    first = ok(cli(*args, "--retry-failed", env=env))
+    assert "submitted 2 job(s)" in first and "1 of them waiting for their generator job" in first, first
+    new_gen = [e for e in manifest(out_dir) if e["stage"] == "generator"][-1]
+    assert squeue_state(new_gen["job_id"]) == "PENDING"
+    second = ok(cli(*args, "--retry-failed", env=env))
+    assert "submitted 0 job(s); left alone: 2 pending" in second, second
+    status = ok(cli("--grid", grid, "--status", env=env))
+    assert "generator       1 jobs: 0 done, 0 running, 1 pending, 0 failed\n" in status, status
+    assert "classifier      1 jobs: 0 done, 0 running, 1 pending, 0 failed\n" in status, status  # not blocked
+    assert len(manifest(out_dir)) == 4  # two submissions of two jobs, nothing more
+    slurm("scontrol", "update", f"JobId={base_id(new_gen['job_id'])}", "StartTime=now")
+    final = ok(cli("--grid", grid, "--status", "--wait", env=env, timeout=400))
+    assert "generator       1 jobs: 1 done" in final and "classifier      1 jobs: 1 done" in final, final
+
+
+def test_a_classifier_blocked_by_a_cancelled_generator_task_reruns_without_it(env, tmp_path):
+    """The generator job finished its work, but its SLURM task was cancelled (a pack cut short, scancel): SLURM
+    cancels the classifier waiting for it. It is blocked, naming the dependency and its state, and --retry-failed
+    resubmits it alone, without that dependency."""
+    grid = write_grid(tmp_path, "depcancel", generator=["meangen"])
+    out_dir = tmp_path / "results" / "depcancel"
+    args = ("--grid", grid, "--executor", "slurm", "--cluster-profile", held_generators(tmp_path))
+    ok(cli(*args, env=env))
+    gen, cls = sorted(manifest(out_dir), key=lambda e: e["stage"] != "generator")
+    code = ("import sys\nfrom pathlib import Path\nfrom benchmark.grid import expand, generator_jobs, load_grid\n"
+            "from benchmark.job import execute\n(g,) = generator_jobs(expand(load_grid(sys.argv[1])))\n"
+            "print(execute(g, Path(sys.argv[2]) / g.key))")
+    done = subprocess.run([sys.executable, "-c", code, grid, str(out_dir / "runs")], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=300)
+    assert done.stdout.strip().endswith("done"), done.stdout + done.stderr  # the generator's work is done
+    slurm("scancel", base_id(gen["job_id"]))
+    wait_until(lambda: squeue_state(cls["job_id"]) in ("CANCELLED", ""), 60, "SLURM to cancel the classifier")
+
+    status = ok(cli("--grid", grid, "--status", env=env))
+    assert "generator       1 jobs: 1 done" in status, status
+    assert "classifier      1 jobs: 0 done, 0 running, 0 pending, 0 failed, 1 blocked" in status, status
+    assert f"by its dependency, SLURM job {gen['job_id']} (CANCELLED)" in status, status
+    dry = ok(cli("--grid", grid, "--dry-run", env=env))
+    assert f"{cls['key']}  blocked" in dry
+
+    retried = ok(cli(*args, "--retry-failed", env=env))
+    assert "submitted 1 job(s)" in retried and "0 of them waiting" in retried, retried
+    assert manifest(out_dir)[-1]["key"] == cls["key"] and manifest(out_dir)[-1]["dependency"] is None
+    final = ok(cli("--grid", grid, "--status", "--wait", env=env, timeout=400))
+    assert "classifier      1 jobs: 1 done" in final, final
+    assert not (out_dir / "runs" / cls["key"] / "error.json").exists()
+
+
+def test_two_submitted_jobs_on_one_key_train_it_once(env, tmp_path, monkeypatch):
+    """Two SLURM jobs started on one key at once (a duplicate submission from another checkout, a requeue race):
+    one trains, the other exits 'running elsewhere' without touching the folder, which ends with one record."""
+    import submitit
+
+    from benchmark.batch import JobBatch
+    from benchmark.cluster import load_profile
+    from benchmark.grid import expand, load_grid
+
+    grid = write_grid(tmp_path, "twice", epochs=3)
+    (spec,) = expand(load_grid(grid))
+    runs = tmp_path / "results" / "twice" / "runs"
+    executor = submitit.AutoExecutor(folder=str(tmp_path / "logs" / "%j"), cluster="slurm")
+    executor.update_parameters(**load_profile("local-cpu").submitit_parameters())
+    for key in ("GENMED_DATA_DIR", "GENMED_REGISTRY_PATH"):
+        monkeypatch.setenv(key, env[key])  # the jobs inherit the submitting environment
+    jobs = executor.submit_array([JobBatch([spec.to_dict()], str(runs), resumable=True) for _ in range(2)])
+    outcomes = sorted(job.result()[spec.key] for job in jobs)
+    assert outcomes == ["done", "running elsewhere"], outcomes
+    logs = "".join(p.read_text() for p in (tmp_path / "logs").rglob("*_log.out"))
+    assert f"running elsewhere: {spec.name} ({spec.key}) is locked by pid" in logs and "SLURM job" in logs
+    record = json.loads((runs / spec.key / "result.json").read_text())
+    assert record["key"] == spec.key and len(record["history"]) == 3
+
+
+def test_a_truncated_record_is_reported_with_its_path_and_rerun(env, tmp_path):
+    grid = write_grid(tmp_path, "truncated")
+    out_dir = tmp_path / "results" / "truncated"
+    args = ("--grid", grid, "--executor", "slurm", "--cluster-profile", "collector=none")
+    ok(cli(*args, "--wait", env=env, timeout=300))
+    (entry,) = manifest(out_dir)
+    result = out_dir / "runs" / entry["key"] / "result.json"
+    result.write_text(result.read_text()[:100])
+    status = ok(cli("--grid", grid, "--status", env=env))
+    assert "1 corrupt" in status and f"{result}: is not valid JSON" in status, status
+    rerun = ok(cli(*args, "--wait", env=env, timeout=300))
+    assert "submitted 1 job(s)" in rerun and "1 jobs: 1 done" in rerun, rerun
+    assert json.loads(result.read_text())["key"] == entry["key"]
+    assert len(list(result.parent.glob("result.json.corrupt-*"))) == 1

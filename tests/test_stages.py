@@ -121,3 +121,130 @@ def test_real_percentage_mixing_sets_the_share_of_real_images(tmp_path):
 def test_invalid_mixing_modes_are_rejected_before_anything_runs(value, failing_registry):
     with pytest.raises(UserError, match="synthetic_ratio"):
         expand(grid(synthetic_ratio=[value]))
+
+
+# --- the audit in the generator stage: reference set, in-domain extractor reused across cells, 64 / 128 px -------
+
+TINY_GENERATORS = {
+    "dcgan": "include: {repo}/registry/generators/dcgan_small.yaml\n"
+             "config: {{steps: 2, batch_size: 8, nz: 8, ngf: 8, ndf: 8, embed_dim: 4, grid_every: 2, bank_multiple: 2,"
+             " audit_extractor: {{max_steps: 3, width: 8}}}}\n",
+    "ddpm": "include: {repo}/registry/generators/ddpm_small.yaml\n"
+            "config: {{steps: 2, batch_size: 4, block_out_channels: [8, 16], norm_num_groups: 4, sampling_steps: 2,"
+            " grid_columns: 2, sample_batch_size: 64, bank_multiple: 2,"
+            " audit_extractor: {{max_steps: 3, width: 8}}}}\n",
+}
+
+
+def _register_tiny(tmp_path, monkeypatch, names=("dcgan", "ddpm")):
+    repo = __import__("pathlib").Path(__file__).resolve().parent.parent
+    for name in names:
+        register_entry(tmp_path, monkeypatch, "generator", f"tiny_{name}", TINY_GENERATORS[name].format(repo=repo))
+
+
+def _generator_specs(dataset, generator, rare_counts, image_size=28, rare_class="minority"):
+    axes = {"dataset": [dataset], "image_size": [image_size], "generator": [generator], "backbone": ["resnet18"],
+            "rare_count": list(rare_counts), "seed": [0], "rare_class": [rare_class]}
+    return generator_jobs(expand(Grid("t", None, axes, [], [], {"epochs": 1}, "test")))
+
+
+@pytest.mark.slow
+def test_audit_uses_the_full_rare_training_set_and_one_extractor_for_every_cell(tmp_path, monkeypatch, data_env):
+    from benchmark.generators import extractor as E
+    from benchmark.job import execute
+
+    monkeypatch.delenv(E.ROOT_ENV, raising=False)
+    _register_tiny(tmp_path, monkeypatch, ["dcgan"])
+    runs = tmp_path / "results" / "runs"
+    specs = _generator_specs("breastmnist", "tiny_dcgan", [20, 10])
+    assert len(specs) == 2
+    audits, mtimes = [], []
+    for spec in specs:
+        assert execute(spec, runs / spec.key) == "done"
+        audits.append(json.loads((runs / spec.key / "result.json").read_text())["audit"])
+        records = list((tmp_path / "results" / E.FOLDER).glob(f"*/{E.RECORD_FILE}"))
+        assert len(records) == 1  # one extractor for the dataset, next to runs/
+        mtimes.append(records[0].stat().st_mtime_ns)
+    first, second = audits
+    assert first["domain_extractor_trained_here"] is True and second["domain_extractor_trained_here"] is False
+    assert first["domain_extractor_key"] == second["domain_extractor_key"] and mtimes[0] == mtimes[1]
+    record = json.loads(records[0].read_text())
+    assert record["identity"]["train_n"] == 546 and record["steps"] == 3  # the full training split, never val/test
+    for audit, rare_count in zip(audits, [20, 10]):
+        assert audit["reference_n"] == 147  # every malignant training image, whatever the rare count
+        assert audit["n_real_rare"] == rare_count and audit["fit_n"] == 399 + rare_count  # what the GAN saw
+        assert audit["domain_feature_extractor"] == "domain_cnn_v1" and np.isfinite(audit["domain_kid"])
+        assert np.isfinite(audit["kid"]) and audit["kid_se"] > 0
+    second_spec = specs[1]
+    nearest = np.load(runs / second_spec.key / "audit_nearest.npz")
+    assert nearest["nn_pixel_index"].max() < 399 + 10  # memorisation is searched among the fit set only
+
+
+def _resized_breastmnist(real_data_dir, size: int, path):
+    """BreastMNIST resized with PIL; the training split keeps all 147 malignant and the first 60 benign images
+    (so a cell's bank, sized to balance the classes, stays small; malignant is then the larger class, so the tests
+    name rare_class 0), val and test their first 40."""
+    from PIL import Image
+
+    with np.load(real_data_dir / "breastmnist.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    for split in ("train", "val", "test"):
+        labels = arrays[f"{split}_labels"].reshape(-1)
+        keep = np.sort(np.concatenate([np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)[:60]])) \
+            if split == "train" else np.arange(40)
+        arrays[f"{split}_labels"] = arrays[f"{split}_labels"][keep]
+        arrays[f"{split}_images"] = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BICUBIC))
+                                              for im in arrays[f"{split}_images"][keep]])
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.fixture(scope="module")
+def resized(real_data_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("resized")
+    return {size: _resized_breastmnist(real_data_dir, size, folder / f"breast{size}.npz") for size in (64, 128)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", [64, 128])
+@pytest.mark.parametrize("generator", ["dcgan", "ddpm"])
+def test_generators_run_at_64_and_128_px(generator, size, resized, tmp_path, monkeypatch):
+    """BreastMNIST resized to 64 / 128 px (PIL, in the test), two training steps of each generator through the
+    generator stage: bank and audit written, shapes and ranges right, the networks deeper at larger sizes."""
+    from benchmark.generators import extractor as E
+    from benchmark.job import execute
+
+    register_entry(tmp_path, monkeypatch, "dataset", f"breast{size}",
+                   f"target: benchmark.data.npz:NpzDataset\nversion: 1\n"
+                   f"config: {{path: {resized[size]}, image_size: {size}, label_names: [malignant, normal]}}\n")
+    _register_tiny(tmp_path, monkeypatch, [generator])
+    monkeypatch.setenv(E.ROOT_ENV, str(tmp_path / "extractors"))
+    from benchmark.cell import load_bundle
+
+    load_bundle.cache_clear()
+    (spec,) = _generator_specs(f"breast{size}", f"tiny_{generator}", [20], image_size=size, rare_class=0)
+    run_dir = tmp_path / "runs" / spec.key
+    assert execute(spec, run_dir) == "done"
+    result = json.loads((run_dir / "result.json").read_text())
+    with np.load(run_dir / "samples.npz") as bank:
+        images, labels = bank["images"], bank["labels"]
+    assert images.shape == (result["resolved"]["bank_size"], 1, size, size) and images.dtype == np.uint8
+    assert (labels == 0).all()
+    grid = __import__("PIL.Image", fromlist=["Image"]).open(log_grid := result["fit_log"]["grids"][-1])
+    assert grid.size[1] == 2 * (size + 2) + 2 and log_grid.startswith(str(run_dir))  # a row per class, at size
+    if generator == "ddpm":  # two steps: DDPM samples are still mostly noise; an untrained DCGAN's may be flat
+        assert images.std() > 0
+    audit = result["audit"]
+    assert audit["reference_n"] == 147 and audit["n_synthetic"] == len(images) == 40  # max(2 × 20, 60 - 20)
+    assert audit["fit_n"] == 60 + 20
+    assert np.isfinite(audit["domain_kid"]) and 0 <= audit["copy_rate"] <= 1 and 0 <= audit["precision"] <= 1
+    for name in audit["audit_files"].split(","):
+        assert (run_dir / name).is_file()
+    record = json.loads(next((tmp_path / "extractors").glob(f"*/{E.RECORD_FILE}")).read_text())
+    assert record["image_shape"] == [1, size, size] and record["identity"]["image_size"] == size
+    log = result["fit_log"]
+    if generator == "dcgan":
+        assert log["architecture"] == {"base_size": 4, "upsamplings": {64: 4, 128: 5}[size]}
+    else:
+        assert log["unet"]["block_out_channels"] == {64: [8, 8, 16], 128: [8, 8, 8, 16]}[size]
+    load_bundle.cache_clear()

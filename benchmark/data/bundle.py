@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,13 +94,29 @@ def splits_from_arrays(arrays: dict, where: str) -> dict:
     return splits
 
 
-def _hash_cache_path() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "genmed-rare" / "sha256.json"
+def hash_cache_path() -> Path:
+    """Where content hashes are cached: $GENMED_CACHE_DIR/sha256.json, else ~/.cache/genmed-rare/sha256.json
+    ($XDG_CACHE_HOME honoured) — per user, outside the repository, shared by a cluster's nodes when home is."""
+    configured = os.environ.get("GENMED_CACHE_DIR")
+    folder = Path(configured).expanduser() if configured else \
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "genmed-rare"
+    return folder / "sha256.json"
 
 
-def _cached_digest(cache_key: str, compute) -> str:
+# A file modified less than this long ago may be modified again within the same mtime tick (the "racy git"
+# problem), so its hash is computed but not cached: a cached hash always describes settled content.
+SETTLED_NS = 2_000_000_000
+
+
+def is_settled(mtime_ns: int) -> bool:
+    return time.time_ns() - mtime_ns > SETTLED_NS
+
+
+def _cached_digest(cache_key: str, compute, cacheable: bool = True) -> str:
     """`compute()` once per cache key; the cache is a small JSON file shared by every process of the machine."""
-    cache_file = _hash_cache_path()
+    if not cacheable:
+        return compute()
+    cache_file = hash_cache_path()
     try:
         cache = json.loads(cache_file.read_text())
     except (OSError, ValueError):
@@ -118,7 +135,8 @@ def _cached_digest(cache_key: str, compute) -> str:
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 of a file, cached by (real path, size, mtime) so big dataset files are hashed once per machine."""
+    """sha256 of a file, cached by (real path, size, mtime, inode) so big dataset files are hashed once per
+    machine (and per cache folder); a replaced or rewritten file is hashed again."""
     path = Path(path).resolve()
     stat = path.stat()
 
@@ -129,7 +147,8 @@ def file_sha256(path: Path) -> str:
                 digest.update(block)
         return digest.hexdigest()
 
-    return _cached_digest(f"{path}|{stat.st_size}|{stat.st_mtime_ns}", compute)
+    return _cached_digest(f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}", compute,
+                          is_settled(stat.st_mtime_ns))
 
 
 def files_sha256(root: Path, files) -> str:
@@ -138,9 +157,11 @@ def files_sha256(root: Path, files) -> str:
     root = Path(root).resolve()
     entries = sorted((Path(f).resolve().relative_to(root).as_posix(), Path(f).resolve()) for f in files)
     listing = hashlib.sha256()
+    settled = True
     for rel, path in entries:
         stat = path.stat()
-        listing.update(f"{rel}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        settled = settled and is_settled(stat.st_mtime_ns)
+        listing.update(f"{rel}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}\n".encode())
 
     def compute() -> str:
         digest = hashlib.sha256()
@@ -150,7 +171,7 @@ def files_sha256(root: Path, files) -> str:
             digest.update(data)
         return digest.hexdigest()
 
-    return _cached_digest(f"tree:{root}|{len(entries)}|{listing.hexdigest()}", compute)
+    return _cached_digest(f"tree:{root}|{len(entries)}|{listing.hexdigest()}", compute, settled)
 
 
 def file_md5(path: Path) -> str:

@@ -153,7 +153,9 @@ class FileDataset:
         counts = np.array([self._count(f) for f in files], dtype=np.int64)
         return np.repeat(labels, counts), np.repeat(splits, counts).astype(str)
 
-    def content_sha256(self) -> str:
+    def content_sha256(self, size: int | None = None) -> str:
+        """sha256 over the sorted relative paths and bytes of the dataset's files (cached by their sizes and
+        mtimes): it enters every job key and record."""
         root = self.root if self.root.is_dir() else self.root.parent
         return files_sha256(root, self.hashed_files())
 

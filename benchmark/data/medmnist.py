@@ -108,6 +108,10 @@ class MedMNIST:
             raise UserError(f"{path} does not match MedMNIST {self.flag!r} split sizes ({detail}). "
                             f"Replace it with the official file from {self.url(28)}.")
 
+    def content_sha256(self, size: int) -> str:
+        """sha256 of the file (cached by path, size and mtime): it enters every job key and record."""
+        return file_sha256(self.ensure(size))
+
     def load_labels(self, size: int) -> dict:
         """Only the label arrays (for rarity checks before any job runs)."""
         from benchmark.data.bundle import flat_labels
@@ -128,4 +132,4 @@ class MedMNIST:
             if len(split.labels) and (split.labels.min() < 0 or split.labels.max() >= self.num_classes):
                 raise UserError(f"{path}: labels outside 0..{self.num_classes - 1}.")
         return DataBundle(self.name, size, self.task, self.num_classes, self.label_names, splits,
-                          file_sha256(path), str(path))
+                          self.content_sha256(size), str(path))

@@ -36,6 +36,10 @@ class NpzDataset:
                             "entry or create the file (MedMNIST .npz format).")
         return self.file
 
+    def content_sha256(self, size: int) -> str:
+        """sha256 of the file (cached by path, size and mtime): it enters every job key and record."""
+        return file_sha256(self.ensure(size))
+
     def load_labels(self, size: int) -> dict:
         arrays = read_npz(self.ensure(size), [f"{s}_labels" for s in ("train", "val", "test")])
         return {s: flat_labels(arrays[f"{s}_labels"], f"{self.file} [{s}_labels]") for s in ("train", "val", "test")}
@@ -50,4 +54,4 @@ class NpzDataset:
             if split.labels.min() < 0 or split.labels.max() >= num_classes:
                 raise UserError(f"{self.file}: labels outside 0..{num_classes - 1}.")
         return DataBundle(self.name, size, self.task, num_classes, label_names, splits,
-                          file_sha256(self.file), str(self.file))
+                          self.content_sha256(size), str(self.file))

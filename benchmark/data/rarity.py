@@ -1,4 +1,5 @@
-"""Rarity: which class is rare and which of its training images a cell keeps (paired across methods)."""
+"""Rarity: which class is rare and which of its training images a cell keeps (paired across methods, nested across
+rare counts)."""
 
 from __future__ import annotations
 
@@ -27,16 +28,22 @@ def resolve_rare_count(rare_count, available: int, where: str = "") -> int:
     return count
 
 
-def rare_subsample(train_labels: np.ndarray, rare_class: int, rare_count, seed: int) -> np.ndarray:
-    """Sorted indices of the training images a cell keeps: every non-rare image and `rare_count` rare ones.
+def rare_order(train_labels: np.ndarray, rare_class: int, seed: int) -> np.ndarray:
+    """Indices of the rare class's training images in the cell's one seeded permutation (`seed` depends on the
+    dataset, rare class, seed and fold, never on the rare count or the method)."""
+    return np.random.default_rng(seed).permutation(np.flatnonzero(train_labels == rare_class))
 
-    The choice depends only on the labels, the rare class, the count and `seed` (derived from the cell, never
-    from the method), so every method of a cell trains on exactly the same real images. Val and test are never
-    subsampled.
-    """
-    rare_idx = np.flatnonzero(train_labels == rare_class)
-    keep_count = resolve_rare_count(rare_count, len(rare_idx))
-    rng = np.random.default_rng(seed)
-    kept_rare = rng.choice(rare_idx, size=keep_count, replace=False) if keep_count < len(rare_idx) else rare_idx
-    keep = np.concatenate([np.flatnonzero(train_labels != rare_class), kept_rare])
-    return np.sort(keep)
+
+def rare_split(train_labels: np.ndarray, rare_class: int, rare_count, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held_back): sorted indices of the training images a cell keeps — every non-rare image and the first
+    `rare_count` rare images of the permutation — and the rare images it removes, in permutation order (so
+    held_back continues the kept prefix; empty at `all`). A smaller rare count keeps a subset of a larger one."""
+    order = rare_order(train_labels, rare_class, seed)
+    keep_count = resolve_rare_count(rare_count, len(order))
+    keep = np.concatenate([np.flatnonzero(train_labels != rare_class), order[:keep_count]])
+    return np.sort(keep), order[keep_count:]
+
+
+def rare_subsample(train_labels: np.ndarray, rare_class: int, rare_count, seed: int) -> np.ndarray:
+    """Sorted indices of the training images a cell keeps (see rare_split). Val and test are never subsampled."""
+    return rare_split(train_labels, rare_class, rare_count, seed)[0]

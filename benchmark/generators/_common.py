@@ -11,7 +11,9 @@ import numpy as np
 from benchmark.errors import UserError
 
 # Keys a registry entry's config carries for the harness, not for the model: accepted and ignored by generators.
-HARNESS_KEYS = frozenset({"kind", "uses_synthetic_ratio"})
+# bank_multiple: sample bank size (stage.py); audit_extractor: overrides of the in-domain audit extractor's config
+# (extractor.DEFAULTS), e.g. {max_steps: 20} for tests.
+HARNESS_KEYS = frozenset({"kind", "uses_synthetic_ratio", "bank_multiple", "audit_extractor"})
 
 
 class GeneratorConfigError(UserError, ValueError):
@@ -33,6 +35,13 @@ def resolve_config(name: str, defaults: dict, config: dict) -> dict:
         raise GeneratorConfigError(
             f"{name}: unknown config key(s) {', '.join(hints)}. Valid keys: {', '.join(sorted(defaults))}."
         )
+    if name != "audit_extractor" and config.get("audit_extractor") is not None:
+        from benchmark.generators.extractor import resolve as resolve_extractor
+
+        if not isinstance(config["audit_extractor"], dict):
+            raise GeneratorConfigError(f"{name}: audit_extractor must be a mapping of extractor settings, got "
+                                       f"{config['audit_extractor']!r}.")
+        resolve_extractor(config["audit_extractor"])  # a typo there stops the grid before any job, too
     resolved = dict(defaults)
     resolved.update({k: v for k, v in config.items() if k not in HARNESS_KEYS})
     return resolved

@@ -1,6 +1,7 @@
 """Audit of a synthetic image set: FID/KID, precision/recall/density/coverage, memorization (copy rate, SSIM).
 
-``audit(synthetic, real_rare, train_all, out_dir=None) -> dict`` of flat record columns.
+``audit(synthetic, real_rare, train_all, out_dir=None, reference=None, domain_extractor=None) -> dict`` of flat
+record columns.
 
 Feature space. FID and KID need an image embedding. Inception-v3 (the usual one) needs weights that cannot be
 downloaded here, so ``feature_extractor="auto"`` uses it only when ``torch-fidelity`` is installed *and* its weights
@@ -14,9 +15,32 @@ other on the same data; they are not comparable to Inception FIDs in the literat
 ``nn.Module`` (uint8 (N, C, H, W) -> (N, d), with a ``name`` attribute), e.g. a locally trained domain classifier.
 The column ``feature_extractor`` names the one used and ``feature_extractor_note`` says why.
 
-Definitions (N training images, M synthetic, R real rare-class training images):
+Reference set and fit set. The generator is fitted on the cell's kept training images only (the fit set: N images,
+R of the rare class). Distribution metrics compare the synthetic set (M images) with the **reference set**: all
+real rare-class images of the training split before rarity subsampling (``reference``; ``reference_n`` of them) —
+evaluation only, and the same for every rare count of a dataset, so the figures are comparable across rare counts.
+Memorisation checks (nearest neighbours, copy rate, SSIM, closest pairs) stay against the fit set, the images the
+generator actually saw. ``fit_n`` = N, ``n_real_rare`` = R.
+
+Two feature spaces. The unprefixed columns use the fixed extractor above (``feature_extractor``); with
+``domain_extractor`` (the in-domain classifier of :mod:`benchmark.generators.extractor`) the same distribution
+metrics are repeated in its features under ``domain_*`` columns (``domain_feature_extractor``,
+``domain_extractor_key``, ``domain_kid`` …). ``domain_kid`` is the primary fidelity figure.
+
+Definitions:
+- ``kid`` (primary), ``kid_se``: the unbiased MMD² (Gretton et al. 2012; KID, Bińkowski et al. 2018) between the
+  synthetic and reference features over all pairs of the two full sets, with the KID kernel
+  k(x, y) = (x·y / d + 1)³ (torchmetrics' ``poly_kernel``), and its two-sample delete-one jackknife standard error
+  (Arvesen 1969: Σ over both samples of (n − 1)/n · Σᵢ (θ₋ᵢ − θ̄)²). Sets larger than ``KID_MAX_N`` (2000) are
+  subsampled (seeded). Unbiased: its expectation is 0 when both sets come from one distribution, at any n, so it
+  can be negative. ``kid_mean`` / ``kid_std``: torchmetrics' KID, mean and standard deviation over 100 random
+  subsets (kept for continuity; its std is the spread of a subset-size estimate, not a standard error).
+- ``fid``: reported only when both sets hold at least ``fid_min_n`` = ``FID_MIN_PER_DIM`` (2) × the feature dim
+  images (e.g. 480 for the 240-dim random CNN, 128 for the 64-dim in-domain classifier); otherwise NaN and
+  ``fid_note`` says why. Below that the d×d covariance estimate is (near-)singular and FID's bias, which falls
+  like d / n (Chong & Forsyth, CVPR 2020), dominates the comparison.
 - ``precision / recall / density / coverage``: k-NN manifolds (k = 5) in feature space, Naeem et al. 2020; real =
-  the R real rare-class images, fake = the synthetic set.
+  the reference set, fake = the synthetic set.
 - ``nn_pixel``: for each synthetic image, the root-mean-square pixel difference (in [0, 1] units:
   ||a - b||₂ / sqrt(C·H·W) of images scaled to [0, 1]) to its nearest training image (of all N, every class).
   ``nn_feature``: the Euclidean distance to the nearest training image in feature space.
@@ -27,8 +51,8 @@ Definitions (N training images, M synthetic, R real rare-class training images):
 - ``copy_rate``: the share of synthetic images with ``nn_pixel <= copy_threshold_pixel`` — synthetic images closer
   to a training image than 95 % of training images are to their nearest neighbour. ``copy_rate_feature`` is the same
   in feature space. Exact copies always count (distance 0 ≤ threshold).
-- ``ssim_nn``: SSIM (torchmetrics, Gaussian 11×11, σ = 1.5, data range 1) between each synthetic image and its
-  nearest training image in pixel space.
+- ``ssim_nn``: SSIM (torchmetrics, Gaussian 11×11, σ = 1.5, data range 1, float32) between each synthetic image
+  and its nearest training image in pixel space.
 With ``out_dir``: ``audit_closest_pairs.png`` (the 16 synthetic images with the smallest ``nn_pixel``, each above
 its nearest training image), ``audit_real_vs_synthetic.png`` (top rows real rare-class images, bottom rows synthetic)
 and ``audit_nearest.npz`` (per synthetic image: nearest training index and distances, pixel and feature, and SSIM).
@@ -48,6 +72,8 @@ from benchmark.generators._common import save_grid
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 COPY_PERCENTILE = 5.0
 PRDC_K = 5
+FID_MIN_PER_DIM = 2   # FID needs at least this many images per feature dimension in both sets
+KID_MAX_N = 2000      # larger sets are subsampled (seeded) for the full-sample KID and its jackknife
 CLOSEST_PAIRS_PNG = "audit_closest_pairs.png"
 REAL_VS_SYNTHETIC_PNG = "audit_real_vs_synthetic.png"
 NEAREST_NPZ = "audit_nearest.npz"
@@ -161,7 +187,9 @@ def feature_extractor(kind="auto", in_channels: int = 1):
 def extract_features(module, images: np.ndarray, batch_size: int = 256, device=None):
     """(N, d) float64 numpy features of uint8 images (N, C, H, W)."""
     torch, _ = _torch_modules()
-    device = device or next(iter(module.buffers()), torch.empty(0)).device
+    if device is None:
+        tensor = next(iter(module.parameters()), None)
+        device = (tensor if tensor is not None else next(iter(module.buffers()), torch.empty(0))).device
     out = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
@@ -207,6 +235,53 @@ def fid_kid(synthetic_features: np.ndarray, real_features: np.ndarray, seed: int
         torch.manual_seed(seed)
         kid_mean, kid_std = kid.compute()
     result["kid_mean"], result["kid_std"] = float(kid_mean), float(kid_std)
+    return result
+
+
+def kid_unbiased(x: np.ndarray, y: np.ndarray, seed: int = 0, max_n: int = KID_MAX_N) -> tuple[float, float]:
+    """(unbiased MMD², jackknife standard error) of feature sets ``x`` (n, d) and ``y`` (m, d) with the KID kernel
+    (torchmetrics ``poly_kernel``: (x·y / d + 1)³); see the module docstring. NaN when a set has fewer than 3 rows."""
+    torch, _ = _torch_modules()
+    from torchmetrics.image.kid import poly_kernel
+
+    rng = np.random.default_rng(seed)
+    sets = []
+    for f in (x, y):
+        f = np.asarray(f, dtype=np.float64)
+        if len(f) > max_n:
+            f = f[np.sort(rng.choice(len(f), max_n, replace=False))]
+        sets.append(torch.from_numpy(f))
+    fx, fy = sets
+    n, m = len(fx), len(fy)
+    if n < 3 or m < 3:
+        return float("nan"), float("nan")
+    kxx, kyy, kxy = poly_kernel(fx, fx), poly_kernel(fy, fy), poly_kernel(fx, fy)
+    rx = kxx.sum(1) - kxx.diagonal()          # per-row sums without the diagonal
+    ry = kyy.sum(1) - kyy.diagonal()
+    a, b, c = rx.sum(), ry.sum(), kxy.sum()
+    value = a / (n * (n - 1)) + b / (m * (m - 1)) - 2 * c / (n * m)
+    # leave out x_i: its row and column leave the xx sum, its row the xy sum
+    loo_x = (a - 2 * rx) / ((n - 1) * (n - 2)) + b / (m * (m - 1)) - 2 * (c - kxy.sum(1)) / ((n - 1) * m)
+    loo_y = a / (n * (n - 1)) + (b - 2 * ry) / ((m - 1) * (m - 2)) - 2 * (c - kxy.sum(0)) / (n * (m - 1))
+    var = (n - 1) / n * ((loo_x - loo_x.mean()) ** 2).sum() + (m - 1) / m * ((loo_y - loo_y.mean()) ** 2).sum()
+    return float(value), float(var.sqrt())
+
+
+def distribution_metrics(f_syn: np.ndarray, f_ref: np.ndarray, seed: int = 0) -> dict:
+    """KID (full-sample, with SE), torchmetrics' subset KID, FID above its minimum n, PRDC: synthetic vs reference."""
+    dim = int(np.shape(f_ref)[1]) if np.ndim(f_ref) == 2 else 0
+    fid_min_n = FID_MIN_PER_DIM * dim
+    kid, kid_se = kid_unbiased(f_syn, f_ref, seed=seed)
+    result = {"kid": kid, "kid_se": kid_se, **fid_kid(f_syn, f_ref, seed=seed), "fid_min_n": fid_min_n}
+    smaller = min(len(f_syn), len(f_ref))
+    if smaller < fid_min_n:
+        which = "reference" if len(f_ref) <= len(f_syn) else "synthetic"
+        result["fid"] = float("nan")
+        result["fid_note"] = (f"FID not reported: the {which} set has {smaller} images, below the minimum "
+                              f"{FID_MIN_PER_DIM} × {dim} feature dims = {fid_min_n}; use kid")
+    else:
+        result["fid_note"] = f"FID reported: both sets have ≥ {fid_min_n} images ({FID_MIN_PER_DIM} × {dim} dims)"
+    result.update(prdc(f_ref, f_syn))
     return result
 
 
@@ -288,16 +363,23 @@ def prdc(real_features: np.ndarray, fake_features: np.ndarray, k: int = PRDC_K) 
     }
 
 
-def ssim_pairs(a: np.ndarray, b: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """SSIM of each pair (a[i], b[i]) of uint8 images (torchmetrics, data range 1)."""
+SSIM_PIXELS_PER_BATCH = 2 ** 20  # bounds the memory of torchmetrics' 11×11 convolutions of 5 maps per image
+
+
+def ssim_pairs(a: np.ndarray, b: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+    """SSIM of each pair (a[i], b[i]) of uint8 images (torchmetrics, data range 1, float32: in float64 torch's
+    CPU convolution falls back to im2col, 5-10× slower and tens of GB at 128 px), in batches of
+    ``SSIM_PIXELS_PER_BATCH`` pixels (1024 images at 28 px, 64 at 128 px)."""
     torch, _ = _torch_modules()
     from torchmetrics.functional.image import structural_similarity_index_measure
 
+    if batch_size is None:
+        batch_size = min(1024, max(1, SSIM_PIXELS_PER_BATCH // int(np.prod(a.shape[1:]))))
     out = []
     for start in range(0, len(a), batch_size):
-        x = torch.from_numpy(a[start:start + batch_size]).double() / 255.0
-        y = torch.from_numpy(b[start:start + batch_size]).double() / 255.0
-        out.append(structural_similarity_index_measure(x, y, data_range=1.0, reduction="none").numpy())
+        x = torch.from_numpy(a[start:start + batch_size]).float() / 255.0
+        y = torch.from_numpy(b[start:start + batch_size]).float() / 255.0
+        out.append(structural_similarity_index_measure(x, y, data_range=1.0, reduction="none").double().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -309,25 +391,38 @@ def _check_images(name: str, images) -> np.ndarray:
 
 
 def audit(synthetic: np.ndarray, real_rare: np.ndarray, train_all: np.ndarray, out_dir=None,
-          feature_extractor_kind="auto", seed: int = 0, threshold_queries: int = 5000) -> dict:
-    """Flat record columns describing ``synthetic`` against the real images; see the module docstring."""
-    synthetic, real_rare, train_all = (_check_images(n, x) for n, x in
-                                       (("synthetic", synthetic), ("real_rare", real_rare), ("train_all", train_all)))
-    shapes = {synthetic.shape[1:], real_rare.shape[1:], train_all.shape[1:]}
+          feature_extractor_kind="auto", seed: int = 0, threshold_queries: int = 5000, reference=None,
+          domain_extractor=None, domain_info: dict | None = None) -> dict:
+    """Flat record columns describing ``synthetic`` against the real images; see the module docstring.
+
+    ``real_rare``: the fit set's rare-class images; ``train_all``: the whole fit set (memorisation checks);
+    ``reference``: the distribution reference (default ``real_rare``); ``domain_extractor``: an in-domain feature
+    module for the ``domain_*`` columns, ``domain_info``: scalars about it recorded as ``domain_<name>``."""
+    reference = real_rare if reference is None else reference
+    synthetic, real_rare, train_all, reference = (
+        _check_images(n, x) for n, x in (("synthetic", synthetic), ("real_rare", real_rare),
+                                         ("train_all", train_all), ("reference", reference)))
+    shapes = {synthetic.shape[1:], real_rare.shape[1:], train_all.shape[1:], reference.shape[1:]}
     if len(shapes) != 1:
         raise ValueError(f"audit: image shapes differ: synthetic {synthetic.shape[1:]}, real_rare "
-                         f"{real_rare.shape[1:]}, train_all {train_all.shape[1:]}")
+                         f"{real_rare.shape[1:]}, train_all {train_all.shape[1:]}, reference {reference.shape[1:]}")
     if len(synthetic) == 0 or len(train_all) == 0:
         raise ValueError("audit: needs at least one synthetic and one training image")
     module, note = feature_extractor(feature_extractor_kind, synthetic.shape[1])
     result = {"feature_extractor": getattr(module, "name", type(module).__name__),
               "feature_dim": int(getattr(module, "num_features", 0)), "feature_extractor_note": note,
-              "n_synthetic": len(synthetic), "n_real_rare": len(real_rare), "n_train": len(train_all)}
-    f_syn, f_real, f_train = (extract_features(module, x) for x in (synthetic, real_rare, train_all))
+              "n_synthetic": len(synthetic), "n_real_rare": len(real_rare), "n_train": len(train_all),
+              "fit_n": len(train_all), "reference_n": len(reference)}
+    f_syn, f_ref, f_train = (extract_features(module, x) for x in (synthetic, reference, train_all))
     result["feature_dim"] = int(f_syn.shape[1])
-    result.update(fid_kid(f_syn, f_real, seed=seed))
-    result.update(prdc(f_real, f_syn))
+    result.update(distribution_metrics(f_syn, f_ref, seed=seed))
     result["prdc_k"] = PRDC_K
+    if domain_extractor is not None:
+        d_syn, d_ref = (extract_features(domain_extractor, x) for x in (synthetic, reference))
+        result["domain_feature_extractor"] = getattr(domain_extractor, "name", type(domain_extractor).__name__)
+        result["domain_feature_dim"] = int(d_syn.shape[1])
+        result.update({f"domain_{k}": v for k, v in distribution_metrics(d_syn, d_ref, seed=seed).items()})
+        result.update({f"domain_{k}": v for k, v in (domain_info or {}).items()})
 
     scale = pixel_scale(train_all)
     nn_pix_idx, nn_pix = nearest_neighbours(synthetic, train_all, scale=scale)

@@ -9,13 +9,18 @@ import numpy as np
 
 @dataclass
 class TrainingSet:
-    """What a classifier trains on: uint8 images (N, C, H, W), int64 labels, optional per-class loss weights."""
+    """What a classifier trains on: uint8 images (N, C, H, W), int64 labels, optional per-class loss weights, and
+    optionally the loss and the batch transform the training function uses instead of plain cross-entropy
+    (``benchmark.generators.imbalance``: e.g. ``{"name": "focal", "gamma": 2.0}``, ``{"name": "mixup",
+    "alpha": 0.2}``)."""
 
     images: np.ndarray
     labels: np.ndarray
     is_synthetic: np.ndarray  # bool (N,): True for generated (or duplicated) images
     class_weights: np.ndarray | None = None
     info: dict = field(default_factory=dict)
+    loss: dict | None = None
+    batch_transform: dict | None = None
 
     def counts(self, num_classes: int) -> dict:
         """Real and synthetic images per class, as recorded in every result."""
@@ -25,6 +30,12 @@ class TrainingSet:
 
 
 REAL_PERCENTAGE_PREFIX = "real_percentage="
+
+# Keys of a method entry's config that tell the harness how to run the method, not the method itself (they enter
+# the key like the rest of the config, but are not constructor arguments of the methods in this package).
+# benchmark.job, benchmark.plan.check_generator_configs, benchmark.generators.stage and _common.HARNESS_KEYS
+# keep lists of their own.
+METHOD_HARNESS_KEYS = frozenset({"kind", "uses_synthetic_ratio", "needs_held_back"})
 
 
 def mixing_mode_problem(ratio) -> str | None:
@@ -66,9 +77,30 @@ class Method:
         self.config = config
 
     def build_training_set(self, real: TrainingSet, rare_class: int, synthetic_ratio: float, num_classes: int,
-                           seed: int) -> TrainingSet:
-        """The training set for one job from the cell's real (already rarity-subsampled) training images."""
+                           seed: int, held_back: TrainingSet | None = None) -> TrainingSet:
+        """The training set for one job from the cell's real (already rarity-subsampled) training images.
+
+        `held_back`: the cell's rare-class training images that rarity subsampling removed, in the seeded order
+        that continues the kept ones (empty at rare_count all). Only methods whose entry says
+        ``needs_held_back: true`` (real_extra) may use them; every other method ignores them."""
         raise NotImplementedError
+
+
+def check_method_configs(generator_entries: dict) -> None:
+    """Build every non-generative method of a grid once from its entry's config (cheap: no data, no torch), so a
+    bad hyper-parameter (a negative focal gamma, a typo in a key) stops the grid before any job starts."""
+    from benchmark.errors import UserError
+
+    problems = []
+    for name, entry in generator_entries.items():
+        if entry.config.get("kind") in ("generative", "external"):
+            continue  # generative: plan.check_generator_configs; external: checked with its bank
+        try:
+            entry.load()(**entry.config)
+        except UserError as exc:
+            problems.append(f"method {name!r} ({entry.source}): {exc}")
+    if problems:
+        raise UserError("Invalid method config(s); nothing was started:\n  - " + "\n  - ".join(problems))
 
 
 class Generator:

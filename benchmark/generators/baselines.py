@@ -7,12 +7,19 @@ import numpy as np
 from benchmark.generators.base import Method, TrainingSet, synthetic_count
 
 
+def inverse_frequency_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per-class weights ∝ 1 / class count (0 for absent classes), normalised to mean 1 over present classes."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / num_classes, 0.0)
+    return weights / weights[counts > 0].mean()
+
+
 class NoAugmentation(Method):
     """`none`: train on the cell's real images as they are."""
 
     uses_synthetic_ratio = False
 
-    def build_training_set(self, real, rare_class, synthetic_ratio, num_classes, seed):
+    def build_training_set(self, real, rare_class, synthetic_ratio, num_classes, seed, held_back=None):
         return real
 
 
@@ -21,10 +28,8 @@ class ClassWeight(Method):
 
     uses_synthetic_ratio = False
 
-    def build_training_set(self, real, rare_class, synthetic_ratio, num_classes, seed):
-        counts = np.bincount(real.labels, minlength=num_classes).astype(np.float64)
-        weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / num_classes, 0.0)
-        weights = weights / weights[counts > 0].mean()
+    def build_training_set(self, real, rare_class, synthetic_ratio, num_classes, seed, held_back=None):
+        weights = inverse_frequency_weights(real.labels, num_classes)
         return TrainingSet(real.images, real.labels, real.is_synthetic, weights.astype(np.float32),
                            {"class_weights": weights.round(6).tolist()})
 
@@ -34,7 +39,7 @@ class Oversample(Method):
     balance with ratio "balance" (cycling through a
     seeded permutation, so each image is repeated as evenly as possible); augmented like all training data."""
 
-    def build_training_set(self, real, rare_class, synthetic_ratio, num_classes, seed):
+    def build_training_set(self, real, rare_class, synthetic_ratio, num_classes, seed, held_back=None):
         rare_idx = np.flatnonzero((real.labels == rare_class) & ~real.is_synthetic)
         extra = synthetic_count(synthetic_ratio, len(rare_idx), np.bincount(real.labels, minlength=num_classes))
         if extra == 0 or len(rare_idx) == 0:

@@ -1,7 +1,8 @@
 """Class-conditional DCGAN at the dataset's resolution: BCE with one-sided label smoothing + feature matching.
 
-Architecture (derived from the image size S): S is halved while it is even and larger than 4, giving a base size b
-and n upsamplings (28 -> 7 with n = 2; 32 -> 4, n = 3; 64 -> 4, n = 4; 128 -> 4, n = 5).
+Architecture (derived from the image size S, no per-size config): S is halved while it is even and larger than 4,
+giving a base size b and n upsamplings (28 -> 7 with n = 2; 32 -> 4, n = 3; 64 -> 4, n = 4; 128 -> 4, n = 5;
+224 -> 7, n = 5), so both networks gain a stride-2 block per doubling of the side; the fit log records b and n.
 
 - Generator: [z ; embed(class)] -> ConvTranspose(b×b) -> n-1 × [ConvTranspose(4, 2, 1), BatchNorm, ReLU]
   -> ConvTranspose(4, 2, 1) -> tanh; channels ngf·2^(n-1) halving to ngf.
@@ -268,6 +269,8 @@ class DCGAN(Generator):
         log["steps"] = int(cfg["steps"])
         log["seconds"] = time.perf_counter() - start
         log["device"] = str(self.device)
+        base, n_up = architecture(self.image_shape[1])
+        log["architecture"] = {"base_size": base, "upsamplings": n_up}
         if not log["loss_perceptual"]:
             del log["loss_perceptual"]
         return log

@@ -11,6 +11,11 @@
   calls. Guidance follows the diffusers convention: eps = eps_null + w · (eps_class - eps_null); w = 1 is the plain
   conditional model (one UNet pass per step), w = 0 the unconditional one, w > 1 sharpens the class (the
   conditional and null passes run as one doubled batch, so a step is still one UNet call).
+- Image size: the UNet lists (``block_out_channels``, ``down_block_types``, ``up_block_types``) describe the network
+  for ``base_size`` (28) px. Each doubling of the side beyond it, ``round(log2(size / base_size))`` (64 px: 1,
+  128 px: 2, 224 px: 3), adds one full-resolution level with ``block_out_channels[0]`` channels (``DownBlock2D`` /
+  ``UpBlock2D``) on top, so the lowest resolution and its attention blocks stay where the config put them (28 px:
+  7 × 7; 64: 8 × 8; 128: 8 × 8). ``grow_levels: false`` uses the lists as given. The fit log records the UNet used.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ PREDICTION_TYPES = ("epsilon", "v_prediction")
 DEFAULTS = {
     # UNet (diffusers UNet2DModel); the defaults suit 28 px (28 -> 14 -> 7)
     "block_out_channels": [64, 128, 128],
+    "base_size": 28,       # the image size the three lists describe; larger images get extra top levels
+    "grow_levels": True,
     "layers_per_block": 2,
     "down_block_types": ["DownBlock2D", "DownBlock2D", "AttnDownBlock2D"],
     "up_block_types": ["AttnUpBlock2D", "UpBlock2D", "UpBlock2D"],
@@ -66,6 +73,16 @@ DEFAULTS = {
     "grid_columns": 8,  # fit(out_dir=…) ends with grid_final.png: this many samples per class (0: no grid)
     "device": None,
 }
+
+
+def unet_layout(cfg: dict, size: int) -> dict:
+    """block_out_channels / down_block_types / up_block_types for images of side ``size`` (module docstring)."""
+    channels, down, up = list(cfg["block_out_channels"]), list(cfg["down_block_types"]), list(cfg["up_block_types"])
+    extra = 0
+    if cfg["grow_levels"] and channels:
+        extra = max(0, int(round(np.log2(size / float(cfg["base_size"])))))
+    return {"block_out_channels": [channels[0]] * extra + channels, "down_block_types": ["DownBlock2D"] * extra + down,
+            "up_block_types": up + ["UpBlock2D"] * extra}
 
 
 def check_sampling(sampler, sampling_steps, guidance_scale, label_dropout, num_train_timesteps) -> None:
@@ -116,16 +133,27 @@ class DDPM(Generator):
             raise GeneratorConfigError(
                 "DDPM: block_out_channels, down_block_types and up_block_types need the same length, got "
                 f"{levels}, {len(cfg['down_block_types'])}, {len(cfg['up_block_types'])}.")
+        if isinstance(cfg["base_size"], bool) or not isinstance(cfg["base_size"], int) or cfg["base_size"] <= 0:
+            raise GeneratorConfigError(f"DDPM: base_size must be a positive integer, got {cfg['base_size']!r}.")
+        levels = len(self.unet_layout["block_out_channels"])
         if self.image_shape[1] % 2 ** (levels - 1):
+            grown = f" (grown from {len(cfg['block_out_channels'])} for {self.image_shape[1]} px)" \
+                if levels != len(cfg["block_out_channels"]) else ""
             raise GeneratorConfigError(
                 f"DDPM: image size {self.image_shape[1]} is not divisible by 2^{levels - 1} "
-                f"({levels} UNet levels halve it {levels - 1} times); use fewer block_out_channels.")
+                f"({levels} UNet levels{grown} halve it {levels - 1} times); use fewer block_out_channels "
+                "or set base_size / grow_levels: false.")
         bad = [c for c in cfg["block_out_channels"] if c % int(cfg["norm_num_groups"])]
         if bad:
             raise GeneratorConfigError(
                 f"DDPM: block_out_channels {bad} are not divisible by norm_num_groups {cfg['norm_num_groups']}.")
         check_sampling(cfg["sampler"], cfg["sampling_steps"], cfg["guidance_scale"], float(cfg["label_dropout"]),
                        cfg["num_train_timesteps"])
+
+    @property
+    def unet_layout(self) -> dict:
+        """The UNet lists used at this image size (the config's, grown by :func:`unet_layout`)."""
+        return unet_layout(self.cfg, self.image_shape[1])
 
     @property
     def null_class(self) -> int:
@@ -140,13 +168,13 @@ class DDPM(Generator):
         import torch
         from diffusers import UNet2DModel
 
-        cfg = self.cfg
+        cfg, layout = self.cfg, self.unet_layout
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             unet = UNet2DModel(
                 sample_size=self.image_shape[1], in_channels=self.image_shape[0], out_channels=self.image_shape[0],
-                block_out_channels=tuple(cfg["block_out_channels"]), layers_per_block=int(cfg["layers_per_block"]),
-                down_block_types=tuple(cfg["down_block_types"]), up_block_types=tuple(cfg["up_block_types"]),
+                block_out_channels=tuple(layout["block_out_channels"]), layers_per_block=int(cfg["layers_per_block"]),
+                down_block_types=tuple(layout["down_block_types"]), up_block_types=tuple(layout["up_block_types"]),
                 norm_num_groups=int(cfg["norm_num_groups"]), attention_head_dim=cfg["attention_head_dim"],
                 dropout=float(cfg["dropout"]), num_class_embeds=self.num_classes + 1,
             )
@@ -206,7 +234,7 @@ class DDPM(Generator):
         noise_gen = torch.Generator(device=self.device).manual_seed(seed)
         batch, T, p_drop = int(cfg["batch_size"]), int(cfg["num_train_timesteps"]), float(cfg["label_dropout"])
         log = {"steps": 0, "loss": [], "log_steps": [], "device": str(self.device),
-               "parameters": sum(p.numel() for p in self.model.parameters())}
+               "parameters": sum(p.numel() for p in self.model.parameters()), "unet": self.unet_layout}
         running = 0.0
         for step in range(1, int(cfg["steps"]) + 1):
             idx = torch.from_numpy(rng.choice(len(images), size=batch, replace=True, p=probs)).to(self.device)

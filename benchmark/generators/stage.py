@@ -62,11 +62,16 @@ def check_no_leakage(fit_images: np.ndarray, bundle) -> None:
 
 
 def run_generator(spec, run_dir: Path) -> dict:
-    """Fit the generator on the cell's real training images only, sample its bank, audit it, save everything."""
+    """Fit the generator on the cell's real training images only, sample its bank, audit it, save everything.
+
+    The audit's distribution reference is every rare-class image of the training split (before rarity
+    subsampling; evaluation only), its memorisation checks use the fit set, and its in-domain features come from
+    the dataset's cached extractor (:mod:`benchmark.generators.extractor`, trained once per dataset and size)."""
     from benchmark import registry
     from benchmark.cell import build_cell
+    from benchmark.generators import extractor
+    from benchmark.generators._common import HARNESS_KEYS
     from benchmark.generators.audit import audit
-    from benchmark.seeding import generator_seed
 
     from benchmark.threads import apply_thread_limit
 
@@ -75,9 +80,9 @@ def run_generator(spec, run_dir: Path) -> dict:
     cell = build_cell(spec)
     real = cell.real
     entry = registry.get("generator", spec.generator)
-    config = {k: v for k, v in entry.config.items() if k not in ("kind", "uses_synthetic_ratio", "bank_multiple")}
+    config = {k: v for k, v in entry.config.items() if k not in HARNESS_KEYS}
     generator = entry.load()(num_classes=cell.bundle.num_classes, image_shape=real.images.shape[1:], **config)
-    seed = generator_seed(spec.dataset_id, spec.rare_class, spec.rare_count, spec.seed, spec.generator)
+    seed = spec.generator_seed  # the cell's, seed, fold and generator: benchmark.seeding
     check_no_leakage(real.images, cell.bundle)
     fit_log = generator.fit(real.images, real.labels, seed, out_dir=run_dir)
     fit_seconds = time.perf_counter() - started
@@ -87,7 +92,17 @@ def run_generator(spec, run_dir: Path) -> dict:
     bank = generator.sample(n_bank, cell.rare_class, seed + 1)
     sample_seconds = time.perf_counter() - sample_started
     write_bank(Path(run_dir) / BANK_FILE, bank, np.full(n_bank, cell.rare_class, dtype=np.int64))
-    report = audit(bank, real.images[real.labels == cell.rare_class], real.images, out_dir=run_dir)
+    audit_started = time.perf_counter()
+    train = cell.bundle.splits["train"]
+    reference = train.images[train.labels == cell.rare_class]  # evaluation only: never given to the generator
+    domain, domain_record, trained_here = extractor.for_cell(spec, cell.bundle, Path(run_dir).parent,
+                                                             entry.config.get("audit_extractor"))
+    domain_info = {"extractor_key": domain_record["key"], "extractor_trained_here": trained_here,
+                   "extractor_train_n": domain_record["identity"]["train_n"],
+                   "extractor_train_balanced_accuracy": domain_record["train_balanced_accuracy"]}
+    report = audit(bank, real.images[real.labels == cell.rare_class], real.images, out_dir=run_dir,
+                   reference=reference, domain_extractor=domain, domain_info=domain_info)
+    audit_seconds = time.perf_counter() - audit_started
     if getattr(spec, "track", True) and isinstance(fit_log, dict):
         from benchmark.generators.audit import REAL_VS_SYNTHETIC_PNG
         from benchmark.tracking import log_generator_fit
@@ -95,11 +110,12 @@ def run_generator(spec, run_dir: Path) -> dict:
         log_generator_fit(run_dir, fit_log, {"audit/real_vs_synthetic": Path(run_dir) / REAL_VS_SYNTHETIC_PNG})
     return {
         "resolved": {"rare_class": cell.rare_class, "n_rare_train": cell.n_rare, "generator_seed": seed,
-                     "bank_size": n_bank, "fit_images": len(real.labels),
+                     "bank_size": n_bank, "fit_images": len(real.labels), "audit_reference_n": len(reference),
                      "fit_images_sha256": hashlib.sha256(np.ascontiguousarray(real.images).tobytes()).hexdigest()},
         "fit_log": fit_log,
         "audit": report,
-        "timings": {"fit_s": fit_seconds, "sample_s": sample_seconds, "wall_s": time.perf_counter() - started,
+        "timings": {"fit_s": fit_seconds, "sample_s": sample_seconds, "audit_s": audit_seconds,
+                    "wall_s": time.perf_counter() - started,
                     "bank_images_per_s": n_bank / sample_seconds if sample_seconds else float("nan")},
         "dataset": {"sha256": cell.bundle.sha256, "file": Path(cell.bundle.path).name},
     }
@@ -113,7 +129,7 @@ class SyntheticMix(Method):
         super().__init__(**config)
         self.artifact_dir = Path(artifact_dir)
 
-    def build_training_set(self, real, rare_class, synthetic_ratio, num_classes, seed):
+    def build_training_set(self, real, rare_class, synthetic_ratio, num_classes, seed, held_back=None):
         counts = np.bincount(real.labels, minlength=num_classes)
         n_rare = int(counts[rare_class])
         needed = synthetic_count(synthetic_ratio, n_rare, counts)
