@@ -713,17 +713,7 @@ def describe_differences(group: np.ndarray, d: np.ndarray, n_groups: int, higher
     ties = n.astype(int) - wins - losses
 
     starts = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64)
-    b_lo = np.full(n_groups, np.nan)
-    b_hi = np.full(n_groups, np.nan)
-    for k in np.unique(n[n >= 2]).astype(int):
-        sel = np.flatnonzero(n == k)
-        w = bootstrap_resample_weights(k, n_boot, seed).T / k            # (k × B)
-        for chunk in np.array_split(sel, max(1, len(sel) // 2000 + 1)):
-            if chunk.size == 0:
-                continue
-            mat = d[starts[chunk][:, None] + np.arange(k)]              # (c × k)
-            q = np.quantile(mat @ w, [alpha / 2, 1 - alpha / 2], axis=1)
-            b_lo[chunk], b_hi[chunk] = q[0], q[1]
+    b_lo, b_hi = bootstrap_mean_intervals(group, d, n_groups, 1 - alpha, n_boot, seed)
 
     w_stat = np.full(n_groups, np.nan)
     w_p = np.full(n_groups, np.nan)
