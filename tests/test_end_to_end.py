@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -60,7 +61,9 @@ def test_smoke_grid_produces_a_record_per_job(smoke_run):
     generative = [r for r in rows if r["generator"] == "dcgan_small"]
     assert len(generative) == 9                     # ratio 1 at both rare counts, balance at rare_count 20
     for row in generative:
-        assert 0.0 <= float(row["audit_copy_rate"]) <= 1.0 and float(row["audit_fid"]) >= 0.0
+        assert 0.0 <= float(row["audit_copy_rate"]) <= 1.0 and float(row["audit_kid_se"]) >= 0.0
+        assert math.isfinite(float(row["audit_kid"])) and math.isfinite(float(row["audit_domain_kid"]))
+        assert row["audit_fid"] == "" and float(row["audit_reference_n"]) == 147  # FID needs >= 480 reference images
     for row in (r for r in rows if r["generator"] in ("oversample", "dcgan_small")):
         if row["synthetic_ratio"] == "balance":     # the rare class made as large as benign (399)
             assert row["rare_count"] == "20" and int(row["n_train_synthetic"]) == 399 - int(row["n_rare_train"])
