@@ -84,13 +84,14 @@ def train_classifier(training_set, bundle, rare_class: int, backbone, training: 
     from benchmark.threads import apply_thread_limit
 
     apply_thread_limit()
-    from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, set_seed
+    from accelerate import Accelerator, PartialState
+    from accelerate.utils import DataLoaderConfiguration, parse_flag_from_env, set_seed
 
-    from accelerate import PartialState
-
-    # bf16 autocast where the device supports it; a requested bf16 trains in fp32 elsewhere (resolve_mixed_precision)
-    mixed_precision, precision_note = resolve_mixed_precision(training["mixed_precision"], PartialState().device)
+    # bf16 autocast where the device supports it; a requested bf16 trains in fp32 elsewhere (resolve_mixed_precision).
+    # PartialState is a singleton that Accelerator() reuses: it must see ACCELERATE_USE_CPU (set for a multi-task CPU
+    # job by benchmark.batch.setup_process) as Accelerator() would, or a 2-task CPU job trains as two 1-process jobs.
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    mixed_precision, precision_note = resolve_mixed_precision(training["mixed_precision"], state.device)
     # split_batches: batch_size is the global batch, split over the processes (DDP averages their gradients), so a
     # job computes the same thing on 1 or N processes; its key does not depend on how it is run.
     accelerator = Accelerator(mixed_precision=mixed_precision,

@@ -278,7 +278,6 @@ def test_preemption_saves_the_running_epoch_then_requeues_and_resumes(env, tmp_p
     assert straight["checkpoints"]["saves"] == 0
 
 
-@pytest.mark.xfail(reason='regression found at the end of session 8: the 2-task job records num_processes 1 (lock/jobs_per_device changes); see the closing note, issue 12', strict=False)
 def test_two_task_job_trains_with_ddp_on_gloo(env, tmp_path):
     """tasks_per_node: 2 → one job, two processes, one process group (gloo); one record, written once, with test
     metrics over the whole test set exactly once, close to the 1-process job's (DDP_AUROC_TOLERANCE)."""
@@ -389,7 +388,6 @@ def test_a_classifier_blocked_by_a_cancelled_generator_task_reruns_without_it(en
     assert not (out_dir / "runs" / cls["key"] / "error.json").exists()
 
 
-@pytest.mark.xfail(reason="regression found at the end of session 8: the job holding the lock ended 'failed'; see the closing note, issue 12", strict=False)
 def test_two_submitted_jobs_on_one_key_train_it_once(env, tmp_path, monkeypatch):
     """Two SLURM jobs started on one key at once (a duplicate submission from another checkout, a requeue race):
     one trains, the other exits 'running elsewhere' without touching the folder, which ends with one record."""
@@ -399,13 +397,13 @@ def test_two_submitted_jobs_on_one_key_train_it_once(env, tmp_path, monkeypatch)
     from benchmark.cluster import load_profile
     from benchmark.grid import expand, load_grid
 
+    for key in ("GENMED_DATA_DIR", "GENMED_REGISTRY_PATH"):
+        monkeypatch.setenv(key, env[key])  # expand() resolves the spec on this data; the jobs inherit it
     grid = write_grid(tmp_path, "twice", epochs=3)
     (spec,) = expand(load_grid(grid))
     runs = tmp_path / "results" / "twice" / "runs"
     executor = submitit.AutoExecutor(folder=str(tmp_path / "logs" / "%j"), cluster="slurm")
     executor.update_parameters(**load_profile("local-cpu").submitit_parameters())
-    for key in ("GENMED_DATA_DIR", "GENMED_REGISTRY_PATH"):
-        monkeypatch.setenv(key, env[key])  # the jobs inherit the submitting environment
     jobs = executor.submit_array([JobBatch([spec.to_dict()], str(runs), resumable=True) for _ in range(2)])
     outcomes = sorted(job.result()[spec.key] for job in jobs)
     assert outcomes == ["done", "running elsewhere"], outcomes
