@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -15,7 +14,14 @@ EXECUTORS = ("auto", "local", "debug", "slurm")
 POLL_SECONDS = 1.0
 
 
-def pack(jobs: list[JobSpec], runs_per_task: int) -> list[list[JobSpec]]:
+def pack(jobs: list[JobSpec], runs_per_task: int | None, parallel: int = 1) -> list[list[JobSpec]]:
+    """The jobs in packs, each run by one worker process. Without `runs_per_task` (the local default): one pack per
+    worker, dealt round-robin, so that each worker gets its share of every kind of job (a grid lists its jobs by
+    method: contiguous shares would give one worker all the long generator fits). With it: packs of that many
+    consecutive jobs, which the workers take as they become free."""
+    if not runs_per_task:
+        parallel = max(1, min(parallel, len(jobs)))
+        return [jobs[i::parallel] for i in range(parallel)]
     return [jobs[i:i + runs_per_task] for i in range(0, len(jobs), runs_per_task)]
 
 
@@ -81,8 +87,7 @@ def run_local(jobs: list[JobSpec], runs_dir: Path, logs_dir: Path, force: bool =
 
     if not jobs:
         return {}
-    runs_per_task = runs_per_task or math.ceil(len(jobs) / max(1, parallel))
-    batches = pack(jobs, runs_per_task)
+    batches = pack(jobs, runs_per_task, parallel)
     executor = submitit.LocalExecutor(folder=str(logs_dir))
     executor.update_parameters(timeout_min=timeout_min)
     pending = list(batches)

@@ -111,6 +111,7 @@ class GridRecords:
     blocked: list = field(default_factory=list)
     out_dir: Path = Path(".")
     design: dict = field(default_factory=dict)
+    sheets: dict = field(default_factory=dict)  # generators' picture sheets: benchmark.report_figures.sheet_sources
 
 
 def gather(jobs, runs_dir: Path):
@@ -158,7 +159,10 @@ def collect_grid(grid_name_or_path: str, profile: str | None, results_root: Path
         axes.setdefault("fold", list(range(1, grid.k_folds + 1)))
     design = {"grid": grid.name, "profile": grid.profile, "axes": axes, "training": grid.training,
               "n_jobs": len(jobs), "source": grid.source, "k_folds": grid.k_folds}
-    return GridRecords(pd.DataFrame(rows), failed, missing, blocked, out_dir, design)
+    from benchmark.report_figures import sheet_sources
+
+    return GridRecords(pd.DataFrame(rows), failed, missing, blocked, out_dir, design,
+                       sheet_sources(jobs, out_dir / "runs"))
 
 
 def write_records(df, path: Path) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark import stats
+from benchmark import report_figures, stats
 from benchmark.errors import UserError
 
 NA_VALUES = ["", "nan", "NaN", "-nan", "-NaN", "NULL", "null", "<NA>", "N/A", "n/a", "#N/A"]  # not None/none/NA
@@ -644,7 +644,7 @@ def _power_lines(a: stats.Analysis, design=None) -> list[str]:
 
 
 def build_report(a: stats.Analysis, title: str, plots: dict, design=None, failed=None, missing=None, blocked=None,
-                 files=()) -> Doc:
+                 files=(), sheets=None) -> Doc:
     o = a.options
     doc = Doc()
     d = a.records
@@ -657,6 +657,10 @@ def build_report(a: stats.Analysis, title: str, plots: dict, design=None, failed
           f"Wilcoxon zeros: {o['zero_method']}; bootstrap: {o['n_boot']} resamples, seed {o['bootstrap_seed']}. "
           f"Across the sweep: a hierarchical mixed model per method; ranks over datasets. "
           f"Methods and columns: docs/statistics.md.")
+    if plots.get("summary"):
+        doc.h(2, "Summary")
+        rel, data = plots["summary"]
+        doc.image(rel, data, f"effect of each method vs {a.baseline}, with 95 % intervals")
     doc.h(2, "Design of the sweep")
     axes, training = _design_rows(a, design)
     if design:
@@ -793,11 +797,19 @@ def build_report(a: stats.Analysis, title: str, plots: dict, design=None, failed
             doc.image(rel, data, f"dose-response, {metric_title(m)}")
 
     doc.h(2, "Generator audit")
-    if len(a.audit):
-        doc.p("Mean of each audit_* column per dataset, rare count and generator (FID/KID, memorisation checks).")
-        doc.table(_format_frame(a.audit, max_rows=200))
+    brief, explained = report_figures.audit_brief(a.audit)
+    if len(brief):
+        doc.p("Mean over seeds per cell and generator; every audit column is in stats/audit.csv.")
+        doc.table(_format_frame(brief, max_rows=200))
+        doc.items(explained)
     else:
         doc.p("No audit_* columns in the records.")
+    for label, sheet in (sheets or {}).items():
+        doc.h(3, f"{label} (seed {sheet.get('seed')})")
+        for kind, alt in (("sheet", "real rare-class training images beside synthetic ones"),
+                          ("closest", "the synthetic images closest to a training image, each above it")):
+            if kind in sheet:
+                doc.image(sheet[kind][0], sheet[kind][1], f"{label}: {alt}")
     doc.h(2, "Files")
     doc.items([f"`{f}`" for f in files])
     return doc
@@ -816,10 +828,11 @@ def _safe(name: str) -> str:
 
 
 def write_all(a: stats.Analysis, out_dir, title: str | None = None, design: dict | None = None, failed=None,
-              missing=None, blocked=None, plots: bool = True) -> dict[str, Path]:
+              missing=None, blocked=None, plots: bool = True, sheets: dict | None = None) -> dict[str, Path]:
     """Write leaderboards, stats CSVs, plots and the reports under ``out_dir``; returns {label: path}.
 
-    ``failed``/``missing``/``blocked`` are lists of dicts (key, name, error/reason) or None when not known.
+    ``failed``/``missing``/``blocked`` are lists of dicts (key, name, error/reason) or None when not known;
+    ``sheets``: the generators' picture sheets (benchmark.report_figures.load_sheets).
     """
     out = Path(out_dir)
     title = title or (design or {}).get("grid") or out.name
@@ -837,6 +850,10 @@ def write_all(a: stats.Analysis, out_dir, title: str | None = None, design: dict
     written["leaderboard.tex"] = atomic_write_text(out / "leaderboard.tex", leaderboard_latex(a, title))
     figs: dict[str, dict] = {"cd": {}, "dose": {}}
     if plots:
+        summary = report_figures.plot_effects(report_figures.effect_rows(a), a.baseline, metric_title)
+        if summary is not None:
+            figs["summary"] = (report_figures.SUMMARY_PNG, summary)
+            written[report_figures.SUMMARY_PNG] = atomic_write_bytes(out / report_figures.SUMMARY_PNG, summary)
         for m in a.metrics:
             rr = a.rank_results.get(m, {})
             if "avg_ranks" in rr:
@@ -852,11 +869,12 @@ def write_all(a: stats.Analysis, out_dir, title: str | None = None, design: dict
                 coef = a.dose[a.dose["metric"] == m] if len(a.dose) else a.dose
                 rel = f"plots/dose_{_safe(m)}.png"
                 figs["dose"][m] = (rel, plot_dose(curves, coef, m, a.baseline))
-        for kind in figs.values():
+        for kind in (figs["cd"], figs["dose"]):
             for rel, data in kind.values():
                 written[rel] = atomic_write_bytes(out / rel, data)
     files = sorted([*written, "report.md", "report.html"])
-    doc = build_report(a, title, figs, design, failed, missing, blocked, files)
+    files += [entry[kind][0] for entry in (sheets or {}).values() for kind in ("sheet", "closest") if kind in entry]
+    doc = build_report(a, title, figs, design, failed, missing, blocked, sorted(files), sheets)
     written["report.md"] = atomic_write_text(out / "report.md", doc.markdown())
     written["report.html"] = atomic_write_text(out / "report.html", doc.html(f"GenMed-Rare report — {title}"))
     return written

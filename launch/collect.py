@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.profile and not args.grid:
         raise UserError("--profile only applies to --grid. Drop --profile, or collect with --grid NAME --profile P.")
-    from benchmark import report, stats
+    from benchmark import report, report_figures, stats
 
     design = failed = missing = blocked = None
     if args.grid:
@@ -76,6 +76,8 @@ def main(argv=None) -> int:
         records, design = grid.records, grid.design
         failed, missing, blocked = grid.failed, grid.missing, grid.blocked
         write_records(records, out / "records.csv")
+        report_figures.copy_sheets(grid.sheets, out)
+        sheets = report_figures.load_sheets(out)
         source, title = f"grid {args.grid!r}", Path(grid.out_dir).name
         print(f"records: {out / 'records.csv'} ({len(records)} finished, {len(failed)} failed, {len(missing)} "
               f"missing, {len(blocked)} blocked)")
@@ -83,6 +85,10 @@ def main(argv=None) -> int:
         records = report.read_records(args.records)
         out = Path(args.out) if args.out else Path(args.records).resolve().parent
         source, title = f"records file {args.records}", Path(args.records).resolve().parent.name
+        here = Path(args.records).resolve().parent  # sheets collected with the records travel with them
+        sheets = report_figures.load_sheets(out, here)
+        if sheets and not (out / report_figures.SAMPLES_DIR / report_figures.SAMPLES_INDEX).is_file():
+            report_figures.bring_sheets(sheets, here, out)
     if records is None or len(records) == 0:
         jobs = f" ({len(failed)} failed, {len(missing)} missing)" if failed is not None else ""
         raise UserError(f"No finished jobs in {source}{jobs}: nothing to analyse. Run the grid first "
@@ -92,7 +98,7 @@ def main(argv=None) -> int:
     analysis = stats.analyse(records, metrics=metrics, baseline=args.baseline,
                              correction=args.correction, family=args.family, source=source)
     written = report.write_all(analysis, out, title=title, design=design, failed=failed, missing=missing,
-                               blocked=blocked)
+                               blocked=blocked, sheets=sheets)
     for note in analysis.warnings:
         print(f"warning: {note}", file=sys.stderr)
     print(f"report: {written['report.html']}\n        {written['report.md']}")

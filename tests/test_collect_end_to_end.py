@@ -2,6 +2,7 @@
 collect.py on the real BreastMNIST, and the README's generators_smoke profile."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -124,3 +125,34 @@ def test_readme_generators_smoke_profile_collects(generators_smoke_run):
     assert len(balance) == 3
     assert (balance["n_train_synthetic"] == N_OTHER - N_RARE).all()
     assert balance["effective_ratio"].astype(float).round(6).eq(round((N_OTHER - N_RARE) / N_RARE, 6)).all()
+    # the report a person reads: its sections, every picture loads, each generator's sheets from its run folder
+    html_text = (out / "report.html").read_text()
+    for section in ("Summary", "Design of the sweep", "Per-dataset results", "Generator audit"):
+        assert f"<h2>{section}</h2>" in html_text, section
+    assert_images_load(html_text, out)
+    index = json.loads((out / "samples" / "samples.json").read_text())
+    assert set(index) == {f"{g} · breastmnist · rare 20" for g in ("dcgan_small", "ddpm_small")}, index
+    for entry in index.values():
+        for kind in ("sheet", "closest"):
+            assert (out / entry[kind]).is_file(), entry
+    assert html_text.count("real rare-class training images beside synthetic ones") == 2 * 2  # alt + caption
+
+
+def assert_images_load(html_text: str, folder: Path) -> None:
+    """Every <img> of a report resolves: an embedded data: URI decodes to a PNG that Pillow opens, a relative
+    source names a file next to the report that opens."""
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    sources = re.findall(r"<img[^>]*\ssrc='([^']*)'", html_text)
+    assert sources, "the report has no images"
+    for src in sources:
+        if src.startswith("data:image/png;base64,"):
+            data = base64.b64decode(src.split(",", 1)[1], validate=True)
+        else:
+            data = (folder / src).read_bytes()
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()

@@ -34,7 +34,7 @@ def test_every_output_file_is_written(written):
     a, out, paths = written
     expected = {"leaderboard.md", "leaderboard.tex", "leaderboard.csv", "report.md", "report.html",
                 *[f"stats/{n}.csv" for n in report.STATS_FILES],
-                *[f"plots/{k}_{m}.png" for k in ("cd", "dose") for m in a.metrics]}
+                *[f"plots/{k}_{m}.png" for k in ("cd", "dose") for m in a.metrics], "plots/summary_effects.png"}
     assert set(paths) == expected
     for rel in expected:
         assert (out / rel).is_file() and paths[rel] == out / rel
@@ -123,7 +123,7 @@ def test_report_markdown_sections_and_images(written):
     assert "Grid `rare_sweep`, profile `smoke`, 123 jobs expected" in md
     for m in a.metrics:
         assert f"](plots/cd_{m}.png)" in md and f"](plots/dose_{m}.png)" in md
-    assert "audit_fid" in md and "RuntimeError: CUDA out of memory" in md
+    assert "**FID**: Fréchet distance" in md and "RuntimeError: CUDA out of memory" in md  # the short audit table
 
 
 class _Parser(html.parser.HTMLParser):
@@ -154,7 +154,7 @@ def test_report_html_is_self_contained(written):
     p = _Parser()
     p.feed(text)
     assert not p.errors and not p.stack
-    assert len(p.srcs) == 2 * len(a.metrics) and all(s.startswith("data:image/png;base64,") for s in p.srcs)
+    assert len(p.srcs) == 2 * len(a.metrics) + 1 and all(s.startswith("data:image/png;base64,") for s in p.srcs)  # + summary
     assert not p.hrefs and "http://" not in text and "https://" not in text and "<script" not in text
     assert "<table" in text and "CUDA out of memory" in text
 

@@ -248,3 +248,17 @@ def test_generators_run_at_64_and_128_px(generator, size, resized, tmp_path, mon
     else:
         assert log["unet"]["block_out_channels"] == {64: [8, 8, 16], 128: [8, 8, 8, 16]}[size]
     load_bundle.cache_clear()
+
+
+def test_local_packs_deal_every_kind_of_job_to_every_worker():
+    """One pack per worker, round-robin: 8 long fits then 8 short ones give each of 2 workers 4 of each (contiguous
+    shares gave one worker every long fit); an explicit runs_per_task keeps consecutive packs."""
+    from benchmark.executors import pack
+
+    jobs = [f"long{i}" for i in range(8)] + [f"short{i}" for i in range(8)]
+    packs = pack(jobs, None, parallel=2)
+    assert len(packs) == 2 and sorted(sum(packs, [])) == sorted(jobs)
+    for p in packs:
+        assert sum(j.startswith("long") for j in p) == 4 and sum(j.startswith("short") for j in p) == 4
+    assert pack(jobs[:3], None, parallel=8) == [["long0"], ["long1"], ["long2"]]
+    assert pack(jobs, 5, parallel=2) == [jobs[0:5], jobs[5:10], jobs[10:15], jobs[15:16]]

@@ -392,12 +392,13 @@ def _check_images(name: str, images) -> np.ndarray:
 
 def audit(synthetic: np.ndarray, real_rare: np.ndarray, train_all: np.ndarray, out_dir=None,
           feature_extractor_kind="auto", seed: int = 0, threshold_queries: int = 5000, reference=None,
-          domain_extractor=None, domain_info: dict | None = None) -> dict:
+          domain_extractor=None, domain_info: dict | None = None, sheet_heading: str | None = None) -> dict:
     """Flat record columns describing ``synthetic`` against the real images; see the module docstring.
 
     ``real_rare``: the fit set's rare-class images; ``train_all``: the whole fit set (memorisation checks);
     ``reference``: the distribution reference (default ``real_rare``); ``domain_extractor``: an in-domain feature
-    module for the ``domain_*`` columns, ``domain_info``: scalars about it recorded as ``domain_<name>``."""
+    module for the ``domain_*`` columns, ``domain_info``: scalars about it recorded as ``domain_<name>``;
+    ``sheet_heading``: the first line of the labelled sheets (benchmark.generators.sheets), e.g. the job's name."""
     reference = real_rare if reference is None else reference
     synthetic, real_rare, train_all, reference = (
         _check_images(n, x) for n, x in (("synthetic", synthetic), ("real_rare", real_rare),
@@ -458,5 +459,12 @@ def audit(synthetic: np.ndarray, real_rare: np.ndarray, train_all: np.ndarray, o
         blank = lambda k: np.full((k, *synthetic.shape[1:]), 255, np.uint8)  # noqa: E731
         save_grid(out / REAL_VS_SYNTHETIC_PNG, np.concatenate(
             [real_show, blank(-len(real_show) % cols), syn_show, blank(-len(syn_show) % cols)]), cols)
-        result["audit_files"] = ",".join([CLOSEST_PAIRS_PNG, REAL_VS_SYNTHETIC_PNG, NEAREST_NPZ])
+        from benchmark.generators import sheets
+
+        heading = sheet_heading or "generator audit"
+        sheets.sample_sheet(real_rare, synthetic, heading, out / sheets.SAMPLE_SHEET_PNG)
+        sheets.closest_pairs_sheet(synthetic, train_all, nn_pix_idx, nn_pix, thr_pix, heading,
+                                   out / sheets.CLOSEST_SHEET_PNG)
+        result["audit_files"] = ",".join([CLOSEST_PAIRS_PNG, REAL_VS_SYNTHETIC_PNG, NEAREST_NPZ,
+                                          sheets.SAMPLE_SHEET_PNG, sheets.CLOSEST_SHEET_PNG])
     return result

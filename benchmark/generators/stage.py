@@ -101,7 +101,7 @@ def run_generator(spec, run_dir: Path) -> dict:
                    "extractor_train_n": domain_record["identity"]["train_n"],
                    "extractor_train_balanced_accuracy": domain_record["train_balanced_accuracy"]}
     report = audit(bank, real.images[real.labels == cell.rare_class], real.images, out_dir=run_dir,
-                   reference=reference, domain_extractor=domain, domain_info=domain_info)
+                   reference=reference, domain_extractor=domain, domain_info=domain_info, sheet_heading=spec.name)
     audit_seconds = time.perf_counter() - audit_started
     if getattr(spec, "track", True) and isinstance(fit_log, dict):
         from benchmark.generators.audit import REAL_VS_SYNTHETIC_PNG

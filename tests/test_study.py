@@ -1,0 +1,62 @@
+"""The committed study (docs/study/, docs/study.md): its records collect into the committed leaderboard, the
+leaderboard holds every method of the study profile with at least 8 paired seeds, the generated tables in
+docs/study.md are what the records give, and the committed report's sections and images load."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.test_collect_end_to_end import assert_images_load
+
+REPO = Path(__file__).resolve().parent.parent
+STUDY = REPO / "docs" / "study"
+STUDY_VARIANTS = {"none", "class_weight", "focal", "logit_adjust", "oversample@balance",
+                  "real_extra@1", "real_extra@balance", "dcgan@1", "dcgan@4", "dcgan@balance", "ddpm_cpu@1",
+                  "ddpm_cpu@balance"}
+
+
+@pytest.fixture(scope="module")
+def recollected(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    ran = subprocess.run([sys.executable, str(REPO / "launch" / "collect.py"), "--records",
+                          str(STUDY / "records.csv"), "--out", str(out)], capture_output=True, text=True,
+                         cwd=REPO, timeout=600)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    return out
+
+
+def test_the_committed_records_give_the_committed_leaderboard(recollected):
+    assert (recollected / "leaderboard.md").read_text() == (STUDY / "leaderboard.md").read_text()
+    fresh, committed = (pd.read_csv(p / "leaderboard.csv") for p in (recollected, STUDY))
+    pd.testing.assert_frame_equal(fresh, committed)
+
+
+def test_every_study_method_has_at_least_8_paired_seeds():
+    records = pd.read_csv(STUDY / "records.csv", keep_default_na=False)
+    board = pd.read_csv(STUDY / "leaderboard.csv")
+    assert set(board["variant"]) == STUDY_VARIANTS
+    seeds = records.groupby(["generator", "synthetic_ratio"])["seed"].nunique()
+    assert len(seeds) == len(STUDY_VARIANTS) and (seeds >= 8).all(), seeds
+    assert records.groupby("seed")["generator"].size().nunique() == 1  # every seed has every variant: paired
+
+
+def test_study_md_tables_are_what_the_records_give(recollected):
+    from benchmark.study import STUDY_TABLES_BEGIN, STUDY_TABLES_END, study_tables
+
+    text = (REPO / "docs" / "study.md").read_text()
+    committed = text.split(STUDY_TABLES_BEGIN, 1)[1].split(STUDY_TABLES_END, 1)[0]
+    assert committed.strip() == study_tables(recollected).strip()
+
+
+def test_the_committed_report_has_its_sections_and_every_image_loads():
+    html_text = (STUDY / "report.html").read_text()
+    for section in ("Summary", "Per-dataset results", "Paired comparisons", "Gap closed", "Dose-response",
+                    "Generator audit"):
+        assert f"<h2>{section}" in html_text, section
+    assert_images_load(html_text, STUDY)
+    for generator in ("dcgan", "ddpm_cpu"):
+        for kind in ("sheet", "closest"):
+            assert (STUDY / "samples" / f"{generator}_breastmnist_rare_20_{kind}.png").is_file()
