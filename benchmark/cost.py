@@ -1,5 +1,6 @@
 """What a grid's classifier stage will cost, for ``--dry-run``: jobs × epochs × images, and device-hours from the
-training throughput that earlier records of the same backbone and image size measured (per device), or else from
+training throughput that earlier records of the same backbone and image size measured (per device; a record of a
+job that shared its device with K - 1 others, ``jobs_per_device`` K, counts K × its rate), or else from
 the CPU figures of docs/benchmarks.md. An estimate: the images per epoch come from an earlier record of the same
 cell and method when there is one, else from the dataset's label counts after rarity subsampling plus the
 synthetic images a numeric ratio or ``balance`` adds (``real_percentage`` and methods whose additions depend on
@@ -16,9 +17,10 @@ from pathlib import Path
 
 from benchmark.run_dir import RESULT_FILE
 
-# docs/benchmarks.md ("Training work"): resnet18 at 28 px, batch 128, on this project's 2-core CPU, and the other
+# docs/benchmarks.md: resnet18 at 28 px on this project's 2-core CPU host of 2026-12-01, two single-thread local
+# workers at ≈ 50 images/s each (the host of the earlier "Training work" figure, 152, was faster), and the other
 # backbones' step time relative to it. Used only when the results folder has no record of a backbone and size.
-CPU_IMAGES_PER_S_RESNET18_28PX = 152.0
+CPU_IMAGES_PER_S_RESNET18_28PX = 100.0
 CPU_RELATIVE_STEP_TIME = {"resnet18": 1.0, "efficientnet_b0": 1.37, "densenet121": 1.75, "resnet50": 2.73}
 EVAL_COST = 1 / 3  # a forward pass only: an evaluated image costs about a third of a trained one
 
@@ -86,9 +88,12 @@ def estimate(jobs: list, runs_dir: Path) -> list[str]:
         if counts.get("n_train_real") is not None:
             seen_images[_cell(spec)] = int(counts["n_train_real"]) + int(counts.get("n_train_synthetic") or 0)
         rate = (record.get("timings") or {}).get("train_images_per_s")
-        device = str((record.get("compute") or {}).get("device") or "?").split(":")[0]
+        compute = record.get("compute") or {}
+        device = str(compute.get("device") or "?").split(":")[0]
         if isinstance(rate, (int, float)) and rate == rate and rate > 0:
-            speeds[(spec.get("backbone"), spec.get("image_size"))][device].append(float(rate))
+            # K jobs that shared one device (jobs_per_device) each measured 1/K-ish of it: the device did K × rate
+            shared = compute.get("jobs_per_device") or 1
+            speeds[(spec.get("backbone"), spec.get("image_size"))][device].append(float(rate) * int(shared))
     labels_cache: dict = {}
     groups: dict[tuple, dict] = defaultdict(lambda: {"jobs": 0, "epochs": 0, "train": 0, "eval": 0, "unknown": 0})
     for spec in classifiers:

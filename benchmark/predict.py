@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,16 +208,15 @@ def predict_probabilities(run: LoadedRun, images: np.ndarray, batch_size: int = 
 
 def write_predictions(path, names: list, probs: np.ndarray, label_names: list) -> Path:
     """CSV: file, predicted_label, confidence, then prob_<label> per class (written atomically)."""
+    from benchmark.run_dir import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["file", "predicted_label", "confidence", *(f"prob_{n}" for n in label_names)])
         for name, row in zip(names, probs):
             best = int(row.argmax())
             writer.writerow([name, label_names[best], f"{row[best]:.6f}", *(f"{p:.6f}" for p in row)])
-    os.replace(tmp, path)
     return path
 
 

@@ -24,7 +24,6 @@ info (real_extra); 0 for every other method. A column a record predates is empty
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -167,11 +166,11 @@ def collect_grid(grid_name_or_path: str, profile: str | None, results_root: Path
 
 def write_records(df, path: Path) -> None:
     """records.csv (or .parquet by suffix), written atomically."""
+    from benchmark.run_dir import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if path.suffix == ".parquet":
-        df.to_parquet(tmp, index=False)
-    else:
-        df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False)

@@ -1,7 +1,7 @@
 """Reports from a :class:`benchmark.stats.Analysis`: leaderboards (md/tex/csv), stats CSVs, report.md, a
 self-contained report.html (plots embedded as base64) and PNG plots (critical-difference diagrams, dose-response).
 
-Every file is written atomically (a temporary file in the same folder, then ``os.replace``). matplotlib is
+Every file is written atomically (benchmark.run_dir.write_bytes_atomic). matplotlib is
 imported lazily, inside the plotting functions, with the Agg backend. Entry points: :func:`read_records`,
 :func:`write_all`.
 """
@@ -12,8 +12,6 @@ import base64
 import html
 import io
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -49,26 +47,12 @@ MAX_ROWS = 40  # rows of a long table shown in report.md/html; the CSVs have all
 # Files
 # ----------------------------------------------------------------------------------------------------------------
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())          # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``data`` to ``path`` atomically (benchmark.run_dir.write_bytes_atomic); returns the path."""
+    from benchmark.run_dir import write_bytes_atomic
+
+    write_bytes_atomic(Path(path), data)
+    return Path(path)
 
 
 def atomic_write_text(path: Path, text: str) -> Path:

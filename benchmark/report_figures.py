@@ -32,10 +32,12 @@ AUDIT_BRIEF = (
      "kernel inception distance in the features of a CNN trained on this dataset's training split; 0 = same "
      "distribution, lower is better"),
     ("audit_domain_kid_se", "± SE", "its jackknife standard error"),
-    ("audit_kid", "KID (generic)", "the same in the generic extractor's features (Inception when its weights are "
-                                    "installed, otherwise the harness's fallback; see stats/audit.csv)"),
-    ("audit_fid", "FID", "Fréchet distance; blank when a set is smaller than 2 × the feature dimension (not "
-                         "estimable), which is the case for a 147-image reference"),
+    ("audit_domain_fid", "FID (in-domain)", "Fréchet distance in the same features (64 dimensions, so estimable "
+                                            "from 128 images per set); lower is better"),
+    ("audit_kid", "KID (generic)", "KID in the generic extractor's features (Inception when torch-fidelity and its "
+                                    "weights are installed, otherwise a fixed random CNN; see stats/audit.csv)"),
+    ("audit_fid", "FID", "Fréchet distance in the generic features; left out when a set is smaller than 2 × their "
+                         "dimension (not estimable: 480 images for the 240-dim fallback, 4,096 for Inception)"),
     ("audit_domain_precision", "precision", "share of synthetic images inside the real images' k-NN manifold "
                                             "(fidelity; in-domain features)"),
     ("audit_domain_recall", "recall", "share of real images inside the synthetic images' manifold (diversity)"),
@@ -89,13 +91,13 @@ def plot_effects(rows: pd.DataFrame, baseline: str, metric_title) -> bytes | Non
 
     metrics = list(dict.fromkeys(rows["metric"]))
     order = _variant_order(rows)
-    height = 1.2 + 0.32 * len(order)
+    height = 2.0 + 0.32 * len(order)
     fig = _figure(4.2 * len(metrics) + 1.6, height)
     axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
     y = {v: len(order) - 1 - i for i, v in enumerate(order)}
     for ax, m in zip(axes, metrics):
         r = rows[rows["metric"] == m]
-        ax.axvline(0.0, color="#999999", lw=1, zorder=1)
+        ax.axvline(0.0, color="#666666", lw=1, zorder=1)
         for _, row in r.iterrows():
             upper = row["generator"] == stats.UPPER_BOUND
             colour = UPPER_COLOUR if upper else VERDICT_COLOURS.get(row["verdict"], NEUTRAL)
@@ -118,7 +120,7 @@ def plot_effects(rows: pd.DataFrame, baseline: str, metric_title) -> bytes | Non
                        f"significant after correction (green better, red worse); blue: real-data upper bound "
                        f"({stats.UPPER_BOUND}), its interval shaded", 120), fontsize=9)
     fig.subplots_adjust(left=0.9 / fig.get_figwidth() + 0.12, right=0.98, wspace=0.12,
-                        top=1 - 0.75 / height, bottom=0.55 / height + 0.04)
+                        top=1 - 1.35 / height, bottom=0.55 / height + 0.04)
     return _png(fig, tight=True)
 
 

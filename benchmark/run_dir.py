@@ -55,19 +55,42 @@ def now_iso() -> str:
 
 
 # ------------------------------------------------------------------------------------------------ atomic writes
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder + fsync + rename: readers never see a partial file."""
+@contextmanager
+def atomic_path(path: Path, suffix: str = ".tmp"):
+    """A temporary path beside ``path`` for a writer that needs a file name (numpy, safetensors, pandas, a
+    download): when the ``with`` block succeeds the file is fsynced and renamed over ``path`` (readers never see
+    a partial file); when it raises, the temporary file is removed and ``path`` is left as it was. ``suffix``
+    ends the temporary name (numpy's savez appends ``.npz`` to any other)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{suffix}")
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        yield tmp
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` via a temporary file in the same folder + fsync + rename (``atomic_path``)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def replace_dir(tmp: Path, folder: Path) -> None:
+    """Swap a fully written folder ``tmp`` in as ``folder``: the old one (if any) is renamed aside first and
+    removed after, so ``folder`` is at every moment either the old complete folder or the new one."""
+    import shutil
+
+    tmp, folder = Path(tmp), Path(folder)
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:

@@ -290,6 +290,8 @@ def save_progress(accelerator, state_dir: Path, epoch, history, best, best_state
 
     from safetensors.torch import save_file
 
+    from benchmark.run_dir import replace_dir
+
     tmp = state_dir.with_name(state_dir.name + ".tmp")
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -308,12 +310,7 @@ def save_progress(accelerator, state_dir: Path, epoch, history, best, best_state
             "train_seconds": train_seconds, "train_images": train_images}))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        old = state_dir.with_name(state_dir.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if state_dir.exists():
-            state_dir.rename(old)
-        tmp.rename(state_dir)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, state_dir)
     accelerator.wait_for_everyone()
 
 
@@ -337,10 +334,9 @@ def load_progress(accelerator, state_dir: Path, loader_generator, augment_genera
 
 def save_weights(state: dict, path: Path) -> None:
     """Weights as safetensors (no pickles), written atomically."""
-    import os
-
     from safetensors.torch import save_file
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
-    os.replace(tmp, path)
+    from benchmark.run_dir import atomic_path
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))

@@ -1,4 +1,4 @@
-"""launch/bench_gpu.py: runs end to end on CPU (--cpu-smoke: every part for a few steps, the markdown rows printed)
+"""benchmarks/bench_gpu.py: runs end to end on CPU (--cpu-smoke: every part for a few steps, the markdown rows printed)
 and, without a CUDA device, says so and exits 0 having measured nothing."""
 
 import subprocess
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parent.parent / "launch" / "bench_gpu.py"
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_gpu.py"
 
 
 def run(*args, env_data=None, timeout=600):

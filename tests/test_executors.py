@@ -425,8 +425,8 @@ def test_dry_run_cost_estimate_from_label_counts_and_earlier_records(data_env, t
     # no records: the label counts (train [147, 399]: rare class 0 keeps 10; oversample ×2 adds 20), val 78, test 156
     (line, total) = estimate([none, oversample], tmp_path / "runs")
     assert line.startswith("resnet18 @28px: 2 jobs, 4 epochs, 1,676 training images (+624 evaluated)"), line
-    hours = (1676 + 624 / 3) / 152.0 / 3600
-    assert f"cpu ~{hours:,.1f} h at ~152 images/s (docs/benchmarks.md" in line
+    hours = (1676 + 624 / 3) / 100.0 / 3600
+    assert f"cpu ~{hours:,.1f} h at ~100 images/s (docs/benchmarks.md" in line
     assert total.startswith(f"total: cpu (docs) ~{hours:,.1f} device-hours of training")
     # an earlier record of the same cell and backbone: its training-set size and its measured throughput
     se.write_json_atomic(tmp_path / "runs" / none.key / "result.json", {
@@ -438,3 +438,19 @@ def test_dry_run_cost_estimate_from_label_counts_and_earlier_records(data_env, t
     assert line == (f"resnet18 @28px: 1 jobs, 2 epochs, 1,000 training images (+312 evaluated); cuda {hours:,.1f} h "
                     "at 2 images/s (median of 1 record(s))"), line
     assert total.startswith(f"total: cuda ~{hours:,.1f} device-hours")
+
+
+def test_cost_estimate_counts_a_shared_device_k_times(data_env, tmp_path):
+    """A record of a job that shared its GPU with 3 others (jobs_per_device 4) measured a quarter of the device:
+    the estimate uses 4 × its rate."""
+    from benchmark.cost import estimate
+
+    (none,) = expand(Grid("c", None, {"dataset": ["breastmnist"], "generator": ["none"], "backbone": ["resnet18"],
+                                      "rare_count": [10]}, [], [], {"epochs": 2}, "test"))
+    se.write_json_atomic(tmp_path / "runs" / none.key / "result.json", {
+        "schema": 1, "key": none.key, "name": none.name, "stage": "classifier", "spec": none.to_dict(), "metrics": {},
+        "counts": {"n_train_real": 500, "n_train_synthetic": 0}, "timings": {"train_images_per_s": 2.0},
+        "compute": {"device": "cuda:0", "jobs_per_device": 4}})
+    (line, _) = estimate([none], tmp_path / "runs")
+    hours = (2 * 500 + (2 * 78 + 156) / 3) / 8.0 / 3600
+    assert line.endswith(f"cuda {hours:,.1f} h at 8 images/s (median of 1 record(s))"), line

@@ -125,10 +125,9 @@ def _cached_digest(cache_key: str, compute, cacheable: bool = True) -> str:
         return cache[cache_key]
     cache[cache_key] = compute()
     try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache))
-        os.replace(tmp, cache_file)
+        from benchmark.run_dir import write_bytes_atomic
+
+        write_bytes_atomic(cache_file, json.dumps(cache).encode())
     except OSError:
         pass
     return cache[cache_key]

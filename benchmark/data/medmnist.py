@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 import urllib.error
 import urllib.request
@@ -85,19 +84,19 @@ class MedMNIST:
         path, url, md5 = self.path(size), self.url(size), self.md5(size)
         how_to_fix = (f"Download it by hand from {url} (MD5 {md5}) and save it as {path}, "
                       "or point GENMED_DATA_DIR at the folder that holds it.")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-            with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
-                shutil.copyfileobj(response, out)
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            raise UserError(f"Dataset {self.name!r} ({self.filename(size)}) is not in {path.parent} and the "
-                            f"download failed ({exc}). {how_to_fix}") from None
-        actual = file_md5(tmp)
-        if actual != md5:
-            tmp.unlink(missing_ok=True)
-            raise UserError(f"Downloaded {url} has MD5 {actual}, expected {md5}; the file was discarded. {how_to_fix}")
-        os.replace(tmp, path)
+        from benchmark.run_dir import atomic_path
+
+        with atomic_path(path, suffix=".part") as tmp:  # a failed or wrong download leaves nothing behind
+            try:
+                with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
+                    shutil.copyfileobj(response, out)
+            except (urllib.error.URLError, OSError, TimeoutError) as exc:
+                raise UserError(f"Dataset {self.name!r} ({self.filename(size)}) is not in {path.parent} and the "
+                                f"download failed ({exc}). {how_to_fix}") from None
+            actual = file_md5(tmp)
+            if actual != md5:
+                raise UserError(f"Downloaded {url} has MD5 {actual}, expected {md5}; the file was discarded. "
+                                f"{how_to_fix}")
 
     def check_split_sizes(self, counts: dict, path: Path) -> None:
         """The check medmnist applies to a file on disk: split sizes against INFO."""

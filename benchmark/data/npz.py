@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from benchmark.data.bundle import DataBundle, file_sha256, flat_labels, read_npz, splits_from_arrays
 from benchmark.errors import UserError
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmark.run_dir import replace_dir
 from benchmark.generators._common import CorruptArtifactError, resolve_config
 
 NAME = "domain_cnn_v1"
@@ -232,7 +233,7 @@ def ensure_extractor(root, images: np.ndarray, labels: np.ndarray, num_classes: 
         tmp.mkdir()
         save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp / WEIGHTS_FILE))
         (tmp / RECORD_FILE).write_text(json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
-        os.replace(tmp, folder)
+        replace_dir(tmp, folder)
         return net.to(choose_device(device)).eval(), record, True
 
 

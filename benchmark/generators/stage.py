@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from pathlib import Path
 
@@ -24,9 +23,10 @@ def bank_size(real: TrainingSet, rare_class: int, multiple: int) -> int:
 
 
 def write_bank(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, images=images, labels=labels)
-    os.replace(tmp, path)
+    from benchmark.run_dir import atomic_path
+
+    with atomic_path(path, suffix=".tmp.npz") as tmp:
+        np.savez_compressed(tmp, images=images, labels=labels)
 
 
 def read_bank(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,6 @@
 """Benchmark: images/s of DDIM / DPM-Solver sampling at few steps vs 1000-step DDPM sampling on the same UNet.
 
-    python launch/bench_sampling.py --write-docs     # registry `ddpm` UNet at 28 px, writes docs/benchmarks.md
+    python benchmarks/bench_sampling.py --write-docs     # registry `ddpm` UNet at 28 px, writes docs/benchmarks.md
 
 Sampling cost does not depend on the weights, so the UNet is the registry entry's architecture, freshly initialised.
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from _docs import write_section  # noqa: E402 - benchmarks/_docs.py, beside this script
 HEADING = "## Diffusion sampling speed"
 
 
@@ -28,19 +29,6 @@ def measure(model, sampler: str, steps: int, batch: int, repeats: int) -> float:
         model.sample(batch, 0, seed=r, sampler=sampler, sampling_steps=steps)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def write_section(path: Path, body: str) -> None:
-    """Replace (or append) this script's section of ``path``, leaving every other section as it is."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find(HEADING)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = text.find("\n## ", start + len(HEADING))
-        text = text[:start] + body + (text[end + 1:] if end >= 0 else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text.rstrip("\n") + "\n")
 
 
 def main(argv=None) -> None:
@@ -94,11 +82,11 @@ def main(argv=None) -> None:
     for sampler, steps, seconds, ips in rows:
         speedup = f"{baseline[2] / seconds:.1f}×" if baseline else "–"
         lines.append(f"| {sampler} | {steps} | {seconds:.2f} | {1000 * seconds / steps:.0f} | {ips:.3f} | {speedup} |")
-    command = "python launch/bench_sampling.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python benchmarks/bench_sampling.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines += ["", f"Command: `{command.strip()}`", "", "Target: ≥ 20× faster than 1000-step DDPM at 25–50 steps.", ""]
     print("\n".join(lines))
     if args.write_docs:
-        write_section(ROOT / "docs" / "benchmarks.md", "\n".join(lines))
+        write_section(HEADING, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Benchmark the collector: synthesize a large records table and time `launch/collect.py` on it, end to end.
 
-    nice -n 10 .venv/bin/python launch/bench_collect.py                 # 104,000 records, prints the timings
-    nice -n 10 .venv/bin/python launch/bench_collect.py --update-docs   # also rewrites its docs/benchmarks.md section
+    nice -n 10 .venv/bin/python benchmarks/bench_collect.py                 # 104,000 records, prints the timings
+    nice -n 10 .venv/bin/python benchmarks/bench_collect.py --update-docs   # also rewrites its docs/benchmarks.md section
 
 The table: 5 datasets × 2 image sizes × 5 rare counts × 5 backbones (250 cells) × 26 variants (none, class_weight
 and 6 methods — oversample, mixup, real_extra, dcgan, ddpm, stylegan — × 4 ratio forms 1, 2, 4, balance) × 16 seeds
@@ -13,7 +13,6 @@ every statistic, leaderboards, stats CSVs, 6 plots, report.md/html), best of --r
 import argparse
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+from _docs import write_section  # noqa: E402 - benchmarks/_docs.py, beside this script
 HEADING = "## Collector on 100,000 records"
 
 
@@ -82,19 +82,6 @@ def synthesize(seeds: int = 16, seed: int = 0) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def update_docs(text: str, path: Path = ROOT / "docs" / "benchmarks.md") -> None:
-    """Replace (or append) only this script's section of docs/benchmarks.md."""
-    old = path.read_text() if path.exists() else \
-        "# Benchmarks\n\nEvery performance figure with the command that produced it.\n"
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
-    section = f"{HEADING}\n\n{text.strip()}\n\n"
-    new = pattern.sub(lambda _: section, old) if pattern.search(old) else old.rstrip() + "\n\n" + section
-    tmp = path.with_name(f".{path.name}.tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(new.rstrip() + "\n")
-    os.replace(tmp, path)
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=16, help="seeds per variant (16 → 104,000 records)")
@@ -123,8 +110,8 @@ def main() -> int:
         print(f"collector: {', '.join(f'{t:.1f}' for t in times)} s (best {best:.1f} s) for {len(df):,} records, "
               f"{len(tests):,} paired comparisons")
     if args.update_docs:
-        update_docs(f"""
-`nice -n 10 .venv/bin/python launch/bench_collect.py --update-docs` (the script synthesizes the table and runs
+        write_section(HEADING, f"""
+`nice -n 10 .venv/bin/python benchmarks/bench_collect.py --update-docs` (the script synthesizes the table and runs
 `python launch/collect.py --records records.csv --out out/` in a fresh process, best of {args.repeat}).
 
 | records | cells | variants | seeds | paired tests (comparisons × 4 default metrics) | wall time | target |

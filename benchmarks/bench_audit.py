@@ -1,6 +1,6 @@
 """Benchmark figures: the generator audit of the smoke `dcgan_small` beside real-vs-real and real-vs-noise baselines.
 
-    nice python launch/bench_audit.py --write-docs   # rare_sweep smoke: dcgan_small at rare_count 20 and all
+    nice python benchmarks/bench_audit.py --write-docs   # rare_sweep smoke: dcgan_small at rare_count 20 and all
 
 Runs the smoke profile's `dcgan_small` generator jobs (BreastMNIST, 28 px; skipped when already done under
 --results) and reads their audits; then, on the same feature extractors (the fixed random CNN and the cached
@@ -19,19 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from _docs import write_section  # noqa: E402 - benchmarks/_docs.py, beside this script
 HEADING = "## Generator audit: fidelity against the full rare-class reference set"
-
-
-def write_section(path: Path, body: str) -> None:
-    """Replace (or append) this script's section of ``path``, leaving every other section as it is."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find(HEADING)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = text.find("\n## ", start + len(HEADING))
-        text = text[:start] + body + (text[end + 1:] if end >= 0 else "")
-    path.write_text(text.rstrip("\n") + "\n")
 
 
 def fmt(values, digits=4) -> str:
@@ -134,7 +123,7 @@ def main(argv=None) -> None:
         "noise from real-vs-real by two to three orders of magnitude. Where each bank lies on the in-domain KID "
         "scale from real-vs-real (0) to the other class (1), mean over seeds: "
         f"{where}. The seeds differ a lot (the sd column): a 300-step smoke DCGAN is not a stable rare-class model.")
-    intro = f"""`nice python launch/bench_audit.py --write-docs` (no timing; the `{args.generator}` generator jobs of
+    intro = f"""`nice python benchmarks/bench_audit.py --write-docs` (no timing; the `{args.generator}` generator jobs of
 `{args.grid}` profile `{args.profile}`, BreastMNIST 28 px, then the baselines on the same extractors).
 Reference set: all {first['reference_n']} malignant *training* images (before rarity subsampling; evaluation
 only), the same at every rare count. KID: unbiased MMD² over the full sets, ± its jackknife standard error (one
@@ -147,7 +136,7 @@ reference images themselves; at 20 on 20 of them. The copy rate is against the i
     wrap = lambda text: textwrap.fill(" ".join(text.split()), width=116, break_on_hyphens=False)  # noqa: E731
     body = f"{HEADING}\n{wrap(intro)}\n\n{table}\n\n{wrap(reading)}\n"
     if args.write_docs:
-        write_section(ROOT / "docs" / "benchmarks.md", body)
+        write_section(HEADING, body)
         print("wrote docs/benchmarks.md")
 
 

@@ -2,9 +2,9 @@
 128 px (resnet18), aggregate images/s with 1/2/4/8 jobs sharing the device (``jobs_per_device``), and DDPM sampling
 images/s per sampler; prints the markdown rows for docs/benchmarks.md.
 
-    .venv/bin/python launch/bench_gpu.py                 # on a machine with a CUDA GPU, from the checkout
-    .venv/bin/python launch/bench_gpu.py --write-docs    # also writes its section of docs/benchmarks.md
-    .venv/bin/python launch/bench_gpu.py --cpu-smoke     # every part for a few steps on CPU (tests/test_bench_gpu.py)
+    .venv/bin/python benchmarks/bench_gpu.py                 # on a machine with a CUDA GPU, from the checkout
+    .venv/bin/python benchmarks/bench_gpu.py --write-docs    # also writes its section of docs/benchmarks.md
+    .venv/bin/python benchmarks/bench_gpu.py --cpu-smoke     # every part for a few steps on CPU (tests/test_bench_gpu.py)
 
 Needs nothing but the checkout and its venv. Data: the real BreastMNIST training images when
 $GENMED_DATA_DIR/breastmnist.npz exists (tiled to a fixed number of images; 128 px: upsampled), else random uint8
@@ -25,8 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from _docs import write_section  # noqa: E402 - benchmarks/_docs.py, beside this script
 HEADING = "## GPU throughput"
-NO_CUDA = ("no CUDA device: launch/bench_gpu.py measures GPU throughput and measured nothing here; run it on a "
+NO_CUDA = ("no CUDA device: benchmarks/bench_gpu.py measures GPU throughput and measured nothing here; run it on a "
            "machine with a CUDA GPU (or add --cpu-smoke to check that it runs end to end on CPU)")
 
 # (images per job, batch, epochs: the first is warm-up) per image size, sized for a few seconds each on one GPU
@@ -190,7 +191,7 @@ def jobs_per_device_rates(k: int, size: int, n: int, batch: int, epochs: int, th
 
 
 def sampling_rows(generator: str, size: int, samplers: str, batch: int, repeats: int, device) -> list[tuple]:
-    """(sampler, steps, seconds per batch, images/s) with launch/bench_sampling.py's measurement."""
+    """(sampler, steps, seconds per batch, images/s) with benchmarks/bench_sampling.py's measurement."""
     from bench_sampling import measure
 
     from benchmark import registry
@@ -266,7 +267,7 @@ def main(argv=None) -> int:
         print(f"{sampler:>10} {steps:5d} steps: {seconds:8.3f} s / batch = {ips:10.2f} images/s", flush=True)
     total = time.perf_counter() - started
 
-    command = "python launch/bench_gpu.py" + (" --cpu-smoke" if args.cpu_smoke else "")
+    command = "python benchmarks/bench_gpu.py" + (" --cpu-smoke" if args.cpu_smoke else "")
     lines = [HEADING, "", f"`{command}` on {where}; torch {torch.__version__}; {total:.0f} s in all. Data: "
              + "; ".join(notes) + ".", "",
              "| image size | images × epochs (1st = warm-up) | batch | precision | harness images/s | "
@@ -281,14 +282,13 @@ def main(argv=None) -> int:
     single = job_rows[0][2]
     lines += [f"| {k} | {t} | {agg:.0f} | {per:.0f} | {agg / single:.2f}× |" for k, t, agg, per in job_rows]
     lines += ["", f"DDPM sampling (registry `{plan['generator']}` UNet, 28 px, batch {plan['sample_batch']}, "
-              "launch/bench_sampling.py's measurement):", "",
+              "benchmarks/bench_sampling.py's measurement):", "",
               "| sampler | steps | seconds / batch | images/s |", "| --- | --- | ---: | ---: |"]
     lines += [f"| {s} | {st} | {sec:.3f} | {ips:.1f} |" for s, st, sec, ips in sample_rows]
     print("\n" + "\n".join(lines), flush=True)
     if args.write_docs:
-        from bench_sampling import write_section
 
-        write_section(ROOT / "docs" / "benchmarks.md", "\n".join(lines) + "\n")
+        write_section(HEADING, "\n".join(lines) + "\n")
     return 0
 
 

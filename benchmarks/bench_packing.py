@@ -12,8 +12,8 @@ everything else. Reported per job:
 
 Target: fixed overhead packed ≤ 0.5 s. `--scale GRID` instead prints the jobs per stage of a grid and a compute
 estimate from recorded timings (docs/benchmarks.md, "Scale of rare_sweep"). Examples:
-    nice -n 10 .venv/bin/python launch/bench_packing.py --jobs 12
-    .venv/bin/python launch/bench_packing.py --scale rare_sweep --startup-s 8.4 --harness-s 0.25
+    nice -n 10 .venv/bin/python benchmarks/bench_packing.py --jobs 12
+    .venv/bin/python benchmarks/bench_packing.py --scale rare_sweep --startup-s 8.4 --harness-s 0.25
 """
 
 import argparse
