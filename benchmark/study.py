@@ -86,7 +86,8 @@ def gap_table(gap: pd.DataFrame, metrics=EFFECT_METRICS) -> str:
     for _, r in g.iterrows():
         closed = "–" if pd.isna(r["gap_closed"]) else f"{100 * float(r['gap_closed']):.0f} %"
         rows.append([metric_title(r["metric"]), r["variant"], _signed(r["gain"]), str(r["upper_variant"]),
-                     _signed(r["upper_gain"]), str(r["upper_verdict"]), closed, str(r.get("note", "") or "")])
+                     _signed(r["upper_gain"]), str(r["upper_verdict"]), closed,
+                     "" if pd.isna(r.get("note")) else str(r["note"])])
     return _table(rows, ["metric", "method", "gain", "upper bound", "its gain", "upper-bound verdict",
                          "gap closed", "note"], right_from=2)
 
@@ -107,7 +108,8 @@ def audit_table(audit: pd.DataFrame) -> str:
     if audit.empty:
         return "_No generator audit in the records._"
     shown = [(c, label) for c, label in AUDIT_COLUMNS if c in audit.columns]
-    rows = [[r["generator"]] + [_num(r[c], 0 if c.endswith("_n") else 4) for c, _ in shown]
+    counts = {"audit_reference_n", "audit_n_synthetic"}
+    rows = [[r["generator"]] + [_num(r[c], 0 if c in counts else 4) for c, _ in shown]
             for _, r in audit.iterrows()]
     return _table(rows, ["generator"] + [label for _, label in shown])
 

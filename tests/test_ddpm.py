@@ -196,3 +196,15 @@ def test_a_64_px_unet_trains_and_samples(breastmnist):
     assert log["unet"]["block_out_channels"] == [16, 16, 32]
     out = model.sample(2, 0, seed=0)
     assert out.shape == (2, 1, 64, 64) and out.dtype == np.uint8 and out.std() > 0
+
+
+def test_dpm_solver_on_an_undertrained_model_does_not_saturate_like_ddim_does_not(trained):
+    """On a model trained for 30 steps the cosine schedule's first steps (ᾱ ≈ 0) amplify the ε error ~1/√ᾱ: without
+    clipping its x0 predictions DPM-Solver++ gave images whose every pixel was 0 or 255 (the study's ddpm_cpu banks
+    before the fix). With thresholding it saturates about as little as DDIM (which clips x0)."""
+    model, _ = trained
+    saturated = {}
+    for sampler in ("dpm_solver", "ddim"):
+        x = model.sample(16, 0, seed=5, sampler=sampler, sampling_steps=10, guidance_scale=1.0)
+        saturated[sampler] = float(((x == 0) | (x == 255)).mean())
+    assert saturated["dpm_solver"] < 0.5 and saturated["dpm_solver"] <= saturated["ddim"] + 0.25, saturated

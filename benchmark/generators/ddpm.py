@@ -6,7 +6,7 @@
 - Training: ``DDPMScheduler`` forward process, MSE on the noise (or on v with ``prediction_type: v_prediction``),
   AdamW with linear warm-up, gradient clipping, class-balanced batches (``balanced: true``), images in [-1, 1].
 - EMA of the weights (decay ``min(ema_decay, (1 + step) / (10 + step))``); sampling uses the EMA weights.
-- Sampling: ``sampler`` = ``ddim`` (``DDIMScheduler``, eta ``ddim_eta``), ``dpm_solver``
+- Sampling: ``sampler`` = ``ddim`` (``DDIMScheduler``, eta ``ddim_eta``, x0 clipped), ``dpm_solver`` (x0 thresholded)
   (``DPMSolverMultistepScheduler``, DPM-Solver++ order 2) or ``ddpm`` (ancestral), in ``sampling_steps`` UNet
   calls. Guidance follows the diffusers convention: eps = eps_null + w · (eps_class - eps_null); w = 1 is the plain
   conditional model (one UNet pass per step), w = 0 the unconditional one, w > 1 sharpens the class (the
@@ -200,8 +200,12 @@ class DDPM(Generator):
             elif sampler == "dpm_solver":
                 keep = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type",
                         "timestep_spacing")
+                # thresholding: x0 predictions clipped as DDIM's clip_sample does (dynamic thresholding with a
+                # maximum of 1); without it an imperfect ε at the first cosine-schedule steps, where ᾱ ≈ 0, is
+                # amplified ~1/√ᾱ and every pixel saturates (seen in docs/study.md with ddpm_cpu)
                 scheduler = DPMSolverMultistepScheduler(**{k: base[k] for k in keep},
-                                                        algorithm_type="dpmsolver++", solver_order=2)
+                                                        algorithm_type="dpmsolver++", solver_order=2,
+                                                        thresholding=True, sample_max_value=1.0)
             else:
                 scheduler = DDPMScheduler.from_config(base)
             scheduler.set_timesteps(steps, device=self.device)
