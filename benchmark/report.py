@@ -354,8 +354,10 @@ def plot_dose(curves: pd.DataFrame, coef: pd.DataFrame, metric: str, baseline: s
     ncol = min(3, max(1, len(datasets)))
     nrow = math.ceil(len(datasets) / ncol)
     n_methods = curves["variant"].nunique()
-    legend_h = 0.25 * math.ceil(n_methods / 4) + 0.3
-    fig = _figure(4.2 * ncol, 3.2 * nrow + 0.6 + legend_h)
+    width = max(8.0, 4.2 * ncol)  # one panel still has room for the title and the legend
+    legend_cols = 4 if width >= 10 else 3
+    legend_h = 0.25 * math.ceil(n_methods / legend_cols) + 0.3
+    fig = _figure(width, 3.2 * nrow + 0.9 + legend_h)
     axes = fig.subplots(nrow, ncol, squeeze=False)
     gens = list(dict.fromkeys([baseline] + list(curves["generator"])))
     import matplotlib
@@ -418,13 +420,16 @@ def plot_dose(curves: pd.DataFrame, coef: pd.DataFrame, metric: str, baseline: s
                 handles.append(h)
                 labels.append(lab)
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=7, frameon=False)
-    fig.suptitle(f"{metric_title(metric)} vs effective ratio (mean over seeds, 95 % interval; slope per doubling)",
-                 fontsize=10)
+        fig.legend(handles, labels, loc="lower center", ncol=min(legend_cols, len(labels)), fontsize=7,
+                   frameon=False)
+    import textwrap
+
+    title = f"{metric_title(metric)} vs effective ratio (mean over seeds, 95 % interval; slope per doubling)"
+    fig.suptitle("\n".join(textwrap.wrap(title, int(width * 11))), fontsize=10)
     height = fig.get_figheight()
-    fig.subplots_adjust(left=0.07, right=0.98, hspace=0.5, wspace=0.28, top=1 - 0.6 / height,
+    fig.subplots_adjust(left=0.07, right=0.98, hspace=0.5, wspace=0.28, top=1 - 0.9 / height,
                         bottom=(legend_h + 0.5) / height)
-    return _png(fig, tight=False)
+    return _png(fig, tight=True)  # the saved area includes every label, so nothing is cut at the edges
 
 
 # ----------------------------------------------------------------------------------------------------------------

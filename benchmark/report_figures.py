@@ -87,6 +87,8 @@ def plot_effects(rows: pd.DataFrame, baseline: str, metric_title) -> bytes | Non
     with its interval shaded across the panel."""
     if rows.empty:
         return None
+    from matplotlib.ticker import MaxNLocator
+
     from benchmark.report import _figure, _png
 
     metrics = list(dict.fromkeys(rows["metric"]))
@@ -95,6 +97,8 @@ def plot_effects(rows: pd.DataFrame, baseline: str, metric_title) -> bytes | Non
     fig = _figure(4.2 * len(metrics) + 1.6, height)
     axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
     y = {v: len(order) - 1 - i for i, v in enumerate(order)}
+    uppers = [v for v in order if rows.loc[rows["variant"] == v, "generator"].iloc[0] == stats.UPPER_BOUND]
+    shaded = uppers[-1] if uppers else None  # the upper bound's largest form: its interval across the panel
     for ax, m in zip(axes, metrics):
         r = rows[rows["metric"] == m]
         ax.axvline(0.0, color="#666666", lw=1, zorder=1)
@@ -102,7 +106,7 @@ def plot_effects(rows: pd.DataFrame, baseline: str, metric_title) -> bytes | Non
             upper = row["generator"] == stats.UPPER_BOUND
             colour = UPPER_COLOUR if upper else VERDICT_COLOURS.get(row["verdict"], NEUTRAL)
             yy = y[row["variant"]]
-            if upper and np.isfinite(row["ci_low"]) and np.isfinite(row["ci_high"]):
+            if row["variant"] == shaded and np.isfinite(row["ci_low"]) and np.isfinite(row["ci_high"]):
                 ax.axvspan(row["ci_low"], row["ci_high"], color=UPPER_COLOUR, alpha=0.08, zorder=0)
             if np.isfinite(row["ci_low"]) and np.isfinite(row["ci_high"]):
                 ax.plot([row["ci_low"], row["ci_high"]], [yy, yy], color=colour, lw=2, zorder=2)
@@ -112,13 +116,14 @@ def plot_effects(rows: pd.DataFrame, baseline: str, metric_title) -> bytes | Non
         ax.set_title(_wrap(metric_title(m), 34), fontsize=9)
         ax.set_xlabel(f"difference vs {baseline}", fontsize=8)
         ax.tick_params(labelsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(5))  # tick labels that do not run into each other
         ax.grid(axis="x", color="#eeeeee")
         ax.set_ylim(-0.7, len(order) - 0.3)
     axes[0].set_yticks(list(y.values()), list(y.keys()))
     source = rows["source"].iloc[0]
     fig.suptitle(_wrap(f"Effect of each method vs {baseline} (mean difference, 95 % interval; {source}). Filled: "
                        f"significant after correction (green better, red worse); blue: real-data upper bound "
-                       f"({stats.UPPER_BOUND}), its interval shaded", 120), fontsize=9)
+                       f"({stats.UPPER_BOUND}), the interval of its largest form shaded", 120), fontsize=9)
     fig.subplots_adjust(left=0.9 / fig.get_figwidth() + 0.12, right=0.98, wspace=0.12,
                         top=1 - 1.35 / height, bottom=0.55 / height + 0.04)
     return _png(fig, tight=True)
@@ -143,7 +148,11 @@ def audit_brief(audit: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
             or c == "generator"]
     shown = [(col, label, why) for col, label, why in AUDIT_BRIEF
              if col in audit.columns and pd.to_numeric(audit[col], errors="coerce").notna().any()]
-    table = audit[keys + [c for c, _, _ in shown]].rename(columns={c: label for c, label, _ in shown})
+    table = audit[keys + [c for c, _, _ in shown]].copy()
+    for col in ("audit_reference_n", "audit_n_synthetic"):  # counts, not measurements
+        if col in table.columns:
+            table[col] = pd.to_numeric(table[col], errors="coerce").round().astype("Int64")
+    table = table.rename(columns={c: label for c, label, _ in shown})
     return table, [f"**{label}**: {why}" for _, label, why in shown]
 
 
