@@ -56,9 +56,10 @@ AUDIT_BRIEF = (
 
 def effect_rows(a: stats.Analysis, metrics=None) -> pd.DataFrame:
     """One row per (metric, variant): the effect against the baseline with its 95 % interval, from the paired
-    tests when the records hold one cell, else from the hierarchical model (all cells together)."""
+    tests when the records hold one cell, else from the hierarchical model (all cells together). With one seed
+    the effect has no interval (NaN): the figure shows the point alone."""
     metrics = [m for m in (metrics or SUMMARY_METRICS) if m in a.metrics] or list(a.metrics)[:3]
-    t = a.tests[a.tests["metric"].isin(metrics) & (a.tests["n_pairs"] >= 2)] if len(a.tests) else a.tests
+    t = a.tests[a.tests["metric"].isin(metrics) & (a.tests["n_pairs"] >= 1)] if len(a.tests) else a.tests
     cols = ["metric", "variant", "generator", "estimate", "ci_low", "ci_high", "verdict", "n_pairs", "source"]
     if t is None or t.empty:
         return pd.DataFrame(columns=cols)
