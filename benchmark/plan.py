@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -10,10 +9,6 @@ from benchmark.data import dataset_source
 from benchmark.errors import UserError
 from benchmark import run_dir as rd
 from benchmark.specs import JobSpec
-
-
-def results_root(path: str | None = None) -> Path:
-    return Path(path or os.environ.get("GENMED_RESULTS_DIR") or "results")
 
 
 def check_data(jobs: list[JobSpec], download: bool = False) -> list[str]:

@@ -38,6 +38,8 @@ SPEC_FILE = "spec.json"
 STATE_DIR = "state"
 PROGRESS_FILE = "progress.json"  # inside STATE_DIR: the epoch the saved training state belongs to
 LOCK_FILE = "lock"
+RESULTS_ENV = "GENMED_RESULTS_DIR"  # the results root when no --results is given; else ./results
+RESULTS_HELP = f"results root (default: ${RESULTS_ENV} or ./results)"
 CORRUPT_SUFFIX = ".corrupt-"     # result.json.corrupt-20261201T101500Z
 REQUIRED_FIELDS = ("schema", "key", "name", "stage", "spec")  # every record (classifier and generator)
 REQUIRED_BY_STAGE = {"classifier": ("metrics",)}
@@ -48,6 +50,11 @@ RUNNING_ELSEWHERE = "running elsewhere"  # what execute() returns when another p
 # After a requeue the previous run of the same SLURM job may still hold the lock for SLURM's KillWait: wait for it.
 PREDECESSOR_WAIT_S = float(os.environ.get("GENMED_LOCK_PREDECESSOR_WAIT_S", "180"))
 LOCK_PATIENCE_S = 2.0  # a status probe (``lock_holder``) holds the lock for microseconds: retry this long first
+
+
+def results_root(path: str | os.PathLike | None = None) -> Path:
+    """The results root: `path`, else $GENMED_RESULTS_DIR (an empty value counts as unset), else ./results."""
+    return Path(path or os.environ.get(RESULTS_ENV) or "results")
 
 
 def now_iso() -> str:

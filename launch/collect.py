@@ -6,12 +6,12 @@ Methods and output columns: docs/statistics.md.
 """
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmark.run_dir import RESULTS_HELP, results_root  # noqa: E402
 from benchmark.errors import UserError, exits_on_user_error  # noqa: E402
 
 
@@ -55,8 +55,7 @@ def parse_args(argv=None):
     p.add_argument("--correction", default="holm", choices=["holm", "fdr_bh"], help="multiple-comparison correction")
     p.add_argument("--family", default="metric", choices=["metric", "cell", "all"],
                    help="correction family: all comparisons of a metric (default), of a metric in a cell, or all")
-    p.add_argument("--results", default=os.environ.get("GENMED_RESULTS_DIR", "results"),
-                   help="results root for --grid (default: $GENMED_RESULTS_DIR or ./results)")
+    p.add_argument("--results", type=results_root, default=results_root(), help=f"for --grid: {RESULTS_HELP}")
     return p.parse_args(argv)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmark import run_dir as rd  # noqa: E402
 from benchmark.errors import exits_on_user_error  # noqa: E402
 
 
@@ -37,7 +38,7 @@ def parse_args(argv=None):
         help="auto: slurm when a cluster answers, else local worker processes; debug: in-process")
     add("--only", metavar="PATTERN", help="only jobs whose name or key matches (glob or substring)")
     add("--force", action="store_true", help="re-run jobs even if done (results are replaced only by a success)")
-    add("--results", help="results root (default: $GENMED_RESULTS_DIR or ./results)")
+    add("--results", help=rd.RESULTS_HELP)
     add("--parallel", type=positive_int, help="local worker processes (default: one per CPU core, each with one "
         "torch thread per core it owns)")
     add("--runs-per-task", type=positive_int, help="jobs run one after another in one process: a local worker or a "
@@ -71,7 +72,7 @@ def main(argv=None):
     left_out: list = []
     classifier_jobs = grids.filter_jobs(grids.expand(grid, left_out=left_out), args.only)
     jobs = grids.generator_jobs(classifier_jobs) + classifier_jobs
-    results_root = plan.results_root(args.results)
+    results_root = rd.results_root(args.results)
     out_dir = results_root / grid.label
     check_results_folder(out_dir / "runs", "--results" if args.results else "the results root")
     runs_dir = out_dir / "runs"
@@ -161,8 +162,6 @@ def check_executor_options(args, jobs, UserError) -> None:
 
 
 def print_corrupt(jobs, status, runs_dir: Path) -> None:
-    from benchmark import run_dir as rd
-
     for spec in jobs:
         if status[spec.key] == "corrupt":
             print(f"corrupt  {spec.name}  {rd.corrupt_reason(runs_dir / spec.key)} (the next run moves it aside "

@@ -8,12 +8,12 @@ benchmark/predict.py and README "Prediction".
 """
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmark.run_dir import RESULTS_HELP, results_root  # noqa: E402
 from benchmark.errors import exits_on_user_error  # noqa: E402
 
 
@@ -24,8 +24,8 @@ def parse_args(argv=None):
                    help="image files (.png/.jpg/.jpeg), NIfTI files, folders, or .npz files")
     p.add_argument("--out", help="CSV to write (default: predictions-<key>.csv)")
     p.add_argument("--split", default="test", help="for MedMNIST-format .npz files: which <split>_images (default test)")
-    p.add_argument("--results", default=os.environ.get("GENMED_RESULTS_DIR") or "results",
-                   help="results root searched for a key (default: $GENMED_RESULTS_DIR or ./results)")
+    p.add_argument("--results", type=results_root, default=results_root(),
+                   help=f"searched for a key: {RESULTS_HELP}")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     return p.parse_args(argv)
