@@ -65,6 +65,8 @@ class TimmBackbone:
                 parent = operator.attrgetter(parent_path)(model) if parent_path else model
                 setattr(parent, attr, nn.Identity())
         if self.resize_below and image_size < self.resize_below:
+            from benchmark.backbone_layers import ResizeInput
+
             model = ResizeInput(model, self.resize_below)
         return model
 
@@ -85,37 +87,3 @@ class TimmBackbone:
         compatible = {k: v for k, v in state.items() if k in model_state and model_state[k].shape == v.shape}
         model.load_state_dict(compatible, strict=False)
 
-
-def _resize_module():
-    import torch.nn as nn
-    import torch.nn.functional as F
-
-    class _ResizeInput(nn.Module):
-        def __init__(self, model, size: int):
-            super().__init__()
-            self.size = size
-            self.model = model
-
-        def forward(self, x):
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
-            return self.model(x)
-
-    return _ResizeInput
-
-
-def ResizeInput(model, size: int):  # noqa: N802 - a lazily defined nn.Module subclass
-    return _resize_module()(model, size)
-
-
-def create_backbone(name: str, in_chans: int, num_classes: int, image_size: int):
-    """timm-style ``create_model``: a registered backbone built for the given input."""
-    from benchmark import registry
-
-    entry = registry.get("backbone", name)
-    return entry.load()(name=entry.name, **entry.config).build(in_chans, num_classes, image_size)
-
-
-def list_backbones(pattern: str = "*") -> list[str]:
-    from benchmark import registry
-
-    return registry.list_entries("backbone", pattern)

@@ -322,6 +322,14 @@ def slurm_available(timeout_s: float = 5.0) -> tuple[bool, str]:
     return True, f"SLURM controller answers (partitions: {shown or 'none'})"
 
 
+def require_slurm() -> None:
+    """A UserError saying what to do unless slurm_available(): ``--executor slurm``, ``--wait`` and ``--cancel``."""
+    ok, reason = slurm_available()
+    if not ok:
+        raise UserError(f"--executor slurm: {reason}. Run this where sbatch reaches your cluster (a login node), "
+                        "start the local test cluster (see slurm/README.md), or use --executor local.")
+
+
 def _first_line(text: str | bytes | None, limit: int = 160) -> str:
     """The telling line of a SLURM command's stderr (its 'fatal:' line, else the first), shortened, without the
     'sinfo: error:' prefixes: for one-line messages."""

@@ -15,10 +15,11 @@ POLL_SECONDS = 1.0
 
 
 def pack(jobs: list[JobSpec], runs_per_task: int | None, parallel: int = 1) -> list[list[JobSpec]]:
-    """The jobs in packs, each run by one worker process. Without `runs_per_task` (the local default): one pack per
-    worker, dealt round-robin, so that each worker gets its share of every kind of job (a grid lists its jobs by
-    method: contiguous shares would give one worker all the long generator fits). With it: packs of that many
-    consecutive jobs, which the workers take as they become free."""
+    """The jobs in packs, each run by one process: a local worker or a SLURM array task. Without `runs_per_task`
+    (the local default): one pack per worker, dealt round-robin, so that each worker gets its share of every kind of
+    job (a grid lists its jobs by method: contiguous shares would give one worker all the long generator fits). With
+    it (always on SLURM: 1 unless --runs-per-task): packs of that many consecutive jobs, taken as workers or array
+    tasks become free."""
     if not runs_per_task:
         parallel = max(1, min(parallel, len(jobs)))
         return [jobs[i::parallel] for i in range(parallel)]

@@ -290,7 +290,7 @@ def expand(grid: Grid, left_out: list | None = None, resolve: bool = True) -> li
     if resolve:
         from benchmark.identity import resolve_jobs
 
-        return resolve_jobs(list(jobs.values()))
+        return resolve_jobs(list(jobs.values()), left_out=left_out)
     unique: dict[str, JobSpec] = {}
     for spec in jobs.values():
         unique.setdefault(spec.key, spec)

@@ -78,6 +78,12 @@ def data_facts(dataset: str, size: int, download: bool = False) -> DataFacts | N
     return facts
 
 
+def marker_of(spec) -> tuple:
+    """What a spec's rarity depends on: dataset, size, fold and the rare class and count as the grid spells them."""
+    return (spec.dataset, spec.image_size, spec.k_folds, spec.fold, spec.fold_seed if spec.k_folds else 0,
+            spec.rare_class, spec.rare_count)
+
+
 class _Resolver:
     """Resolution of many specs against a few datasets, each fact and each rarity computed once."""
 
@@ -89,6 +95,8 @@ class _Resolver:
         self.feasible: dict = {}
         self.problems: list = []
         self.infeasible: dict = {}
+        self.available: dict = {}  # rarity marker -> rare-class training images before subsampling
+        self.no_pool: dict = {}    # method name -> keys of needs_held_back jobs left out (nothing is held back)
 
     def facts_for(self, dataset: str, size: int) -> DataFacts | None:
         if (dataset, size) not in self.facts:
@@ -111,12 +119,15 @@ class _Resolver:
         facts = self.facts_for(spec.dataset, spec.image_size)
         if facts is None:
             return spec
-        marker = (spec.dataset, spec.image_size, spec.k_folds, spec.fold,
-                  spec.fold_seed if spec.k_folds else 0, spec.rare_class, spec.rare_count)
+        marker = marker_of(spec)
         if marker not in self.rarity:
             self.rarity[marker] = self._rarity(spec, facts)
         resolved = self.rarity[marker]
         if resolved is None:
+            return None
+        if (spec.entries["generator"]["config"].get("needs_held_back")
+                and resolved["rare_count"] >= self.available[marker]):
+            self.no_pool.setdefault(spec.generator, set()).add(spec.key)  # its rare count keeps every image
             return None
         if spec.stage == "classifier":
             self._check_feasible(spec, facts, resolved)
@@ -127,7 +138,7 @@ class _Resolver:
         try:
             labels = self.train_labels(spec, facts)
             rare_class = resolve_rare_class(spec.rare_class, labels, facts.num_classes)
-            available = int((labels == rare_class).sum())
+            available = self.available[marker_of(spec)] = int((labels == rare_class).sum())
             count = resolve_rare_count(spec.rare_count, available, f"{spec.dataset} (rare class {rare_class}{fold}): ")
         except UserError as exc:
             if str(exc) not in self.problems:
@@ -194,11 +205,18 @@ def _resolve(jobs: list, download: bool) -> tuple[list, _Resolver]:
     return out, resolver
 
 
-def resolve_jobs(jobs: list, download: bool = False) -> list:
+def resolve_jobs(jobs: list, download: bool = False, left_out: list | None = None) -> list:
     """`jobs` keyed from their data (see the module docstring), deduplicated by key in order. With `download`,
     missing datasets are downloaded first (so every returned spec is resolved) and every generative method's
-    config is checked by building it. Raises one UserError for impossible rarity or infeasible ratios."""
-    resolved, _ = _resolve(jobs, download)
+    config is checked by building it. Raises one UserError for impossible rarity or infeasible ratios.
+
+    A method that adds held-back real images (``needs_held_back``, real_extra) at a rare count that keeps every
+    rare-class image (the class size, like ``all``) has nothing to add: such jobs are left out, with one
+    (reason, count) per method appended to `left_out`."""
+    resolved, resolver = _resolve(jobs, download)
+    if left_out is not None:
+        left_out.extend((f"{name} job(s) at a rare count equal to the class size (no held-back real images)",
+                         len(keys)) for name, keys in sorted(resolver.no_pool.items()))
     if download:
         from benchmark.plan import check_generator_configs
 

@@ -75,11 +75,10 @@ def run_classifier(spec: JobSpec, run_dir: Path, progress: bool = False, resumab
         method = SyntheticMix(artifact_dir)
         audit = rd.read_record(artifact_dir).get("audit")
     else:
-        method = method_entry.load()(**spec.entries["generator"]["config"])  # the config in the key
+        method = registry.create("generator", method_entry, config=spec.entries["generator"]["config"])  # the key's
     training_set = method.build_training_set(cell.real, cell.rare_class, spec.synthetic_ratio,
                                              bundle.num_classes, seed, held_back=cell.held_back)
-    backbone_entry = registry.get("backbone", spec.backbone)
-    backbone = backbone_entry.load()(name=backbone_entry.name, **backbone_entry.config)
+    backbone = registry.create("backbone", spec.backbone)
     outcome = train_classifier(training_set, bundle, cell.rare_class, backbone, spec.training, seed,
                                run_dir=run_dir, progress=progress,
                                state_dir=Path(run_dir) / STATE_DIR if resumable else None,

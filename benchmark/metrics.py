@@ -127,7 +127,9 @@ def threshold_metrics(probs, targets, rare_class: int, threshold: float) -> dict
             "thr_rare_specificity": specificity, "threshold": float(threshold)}
 
 
-# The <split>_<metric> columns of records.csv: classification_metrics' scalars, then threshold_metrics'.
+# The <split>_<metric> columns of records.csv: classification_metrics' scalars, then threshold_metrics'. The one
+# list of the harness's metric names: benchmark.records writes these columns, benchmark.stats (stats.METRICS) and
+# launch/collect.py read them from here, so this module imports torch only inside functions.
 SCALAR_METRICS = ("accuracy", "balanced_accuracy", "auroc", "auprc", "macro_f1", "rare_sensitivity",
                   "rare_specificity", "rare_precision", "rare_auprc", "ece", "rare_sensitivity_at_90spec",
                   "thr_balanced_accuracy", "thr_rare_sensitivity", "thr_rare_specificity", "threshold")

@@ -43,6 +43,7 @@ def check_generator_configs(jobs: list) -> None:
     """Build every generative method once with its registry config (no training) so that a bad config — an
     unknown sampler, a negative guidance scale, a typo in a key — stops the run before any job starts."""
     from benchmark import registry
+    from benchmark.generators._common import check_audit_extractor
 
     seen = set()
     for spec in jobs:
@@ -53,13 +54,12 @@ def check_generator_configs(jobs: list) -> None:
             continue
         seen.add(marker)
         entry = registry.get("generator", spec.generator)
-        config = {k: v for k, v in entry.config.items()
-                  if k not in ("kind", "uses_synthetic_ratio", "bank_multiple", "needs_held_back")}
         source = dataset_source(spec.dataset)
         channels = getattr(source, "info", {}).get("n_channels", 1)
         try:
-            entry.load()(num_classes=source.num_classes or 2, image_shape=(channels, spec.image_size,
-                                                                          spec.image_size), **config)
+            registry.create("generator", entry, num_classes=source.num_classes or 2,
+                            image_shape=(channels, spec.image_size, spec.image_size))
+            check_audit_extractor(entry.config.get("audit_extractor"))
         except UserError as exc:
             raise UserError(f"generator {spec.generator!r} ({entry.source}): {exc} Nothing was started.") from None
 

@@ -119,7 +119,7 @@ def load_run(run_dir, device=None) -> LoadedRun:
     if entry.version != recorded.get("version") or entry.config != recorded.get("config"):
         notes.append(f"backbone {entry.name!r} changed in the registry since this run (version {recorded.get('version')}"
                      f" → {entry.version}); the model is rebuilt from the config recorded with the run")
-    backbone = entry.load()(name=entry.name, **recorded.get("config", {}))
+    backbone = registry.create("backbone", entry, config=recorded.get("config", {}))
     image_size = int(spec["image_size"])
     model = backbone.build(1, len(label_names), image_size)
     channels = _input_channels(model, state) or 1

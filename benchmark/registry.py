@@ -6,8 +6,11 @@ Each entry is one YAML file under ``registry/<kind>s/`` (files starting with ``_
     target: benchmark.backbones:TimmBackbone   # "module:attr", imported only by Entry.load()
     version: 1                           # enters every job key that uses the entry
     include: _timm_cnn.yaml              # optional: deep-merged base, this file wins
-    config: {model_name: resnet18, ...}  # free-form, passed to the target
+    config: {model_name: resnet18, ...}  # free-form, passed to the target (less the harness keys)
 
+``create(kind, name, **arguments)`` is the one way to build an entry (timm's ``create_model``): its target called
+with its config and the caller's arguments. ``HARNESS_KEYS`` are config keys the harness reads to plan and run an
+entry; they enter the job key like the rest of the config but are never passed to the target.
 Extra folders with the same layout can be added with ``GENMED_REGISTRY_PATH`` (``os.pathsep``-separated), which is
 how users register their own datasets without touching the package. Listing never imports a target.
 """
@@ -15,8 +18,10 @@ how users register their own datasets without touching the package. Listing neve
 from __future__ import annotations
 
 import copy
+import difflib
 import fnmatch
 import importlib
+import inspect
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -27,6 +32,15 @@ from benchmark.errors import UserError, unknown_name_error
 
 KINDS = ("dataset", "generator", "backbone", "grid")
 PACKAGE_REGISTRY = Path(__file__).resolve().parent.parent / "registry"
+NAMED_KINDS = ("dataset", "backbone")  # their targets also take the entry's name (timm's model name, a dataset's)
+# Config keys for the harness, not for the target (who reads them):
+#   kind                  what the method is: baseline, generative, external, real_data (specs, grid, external)
+#   uses_synthetic_ratio  false: the grid collapses the synthetic_ratio axis to 0 for the method (grid)
+#   needs_held_back       the method adds held-back real images: left out at rare_count all (grid); the target
+#                         declares it too, checked by generators.base.check_method_configs
+#   bank_multiple         a generator's sample bank holds this many × the real rare count (generators.stage, identity)
+#   audit_extractor       overrides of the generator audit's in-domain extractor config (generators.stage, plan)
+HARNESS_KEYS = frozenset({"kind", "uses_synthetic_ratio", "needs_held_back", "bank_multiple", "audit_extractor"})
 
 
 @dataclass(frozen=True)
@@ -197,3 +211,39 @@ def get(kind: str, name: str) -> Entry:
 
 def list_entries(kind: str, pattern: str = "*") -> list[str]:
     return get_registry(kind).list(pattern)
+
+
+def target_arguments(entry: Entry, config: dict | None = None) -> dict:
+    """What `create` passes to the target from the config: `config` (default: the entry's) less ``HARNESS_KEYS``,
+    plus ``name`` for datasets and backbones."""
+    arguments = {k: v for k, v in (entry.config if config is None else config).items() if k not in HARNESS_KEYS}
+    if entry.kind in NAMED_KINDS:
+        arguments["name"] = entry.name
+    return arguments
+
+
+def create(kind: str, name: str | Entry, config: dict | None = None, **arguments):
+    """Build the `kind` entry `name` (or an Entry): its target called with `config` (default: the entry's; e.g. the
+    config recorded with a run) less the harness keys, and the caller's `arguments` (what only the caller knows,
+    such as a generator's image shape). A keyword the target does not take is a UserError that names the entry and
+    the keywords it accepts (targets taking ``**config`` check their keys themselves)."""
+    entry = name if isinstance(name, Entry) else get(kind, name)
+    target = entry.load()
+    kwargs = {**target_arguments(entry, config), **arguments}
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        signature = None
+    if signature is not None and not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+        try:
+            signature.bind(**kwargs)
+        except TypeError as exc:
+            accepted = [p for p, v in signature.parameters.items()
+                        if v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)]
+            given = [k for k in kwargs if k not in signature.parameters]
+            close = {k: difflib.get_close_matches(k, accepted, n=1) for k in given}
+            hints = "; ".join(f"{k!r}" + (f" (did you mean {c[0]!r}?)" if c else "") for k, c in close.items())
+            raise UserError(f"{kind} {entry.name!r} ({entry.source}): its config does not fit {entry.target} "
+                            f"({hints or exc}). It accepts: {', '.join(accepted)}; the harness keys "
+                            f"({', '.join(sorted(HARNESS_KEYS))}) are read by the harness.") from None
+    return target(**kwargs)

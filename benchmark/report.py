@@ -1,37 +1,26 @@
-"""Reports from a :class:`benchmark.stats.Analysis`: leaderboards (md/tex/csv), stats CSVs, report.md, a
-self-contained report.html (plots embedded as base64) and PNG plots (critical-difference diagrams, dose-response).
-
-Every file is written atomically (benchmark.run_dir.write_bytes_atomic). matplotlib is
-imported lazily, inside the plotting functions, with the Agg backend. Entry points: :func:`read_records`,
-:func:`write_all`.
+"""Reports from a :class:`benchmark.stats.Analysis`: reading a records table, report.md and a self-contained
+report.html (plots embedded as base64) with their sections, and :func:`write_all`, which writes every output file
+(leaderboards md/tex/csv, stats CSVs, PNG plots, the reports), each atomically (benchmark.run_dir.write_bytes_atomic).
+Text formatting and leaderboards: benchmark.report_tables; plots: benchmark.report_plots; audit table and picture
+sheets: benchmark.report_figures. Entry points: :func:`read_records`, :func:`write_all`.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from benchmark import report_figures, stats
+from benchmark import report_figures, report_plots, stats
 from benchmark.errors import UserError
+from benchmark.report_tables import (cell_title, fnum, format_frame, fp, fratio, jobs_sections, leaderboard_latex,
+                                     leaderboard_markdown, md_table, metric_title)
+from benchmark.run_dir import write_bytes_atomic
 
 NA_VALUES = ["", "nan", "NaN", "-nan", "-NaN", "NULL", "null", "<NA>", "N/A", "n/a", "#N/A"]  # not None/none/NA
-METRIC_TITLES = {"auroc": "AUROC", "auprc": "AUPRC", "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
-                 "macro_f1": "macro F1", "rare_sensitivity": "rare-class sensitivity",
-                 "rare_specificity": "rare-class specificity", "rare_precision": "rare-class precision",
-                 "rare_auprc": "rare-class AUPRC", "ece": "ECE",
-                 "thr_balanced_accuracy": "balanced accuracy at the val threshold",
-                 "thr_rare_sensitivity": "rare-class sensitivity at the val threshold",
-                 "thr_rare_specificity": "rare-class specificity at the val threshold",
-                 "rare_sensitivity_at_90spec": "rare-class sensitivity at 90 % specificity",
-                 "threshold": "val-chosen threshold"}
-MARKS_MD = {"better": " ▲", "worse": " ▼", "n.s.": "", "baseline": "", "no baseline": " ?"}
-MARKS_TEX = {"better": r"$^{\uparrow}$", "worse": r"$^{\downarrow}$", "n.s.": "", "baseline": "", "no baseline": "?"}
 STATS_FILES = ("paired_tests", "hierarchical", "power", "missing_baseline", "seed_mismatch", "nan_metrics",
                "duplicates", "friedman", "ranks", "dose_response", "dose_curves", "audit", "gap_closed")
 PRIOR_SHIFT_NOTE = (
@@ -41,26 +30,6 @@ PRIOR_SHIFT_NOTE = (
     "threshold and the thr_* metrics apply the threshold each job chose on its own validation split, so a gain that "
     "remains in them is a better separation of the classes, not a shifted prior.")
 MAX_ROWS = 40  # rows of a long table shown in report.md/html; the CSVs have all of them
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Files
-# ----------------------------------------------------------------------------------------------------------------
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (benchmark.run_dir.write_bytes_atomic); returns the path."""
-    from benchmark.run_dir import write_bytes_atomic
-
-    write_bytes_atomic(Path(path), data)
-    return Path(path)
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def write_csv(df: pd.DataFrame, path: Path) -> Path:
-    return atomic_write_text(path, df.to_csv(index=False))
 
 
 def read_records(path) -> pd.DataFrame:
@@ -86,350 +55,6 @@ def read_records(path) -> pd.DataFrame:
         raise UserError(f"Could not read records file {path}: {exc}. Check that it is a valid "
                         f"{suffix.lstrip('.').upper()} file with a header row.") from None
     raise UserError(f"Records file {path} has an unsupported extension {suffix!r}. Use .csv or .parquet.")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Formatting
-# ----------------------------------------------------------------------------------------------------------------
-
-def metric_title(metric: str) -> str:
-    """``test_auroc`` → ``test AUROC``."""
-    split, _, base = metric.partition("_")
-    if split in stats.SPLITS and base:
-        return f"{split} {METRIC_TITLES.get(base, base.replace('_', ' '))}"
-    return METRIC_TITLES.get(metric, metric.replace("_", " "))
-
-
-def fnum(x, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and not np.isfinite(x)) or pd.isna(x):
-        return "–"
-    return f"{x:.{digits}f}"
-
-
-def fp(p) -> str:
-    """p-values: '<0.001' or three significant digits."""
-    if p is None or pd.isna(p):
-        return "–"
-    return "<0.001" if p < 0.001 else f"{p:.3g}"
-
-
-def fratio(r) -> str:
-    """A ratio label as the tables show it: '2', 'balance', 'real_percentage=50'."""
-    return stats.ratio_label(r)
-
-
-def feff(x) -> str:
-    """An effective ratio: '×2.0', '×38.5'; '–' when 0 or unknown."""
-    return "–" if x is None or pd.isna(x) or x == 0 else f"×{x:.3g}"
-
-
-def cell_title(row, sep: str = " · ") -> str:
-    parts = [str(row["dataset"])]
-    if str(row["image_size"]) != "-":
-        parts.append(f"{row['image_size']} px")
-    if str(row["rare_class"]) != "-":
-        parts.append(f"rare class {row['rare_class']}")
-    rc = str(row["rare_count"])
-    parts.append("all rare images" if rc == "all" else f"{rc} rare images")
-    parts.append(str(row["backbone"]))
-    return sep.join(parts)
-
-
-def metric_cells(board: pd.DataFrame, m: str, marks=MARKS_MD, pm: str = "±") -> list[str]:
-    """'0.812 ± 0.011 [0.798, 0.826] ▲ (2)' for every leaderboard row: mean ± std [95 % CI] mark (rank); the interval
-    reads [n<5] when it rests on fewer than stats.MIN_SEEDS_CI seeds (too few for a trustworthy interval)."""
-    cols = [board[f"{m}_{c}"].to_numpy() for c in ("mean", "std", "ci_low", "ci_high", "rank", "vs_baseline")]
-    reliable = board[f"{m}_ci_reliable"].to_numpy() if f"{m}_ci_reliable" in board.columns else \
-        np.ones(len(board), bool)
-    out = []
-    for mean, std, lo, hi, rank, vs, ok in zip(*cols, reliable):
-        if pd.isna(mean):
-            out.append("–")
-            continue
-        rank_s = "" if pd.isna(rank) else f" ({int(rank) if float(rank).is_integer() else rank})"
-        ci = f"[{fnum(lo)}, {fnum(hi)}]" if ok else f"[n<{stats.MIN_SEEDS_CI}]"
-        out.append(f"{fnum(mean)} {pm} {fnum(std)} {ci}{marks.get(vs, '')}{rank_s}")
-    return out
-
-
-def md_escape(x) -> str:
-    return str(x).replace("|", "\\|").replace("\n", " ")
-
-
-def md_table(df: pd.DataFrame, align_right=()) -> str:
-    if df is None or df.empty:
-        return "_(none)_\n"
-    cols = [str(c) for c in df.columns]
-    head = "| " + " | ".join(md_escape(c) for c in cols) + " |"
-    sep = "|" + "|".join("---:" if c in align_right else "---" for c in cols) + "|"
-    body = ["| " + " | ".join(md_escape(v) for v in row) + " |" for row in df.itertuples(index=False, name=None)]
-    return "\n".join([head, sep, *body]) + "\n"
-
-
-def tex_escape(x) -> str:
-    s = str(x)
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
-                 ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"), ("^", r"\^{}")):
-        s = s.replace(a, b) if a != "\\" else s.replace(a, "\x00")
-    return s.replace("\x00", r"\textbackslash{}")
-
-
-def _format_frame(df: pd.DataFrame, pcols=(), digits: int = 3, max_rows: int | None = None) -> pd.DataFrame:
-    """Strings for display: p-value columns via :func:`fp`, other floats with ``digits`` decimals."""
-    if df is None or df.empty:
-        return pd.DataFrame()
-    d = df.head(max_rows) if max_rows else df
-    out = pd.DataFrame(index=d.index)
-    for c in d.columns:
-        s = d[c]
-        if c in pcols:
-            out[c] = [fp(v) for v in s]
-        elif c in ("synthetic_ratio", "baseline_ratio"):
-            out[c] = [fratio(v) for v in s]
-        elif pd.api.types.is_bool_dtype(s):
-            out[c] = ["yes" if v else "no" for v in s]
-        elif pd.api.types.is_float_dtype(s):
-            out[c] = [fnum(v, digits) for v in s]
-        else:
-            out[c] = ["" if (v is None or (isinstance(v, float) and math.isnan(v))) else str(v) for v in s]
-    return out.reset_index(drop=True)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Leaderboards
-# ----------------------------------------------------------------------------------------------------------------
-
-def _legend(a: stats.Analysis) -> str:
-    o = a.options
-    corr = {"holm": "Holm", "fdr_bh": "Benjamini–Hochberg"}[o["correction"]]
-    test = "paired t-test" if o["test"] == "t" else "Wilcoxon signed-rank test"
-    return (f"Baseline: `{a.baseline}`. eff. = effective ratio (rare images added per kept real rare image, mean "
-            f"over the runs). Each metric: mean ± std over seeds [95 % interval of the mean: percentile bootstrap "
-            f"over seeds for metrics in [0, 1], t-interval otherwise; [n<{stats.MIN_SEEDS_CI}] = fewer than "
-            f"{stats.MIN_SEEDS_CI} seeds, too few for an interval], ▲/▼ = "
-            f"significantly better/worse than the baseline in the same cell ({test}, "
-            f"{corr}-corrected over the {o['family']} family, α = {o['alpha']:g}), ? = no baseline run to compare "
-            f"with, (rank) = rank of the method in its cell (1 = best). compute h = hours summed over the runs.")
-
-
-def _jobs_table(jobs, cols) -> pd.DataFrame:
-    rows = [{c: str(j.get(c, "")) for c in cols} for j in jobs]
-    return pd.DataFrame(rows, columns=list(cols))
-
-
-def _jobs_sections(failed, missing, blocked) -> list[tuple[str, object]]:
-    """(title, table or text) for failed, missing and blocked jobs; None lists are 'not known'."""
-    out = []
-    for title, jobs, cols in (("Failed jobs", failed, ("key", "name", "error")),
-                              ("Missing jobs", missing, ("key", "name")),
-                              ("Blocked jobs", blocked, ("key", "name", "reason"))):
-        if jobs is None:
-            out.append((title, "Not known when collecting from a records file (use `--grid NAME` to list them)."))
-        else:
-            jobs = list(jobs)
-            if jobs and "error" in cols:
-                tab = _jobs_table(jobs, cols)
-                tab["error"] = [e.strip().splitlines()[-1][:200] if e.strip() else "" for e in tab["error"]]
-            else:
-                tab = _jobs_table(jobs, cols)
-            out.append((f"{title} ({len(jobs)})", tab if jobs else "None."))
-    return out
-
-
-def cell_groups(board: pd.DataFrame) -> list[np.ndarray]:
-    """Row positions of each cell, cells in order of first appearance (the leaderboard's sorted order)."""
-    codes = board.groupby(list(stats.CELL), sort=False).ngroup().to_numpy()
-    first = pd.unique(codes)
-    order = np.argsort(codes, kind="stable")
-    bounds = np.cumsum(np.bincount(codes))
-    starts = np.r_[0, bounds[:-1]]
-    return [order[starts[c]:bounds[c]] for c in first]
-
-
-def leaderboard_markdown(a: stats.Analysis, title: str, failed=None, missing=None, blocked=None) -> str:
-    board = a.leaderboard
-    lines = [f"# Leaderboard — {title}", "", _legend(a), ""]
-    shown = pd.DataFrame({"method": board["variant"], "eff.": [feff(x) for x in board["effective_ratio"]],
-                          "seeds": board["n_runs"].astype(int),
-                          **{metric_title(m): metric_cells(board, m) for m in a.metrics},
-                          "compute h": [fnum(h, 2) for h in board["compute_hours"]]})
-    for idx in cell_groups(board):
-        lines += [f"## {cell_title(board.iloc[idx[0]])}", ""]
-        lines.append(md_table(shown.iloc[idx], align_right={"eff.", "seeds", "compute h"}))
-    for head, body in _jobs_sections(failed, missing, blocked):
-        lines += [f"## {head}", "", md_table(body) if isinstance(body, pd.DataFrame) else body, ""]
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def leaderboard_latex(a: stats.Analysis, title: str) -> str:
-    ncol = 5 + len(a.metrics)
-    head = " & ".join(["method", "ratio", "eff.", "seeds", *[tex_escape(metric_title(m)) for m in a.metrics],
-                       "compute h"])
-    out = [f"% {tex_escape(title)}: generated by benchmark.report. Needs \\usepackage{{booktabs,longtable}}.",
-           f"% mean $\\pm$ std over seeds [95\\% interval: bootstrap over seeds for [0, 1] metrics; $n<5$: too "
-           f"few seeds for one]; $\\uparrow$/$\\downarrow$: significantly better/worse than "
-           f"{tex_escape(a.baseline)} after {a.options['correction']} correction; (rank in cell).",
-           "\\begin{longtable}{llrr" + "l" * len(a.metrics) + "r}", "\\toprule", head + " \\\\", "\\midrule",
-           "\\endhead"]
-    board = a.leaderboard
-    rows = list(zip([tex_escape(g) for g in board["generator"]], [tex_escape(fratio(r)) for r in
-                                                                   board["synthetic_ratio"]],
-                    [feff(x).replace("×", "$\\times$").replace("–", "--") for x in board["effective_ratio"]],
-                    board["n_runs"].astype(int).astype(str),
-                    *[[c.replace("–", "--").replace(f"[n<{stats.MIN_SEEDS_CI}]", f"[$n<{stats.MIN_SEEDS_CI}$]")
-                       for c in metric_cells(board, m, MARKS_TEX, "$\\pm$")] for m in a.metrics],
-                    [fnum(h, 2).replace("–", "--") for h in board["compute_hours"]]))
-    for idx in cell_groups(board):
-        head_cell = tex_escape(cell_title(board.iloc[idx[0]], ", "))
-        out.append(f"\\multicolumn{{{ncol}}}{{l}}{{\\textbf{{{head_cell}}}}} \\\\")
-        out.extend(" & ".join(rows[i]) + " \\\\" for i in idx)
-        out.append("\\midrule")
-    out[-1] = "\\bottomrule"
-    out.append("\\end{longtable}")
-    return "\n".join(out) + "\n"
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Plots
-# ----------------------------------------------------------------------------------------------------------------
-
-def _figure(width: float, height: float):
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=100)
-
-
-def _png(fig, tight: bool = True) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight" if tight else None, metadata={"Software": None})
-    return buf.getvalue()
-
-
-def plot_cd(avg_ranks: pd.Series, cd: float, cliques, title: str) -> bytes:
-    """Critical-difference diagram (Demšar 2006, Fig. 1): average ranks on an axis, methods whose ranks differ by
-    less than the Nemenyi CD joined by thick bars."""
-    s = avg_ranks.sort_values()
-    k = len(s)
-    half = (k + 1) // 2
-    rows = max(half, k - half)
-    y0 = 0.7 + 0.3 * len(cliques)               # first label row below the axis, under the clique bars
-    fig = _figure(8, 1.2 + 0.28 * (rows + y0))
-    ax = fig.add_axes([0.03, 0.02, 0.94, 0.9])
-    lo, hi = 1, max(k, 2)
-    pad = (hi - lo) * 0.35
-    ax.set_xlim(lo - 0.3 - pad, hi + 0.3 + pad)
-    ax.set_ylim(-(rows + y0), 1.7)
-    ax.axis("off")
-    ax.hlines(0, lo, hi, color="k", lw=1)
-    for t in range(lo, hi + 1):
-        ax.vlines(t, 0, 0.18, color="k", lw=1)
-        ax.text(t, 0.3, str(t), ha="center", va="bottom", fontsize=8)
-    if np.isfinite(cd):
-        ax.hlines(1.25, lo, min(lo + cd, hi + pad), color="k", lw=1.5)
-        ax.text(lo + min(cd, hi + pad - lo) / 2, 1.35, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=8)
-    names, ranks = list(s.index), s.to_numpy()
-    for i, (n, r) in enumerate(zip(names, ranks)):
-        left = i < half
-        y = -(y0 + (i if left else k - 1 - i))
-        xe = lo - 0.2 - (hi - lo) * 0.05 if left else hi + 0.2 + (hi - lo) * 0.05
-        ax.plot([r, r, xe], [0, y, y], color="0.3", lw=0.8)
-        ax.text(xe + (-0.05 if left else 0.05), y, f"{n} ({r:.2f})", ha="right" if left else "left",
-                va="center", fontsize=8)
-    for j, group in enumerate(cliques):
-        rr = s[group]
-        ax.hlines(-0.3 - 0.3 * j, rr.min() - 0.03, rr.max() + 0.03, color="k", lw=3)
-    ax.set_title(title, fontsize=9)
-    return _png(fig)
-
-
-def plot_dose(curves: pd.DataFrame, coef: pd.DataFrame, metric: str, baseline: str) -> bytes:
-    """Metric vs effective ratio (log2 axis), one panel per dataset, one line per method through its ratio forms
-    placed at the effective ratio they trained with (``balance`` and ``real_percentage=P`` points are labelled),
-    each with its 95 % band; variants that add no images (effective ratio 0: none, class_weight, …) are horizontal
-    dashed reference lines with their band."""
-    datasets = list(dict.fromkeys(curves["dataset"]))
-    ncol = min(3, max(1, len(datasets)))
-    nrow = math.ceil(len(datasets) / ncol)
-    n_methods = curves["variant"].nunique()
-    width = max(8.0, 4.2 * ncol)  # one panel still has room for the title and the legend
-    legend_cols = 4 if width >= 10 else 3
-    legend_h = 0.25 * math.ceil(n_methods / legend_cols) + 0.3
-    fig = _figure(width, 3.2 * nrow + 0.9 + legend_h)
-    axes = fig.subplots(nrow, ncol, squeeze=False)
-    gens = list(dict.fromkeys([baseline] + list(curves["generator"])))
-    import matplotlib
-
-    colors = matplotlib.colormaps["tab10"]
-    slope = coef.set_index("generator")["slope"] if len(coef) else pd.Series(dtype=float)
-    pos = curves.loc[curves["effective_ratio"] > 0, "effective_ratio"]
-    xmin, xmax = (pos.min() / 1.3, pos.max() * 1.3) if len(pos) else (0.5, 2.0)
-    seen = set()
-    for ax, ds in zip(axes.flat, datasets):
-        sub = curves[curves["dataset"] == ds]
-        for gi, g in enumerate(gens):
-            c = sub[sub["generator"] == g]
-            if c.empty:
-                continue
-            color = colors(gi % 10)
-            line = c[c["effective_ratio"] > 0].sort_values("effective_ratio")
-            if len(line):
-                label = g + (f" (slope {slope[g]:+.2g}/doubling)" if g in slope.index else "")
-                label = label if label not in seen else None
-                seen.add(label)
-                ax.plot(line["effective_ratio"], line["mean"], "o-" if len(line) > 1 else "o", color=color, lw=1.4,
-                        ms=3, label=label)
-                if len(line) > 1:
-                    ax.fill_between(line["effective_ratio"], line["ci_low"], line["ci_high"], color=color, alpha=0.18,
-                                    lw=0)
-                else:
-                    ax.vlines(line["effective_ratio"], line["ci_low"], line["ci_high"], color=color, lw=1)
-                for _, r in line.iterrows():
-                    if np.isnan(stats.ratio_value(r["synthetic_ratio"])):
-                        ax.annotate(str(r["synthetic_ratio"]).replace("real_percentage=", "real "),
-                                    (r["effective_ratio"], r["mean"]), textcoords="offset points", xytext=(3, 4),
-                                    fontsize=6, color=color)
-            for k, (_, r) in enumerate(c[c["effective_ratio"] == 0].iterrows()):
-                label = r["variant"] + " (adds no images)"
-                label = label if label not in seen else None
-                seen.add(label)
-                ax.hlines(r["mean"], xmin, xmax, color=color, ls=("--", ":", "-.")[k % 3], lw=1.2, label=label)
-                ax.fill_between([xmin, xmax], r["ci_low"], r["ci_high"], color=color, alpha=0.1, lw=0)
-        ax.set_xscale("log", base=2)
-        ax.set_xlim(xmin, xmax)
-        ticks = []
-        for t in sorted(set(np.round(pos, 2))):  # leave out a tick too close (on the log axis) to the previous one
-            if not ticks or t / ticks[-1] > 1.25:
-                ticks.append(t)
-        if 0 < len(ticks) <= 8:
-            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-            ax.minorticks_off()
-        ax.set_title(ds, fontsize=9)
-        ax.set_xlabel("effective ratio (rare images added per real rare image)", fontsize=8)
-        ax.set_ylabel(metric_title(metric), fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(datasets):]:
-        ax.axis("off")
-    handles, labels = [], []
-    for ax in axes.flat:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(legend_cols, len(labels)), fontsize=7,
-                   frameon=False)
-    import textwrap
-
-    title = f"{metric_title(metric)} vs effective ratio (mean over seeds, 95 % interval; slope per doubling)"
-    fig.suptitle("\n".join(textwrap.wrap(title, int(width * 11))), fontsize=10)
-    height = fig.get_figheight()
-    fig.subplots_adjust(left=0.07, right=0.98, hspace=0.5, wspace=0.28, top=1 - 0.9 / height,
-                        bottom=(legend_h + 0.5) / height)
-    return _png(fig, tight=True)  # the saved area includes every label, so nothing is cut at the edges
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -559,7 +184,7 @@ def paired_summary(a: stats.Analysis) -> pd.DataFrame:
     out["metric"] = out["metric"].map(metric_title)
     out["mean diff"] = [f"{v:+.4f}" if pd.notna(v) else "–" for v in out["mean diff"]]
     out["median pairs"] = [f"{v:g}" for v in out["median pairs"]]
-    return _format_frame(out.drop(columns=["generator", "synthetic_ratio"]), digits=4)
+    return format_frame(out.drop(columns=["generator", "synthetic_ratio"]), digits=4)
 
 
 def top_tests(a: stats.Analysis, metric: str, n: int = 20) -> pd.DataFrame:
@@ -666,19 +291,19 @@ def build_report(a: stats.Analysis, title: str, plots: dict, design=None, failed
     doc.items(a.warnings or ["No warnings."])
     if len(a.nan_rows):
         doc.h(3, f"NaN metric values ({len(a.nan_rows)}), excluded")
-        doc.table(_format_frame(a.nan_rows, max_rows=MAX_ROWS), _more(a.nan_rows, "stats/nan_metrics.csv"))
+        doc.table(format_frame(a.nan_rows, max_rows=MAX_ROWS), _more(a.nan_rows, "stats/nan_metrics.csv"))
     if len(a.missing_baseline):
         doc.h(3, f"Variants without a baseline to compare with ({len(a.missing_baseline)})")
-        doc.table(_format_frame(a.missing_baseline, max_rows=MAX_ROWS), _more(a.missing_baseline,
+        doc.table(format_frame(a.missing_baseline, max_rows=MAX_ROWS), _more(a.missing_baseline,
                                                                              "stats/missing_baseline.csv"))
     if len(a.seed_mismatch):
         doc.h(3, f"Comparisons whose seed sets differ ({len(a.seed_mismatch)}); common seeds paired")
-        doc.table(_format_frame(a.seed_mismatch, max_rows=MAX_ROWS), _more(a.seed_mismatch, "stats/seed_mismatch.csv"))
+        doc.table(format_frame(a.seed_mismatch, max_rows=MAX_ROWS), _more(a.seed_mismatch, "stats/seed_mismatch.csv"))
     if len(a.duplicates):
         doc.h(3, f"Duplicate records ({len(a.duplicates)}), ignored")
-        doc.table(_format_frame(a.duplicates, max_rows=MAX_ROWS), _more(a.duplicates, "stats/duplicates.csv"))
+        doc.table(format_frame(a.duplicates, max_rows=MAX_ROWS), _more(a.duplicates, "stats/duplicates.csv"))
     doc.h(2, "Failed, missing and blocked jobs")
-    for head, body in _jobs_sections(failed, missing, blocked):
+    for head, body in jobs_sections(failed, missing, blocked):
         doc.h(3, head)
         if isinstance(body, pd.DataFrame):
             doc.table(body.head(MAX_ROWS), _more(body, "leaderboard.md"))
@@ -753,7 +378,7 @@ def build_report(a: stats.Analysis, title: str, plots: dict, design=None, failed
                             "p_F", "cd", "control", "dropped_variants", "n_dropped_cells", "note") if c in f.columns]
         f = f[keep].rename(columns={"n_blocks": "datasets", "n_cells": "cells"})
         f["metric"] = f["metric"].map(metric_title)
-        doc.table(_format_frame(f, pcols=("p_chi2", "p_F")))
+        doc.table(format_frame(f, pcols=("p_chi2", "p_F")))
     for m in a.metrics:
         rr = a.rank_results.get(m, {})
         if "cd" in plots and m in plots["cd"]:
@@ -763,7 +388,7 @@ def build_report(a: stats.Analysis, title: str, plots: dict, design=None, failed
             rel, data = plots["cd"][m]
             doc.image(rel, data, f"{'CD diagram' if tested else 'average ranks'}, {metric_title(m)}")
         if len(rr.get("ranks", [])):
-            doc.table(_format_frame(rr["ranks"].drop(columns="metric"), pcols=("p_vs_control", "p_holm")))
+            doc.table(format_frame(rr["ranks"].drop(columns="metric"), pcols=("p_vs_control", "p_holm")))
 
     doc.h(2, "Dose-response: does adding more rare images help?")
     model_note = ("Slope of the metric per doubling of the effective ratio — the rare images each job actually "
@@ -777,7 +402,7 @@ def build_report(a: stats.Analysis, title: str, plots: dict, design=None, failed
     if len(a.dose):
         dd = a.dose.copy()
         dd["metric"] = dd["metric"].map(metric_title)
-        doc.table(_format_frame(dd, pcols=("p", "p_holm"), digits=4))
+        doc.table(format_frame(dd, pcols=("p", "p_holm"), digits=4))
     else:
         doc.p("No method has two or more ratio forms that add images: no dose-response model.")
     for m in a.metrics:
@@ -789,7 +414,7 @@ def build_report(a: stats.Analysis, title: str, plots: dict, design=None, failed
     brief, explained = report_figures.audit_brief(a.audit)
     if len(brief):
         doc.p("Mean over seeds per cell and generator; every audit column is in stats/audit.csv.")
-        doc.table(_format_frame(brief, max_rows=200))
+        doc.table(format_frame(brief, max_rows=200))
         doc.items(explained)
     else:
         doc.p("No audit_* columns in the records.")
@@ -826,44 +451,48 @@ def write_all(a: stats.Analysis, out_dir, title: str | None = None, design: dict
     out = Path(out_dir)
     title = title or (design or {}).get("grid") or out.name
     written: dict[str, Path] = {}
+
+    def put(rel: str, data: bytes | str) -> None:
+        write_bytes_atomic(out / rel, data.encode("utf-8") if isinstance(data, str) else data)
+        written[rel] = out / rel
+
     tables = {"paired_tests": a.tests, "hierarchical": a.hierarchical,
               "power": stats.power_summary(a.tests, a.options["alpha"]),
               "missing_baseline": a.missing_baseline, "seed_mismatch": a.seed_mismatch,
               "nan_metrics": a.nan_rows, "duplicates": a.duplicates, "friedman": a.friedman, "ranks": a.ranks,
               "dose_response": a.dose, "dose_curves": a.dose_curves, "audit": a.audit, "gap_closed": a.gap}
     for name in STATS_FILES:
-        written[f"stats/{name}.csv"] = write_csv(tables[name], out / "stats" / f"{name}.csv")
-    written["leaderboard.csv"] = write_csv(a.leaderboard, out / "leaderboard.csv")
-    written["leaderboard.md"] = atomic_write_text(out / "leaderboard.md",
-                                                  leaderboard_markdown(a, title, failed, missing, blocked))
-    written["leaderboard.tex"] = atomic_write_text(out / "leaderboard.tex", leaderboard_latex(a, title))
+        put(f"stats/{name}.csv", tables[name].to_csv(index=False))
+    put("leaderboard.csv", a.leaderboard.to_csv(index=False))
+    put("leaderboard.md", leaderboard_markdown(a, title, failed, missing, blocked))
+    put("leaderboard.tex", leaderboard_latex(a, title))
     figs: dict[str, dict] = {"cd": {}, "dose": {}}
     if plots:
-        summary = report_figures.plot_effects(report_figures.effect_rows(a), a.baseline, metric_title)
+        summary = report_plots.plot_effects(report_plots.effect_rows(a), a.baseline)
         if summary is not None:
-            figs["summary"] = (report_figures.SUMMARY_PNG, summary)
-            written[report_figures.SUMMARY_PNG] = atomic_write_bytes(out / report_figures.SUMMARY_PNG, summary)
+            figs["summary"] = (report_plots.SUMMARY_PNG, summary)
+            put(report_plots.SUMMARY_PNG, summary)
         for m in a.metrics:
             rr = a.rank_results.get(m, {})
             if "avg_ranks" in rr:
                 nb = rr["summary"]["n_blocks"]
                 sub = (f"Nemenyi CD, α = {a.options['alpha']:g}" if rr.get("tested") else
                        f"descriptive: fewer than {stats.MIN_RANK_BLOCKS} datasets, no test")
-                data = plot_cd(rr["avg_ranks"], rr["summary"]["cd"], rr["cliques"],
-                               f"{metric_title(m)}: average ranks over {nb} dataset(s) ({sub})")
+                data = report_plots.plot_cd(rr["avg_ranks"], rr["summary"]["cd"], rr["cliques"],
+                                            f"{metric_title(m)}: average ranks over {nb} dataset(s) ({sub})")
                 rel = f"plots/cd_{_safe(m)}.png"
                 figs["cd"][m] = (rel, data)
             curves = a.dose_curves[a.dose_curves["metric"] == m]
             if len(curves) and (curves["effective_ratio"] > 0).any():
                 coef = a.dose[a.dose["metric"] == m] if len(a.dose) else a.dose
                 rel = f"plots/dose_{_safe(m)}.png"
-                figs["dose"][m] = (rel, plot_dose(curves, coef, m, a.baseline))
+                figs["dose"][m] = (rel, report_plots.plot_dose(curves, coef, m, a.baseline))
         for kind in (figs["cd"], figs["dose"]):
             for rel, data in kind.values():
-                written[rel] = atomic_write_bytes(out / rel, data)
+                put(rel, data)
     files = sorted([*written, "report.md", "report.html"])
     files += [entry[kind][0] for entry in (sheets or {}).values() for kind in ("sheet", "closest") if kind in entry]
     doc = build_report(a, title, figs, design, failed, missing, blocked, sorted(files), sheets)
-    written["report.md"] = atomic_write_text(out / "report.md", doc.markdown())
-    written["report.html"] = atomic_write_text(out / "report.html", doc.html(f"GenMed-Rare report — {title}"))
+    put("report.md", doc.markdown())
+    put("report.html", doc.html(f"GenMed-Rare report — {title}"))
     return written

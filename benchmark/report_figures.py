@@ -1,26 +1,20 @@
-"""The parts of the report a reader looks at first: the summary figure (each method's effect against the baseline,
-with intervals, the real-data upper bound marked), the short generator-audit table with one line per column, and
-the generators' picture sheets (real beside synthetic; closest pairs), gathered from the run folders into the
+"""The report's generator audit and picture sheets: the short audit table (one line explaining each column shown)
+and the generators' sheets (real beside synthetic; closest pairs), gathered from the run folders into the
 collector's ``samples/`` folder so that a report collected later from records.csv alone still shows them.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from benchmark import stats
 
 SAMPLES_DIR = "samples"
-SAMPLES_INDEX = "samples.json"  # {label: {"sheet": file, "closest": file, "job": name, "key": key}}
-SUMMARY_PNG = "plots/summary_effects.png"
-SUMMARY_METRICS = ("test_auroc", "test_thr_balanced_accuracy", "test_thr_rare_sensitivity")
-VERDICT_COLOURS = {"better": "#1b7837", "worse": "#b2182b"}
-NEUTRAL = "#555555"
-UPPER_COLOUR = "#2166ac"
+SAMPLES_INDEX = "samples.json"  # {label: {"key": key, "seed": seed, "sheet": file, "closest": file}}
 
 # The audit columns a reader needs, in order, each with the line that explains it (the rest stay in
 # stats/audit.csv). Columns missing from the records are left out of the table.
@@ -51,92 +45,6 @@ AUDIT_BRIEF = (
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Summary figure
-# ----------------------------------------------------------------------------------------------------------------
-
-def effect_rows(a: stats.Analysis, metrics=None) -> pd.DataFrame:
-    """One row per (metric, variant): the effect against the baseline with its 95 % interval, from the paired
-    tests when the records hold one cell, else from the hierarchical model (all cells together). With one seed
-    the effect has no interval (NaN): the figure shows the point alone."""
-    metrics = [m for m in (metrics or SUMMARY_METRICS) if m in a.metrics] or list(a.metrics)[:3]
-    t = a.tests[a.tests["metric"].isin(metrics) & (a.tests["n_pairs"] >= 1)] if len(a.tests) else a.tests
-    cols = ["metric", "variant", "generator", "estimate", "ci_low", "ci_high", "verdict", "n_pairs", "source"]
-    if t is None or t.empty:
-        return pd.DataFrame(columns=cols)
-    cells = t[list(stats.CELL)].drop_duplicates()
-    if len(cells) == 1:
-        out = t.assign(estimate=t["mean_diff"], ci_low=t["ci_t_low"], ci_high=t["ci_t_high"],
-                       source="paired t over seeds")
-    else:
-        h = a.hierarchical[a.hierarchical["metric"].isin(metrics)]
-        if h.empty:
-            return pd.DataFrame(columns=cols)
-        out = h.assign(n_pairs=h["n_obs"], source="hierarchical model over cells")
-    return out[cols].reset_index(drop=True)
-
-
-def _variant_order(rows: pd.DataFrame) -> list:
-    """Ratio-free baselines, then generators by name with their ratios, the upper bound last."""
-    firsts = rows.drop_duplicates("variant")[["variant", "generator"]]
-    upper = firsts["generator"] == stats.UPPER_BOUND
-    return [*firsts[~upper]["variant"].tolist(), *firsts[upper]["variant"].tolist()]
-
-
-def plot_effects(rows: pd.DataFrame, baseline: str, metric_title) -> bytes | None:
-    """Forest plot: per metric a panel, per method variant its effect vs `baseline` and 95 % interval; green /
-    red when the corrected test says better / worse, grey when not significant; the real-data upper bound in blue
-    with its interval shaded across the panel."""
-    if rows.empty:
-        return None
-    from matplotlib.ticker import MaxNLocator
-
-    from benchmark.report import _figure, _png
-
-    metrics = list(dict.fromkeys(rows["metric"]))
-    order = _variant_order(rows)
-    height = 2.0 + 0.32 * len(order)
-    fig = _figure(4.2 * len(metrics) + 1.6, height)
-    axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
-    y = {v: len(order) - 1 - i for i, v in enumerate(order)}
-    uppers = [v for v in order if rows.loc[rows["variant"] == v, "generator"].iloc[0] == stats.UPPER_BOUND]
-    shaded = uppers[-1] if uppers else None  # the upper bound's largest form: its interval across the panel
-    for ax, m in zip(axes, metrics):
-        r = rows[rows["metric"] == m]
-        ax.axvline(0.0, color="#666666", lw=1, zorder=1)
-        for _, row in r.iterrows():
-            upper = row["generator"] == stats.UPPER_BOUND
-            colour = UPPER_COLOUR if upper else VERDICT_COLOURS.get(row["verdict"], NEUTRAL)
-            yy = y[row["variant"]]
-            if row["variant"] == shaded and np.isfinite(row["ci_low"]) and np.isfinite(row["ci_high"]):
-                ax.axvspan(row["ci_low"], row["ci_high"], color=UPPER_COLOUR, alpha=0.08, zorder=0)
-            if np.isfinite(row["ci_low"]) and np.isfinite(row["ci_high"]):
-                ax.plot([row["ci_low"], row["ci_high"]], [yy, yy], color=colour, lw=2, zorder=2)
-            filled = row["verdict"] in VERDICT_COLOURS
-            ax.plot([row["estimate"]], [yy], "o", color=colour, mfc=colour if filled else "white", ms=6,
-                    zorder=3)
-        ax.set_title(_wrap(metric_title(m), 34), fontsize=9)
-        ax.set_xlabel(f"difference vs {baseline}", fontsize=8)
-        ax.tick_params(labelsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(5))  # tick labels that do not run into each other
-        ax.grid(axis="x", color="#eeeeee")
-        ax.set_ylim(-0.7, len(order) - 0.3)
-    axes[0].set_yticks(list(y.values()), list(y.keys()))
-    source = rows["source"].iloc[0]
-    fig.suptitle(_wrap(f"Effect of each method vs {baseline} (mean difference, 95 % interval; {source}). Filled: "
-                       f"significant after correction (green better, red worse); blue: real-data upper bound "
-                       f"({stats.UPPER_BOUND}), the interval of its largest form shaded", 120), fontsize=9)
-    fig.subplots_adjust(left=0.9 / fig.get_figwidth() + 0.12, right=0.98, wspace=0.12,
-                        top=1 - 1.35 / height, bottom=0.55 / height + 0.04)
-    return _png(fig, tight=True)
-
-
-def _wrap(text: str, width: int) -> str:
-    import textwrap
-
-    return "\n".join(textwrap.wrap(text, width))
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Audit table
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -162,7 +70,7 @@ def audit_brief(audit: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 # ----------------------------------------------------------------------------------------------------------------
 
 def sheet_sources(jobs, runs_dir: Path) -> dict:
-    """{label: {"sheet": path, "closest": path, "job": name, "key": key}}: for each generator in each cell of the
+    """{label: {"sheet": path, "closest": path, "key": key, "seed": seed}}: for each generator in each cell of the
     classifier jobs (dataset, size, rare class, rare count), the sheets of its lowest seed that has them."""
     from benchmark.generators.sheets import CLOSEST_SHEET_PNG, SAMPLE_SHEET_PNG
 
@@ -180,17 +88,42 @@ def sheet_sources(jobs, runs_dir: Path) -> dict:
     return found
 
 
+def sheets_in(folder: Path) -> dict:
+    """The sheets a collection left in ``folder/samples/``, in :func:`sheet_sources`' form (files present only),
+    for :func:`copy_sheets` to bring along with records collected elsewhere; {} when the folder has no index, and
+    a warning naming the index when it cannot be read (the report then shows no sheets from it)."""
+    path = Path(folder) / SAMPLES_DIR / SAMPLES_INDEX
+    if not path.is_file():
+        return {}
+    try:
+        index = json.loads(path.read_text())
+        if not isinstance(index, dict) or not all(isinstance(e, dict) for e in index.values()):
+            raise ValueError("not a {label: {key, seed, sheet, closest}} object")
+    except (OSError, ValueError) as exc:
+        print(f"warning: unreadable picture-sheet index {path} ({exc}); the report shows no sheets from it",
+              file=sys.stderr)
+        return {}
+    found = {}
+    for label, entry in index.items():
+        found[label] = {k: v for k, v in entry.items() if k not in ("sheet", "closest")}
+        for kind in ("sheet", "closest"):
+            if isinstance(entry.get(kind), str) and (Path(folder) / entry[kind]).is_file():
+                found[label][kind] = Path(folder) / entry[kind]
+    return found
+
+
 def copy_sheets(sources: dict, out_dir: Path) -> dict:
-    """Copy the sheets into ``out_dir/samples/`` with an index; returns {label: {"sheet": rel, "closest": rel}}."""
+    """Copy the sheets of :func:`sheet_sources` (run folders) or :func:`sheets_in` (another collection) into
+    ``out_dir/samples/`` with an index; returns {label: {"key", "seed", "sheet": rel, "closest": rel}}."""
     from benchmark.run_dir import write_bytes_atomic
 
     folder = Path(out_dir) / SAMPLES_DIR
     index = {}
     for label, src in sources.items():
         stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label.replace(" · ", "_"))
-        entry = {"key": src["key"], "seed": src["seed"]}
+        entry = {"key": src.get("key"), "seed": src.get("seed")}
         for kind in ("sheet", "closest"):
-            if Path(src[kind]).is_file():
+            if kind in src and Path(src[kind]).is_file():
                 rel = f"{SAMPLES_DIR}/{stem}_{kind}.png"
                 write_bytes_atomic(Path(out_dir) / rel, Path(src[kind]).read_bytes())
                 entry[kind] = rel
@@ -200,38 +133,13 @@ def copy_sheets(sources: dict, out_dir: Path) -> dict:
     return index
 
 
-def load_sheets(*folders) -> dict:
-    """The sheets index of the first folder that has ``samples/samples.json`` with every file present, as
-    {label: {"sheet": (rel, bytes), "closest": (rel, bytes), ...}}; {} when none has."""
-    for folder in folders:
-        index_path = Path(folder) / SAMPLES_DIR / SAMPLES_INDEX
-        if not index_path.is_file():
-            continue
-        try:
-            index = json.loads(index_path.read_text())
-        except ValueError:
-            continue
-        out = {}
-        for label, entry in index.items():
-            out[label] = dict(entry)
-            for kind in ("sheet", "closest"):
-                if kind in entry and (Path(folder) / entry[kind]).is_file():
-                    out[label][kind] = (entry[kind], (Path(folder) / entry[kind]).read_bytes())
-                else:
-                    out[label].pop(kind, None)
-        return out
-    return {}
-
-
-def bring_sheets(index: dict, src_folder: Path, out_dir: Path) -> None:
-    """Copy loaded sheets from another folder (records collected elsewhere) into ``out_dir`` when it differs."""
-    if Path(src_folder).resolve() == Path(out_dir).resolve():
-        return
-    from benchmark.run_dir import write_bytes_atomic
-
-    index_path = Path(SAMPLES_DIR) / SAMPLES_INDEX
-    write_bytes_atomic(Path(out_dir) / index_path, (Path(src_folder) / index_path).read_bytes())
-    for entry in index.values():
+def load_sheets(folder: Path) -> dict:
+    """The sheets indexed in ``folder/samples/`` as the report shows them: {label: {"key", "seed",
+    "sheet": (rel, bytes), "closest": (rel, bytes)}}, files present only; {} when there are none."""
+    loaded = {}
+    for label, entry in sheets_in(folder).items():
+        loaded[label] = dict(entry)
         for kind in ("sheet", "closest"):
             if kind in entry:
-                write_bytes_atomic(Path(out_dir) / entry[kind][0], entry[kind][1])
+                loaded[label][kind] = (entry[kind].relative_to(Path(folder)).as_posix(), entry[kind].read_bytes())
+    return loaded

@@ -21,7 +21,7 @@ AUDIT_COLUMNS = (("audit_domain_kid", "KID in-domain"), ("audit_domain_kid_se", 
 
 
 def _num(x, digits=3) -> str:
-    from benchmark.report import fnum
+    from benchmark.report_tables import fnum
 
     return fnum(float(x), digits) if pd.notna(x) else "–"
 
@@ -39,13 +39,13 @@ def _order(variants) -> list:
 
 
 def _table(rows: list[list[str]], header: list[str], right_from: int = 1) -> str:
-    from benchmark.report import md_table
+    from benchmark.report_tables import md_table
 
     return md_table(pd.DataFrame(rows, columns=header), align_right=tuple(header[right_from:]))
 
 
 def effects_table(tests: pd.DataFrame, metrics=EFFECT_METRICS) -> str:
-    from benchmark.report import fp, metric_title
+    from benchmark.report_tables import fp, metric_title
 
     t = tests[tests["metric"].isin(metrics)]
     header = ["method", "seeds"] + [f"{metric_title(m)}: Δ [95 % CI], p (Holm)" for m in metrics if m in set(
@@ -69,7 +69,7 @@ def effects_table(tests: pd.DataFrame, metrics=EFFECT_METRICS) -> str:
 
 
 def baseline_table(tests: pd.DataFrame, metrics=EFFECT_METRICS) -> str:
-    from benchmark.report import metric_title
+    from benchmark.report_tables import metric_title
 
     t = tests[tests["metric"].isin(metrics)].drop_duplicates("metric").set_index("metric")
     rows = [[metric_title(m), _num(t.loc[m, "mean_baseline"])] for m in metrics if m in t.index]
@@ -77,7 +77,7 @@ def baseline_table(tests: pd.DataFrame, metrics=EFFECT_METRICS) -> str:
 
 
 def gap_table(gap: pd.DataFrame, metrics=EFFECT_METRICS) -> str:
-    from benchmark.report import metric_title
+    from benchmark.report_tables import metric_title
 
     g = gap[gap["metric"].isin(metrics)]
     if g.empty:
@@ -93,7 +93,7 @@ def gap_table(gap: pd.DataFrame, metrics=EFFECT_METRICS) -> str:
 
 
 def dose_table(dose: pd.DataFrame, metrics=EFFECT_METRICS) -> str:
-    from benchmark.report import fp, metric_title
+    from benchmark.report_tables import fp, metric_title
 
     d = dose[dose["metric"].isin(metrics)]
     if d.empty:
@@ -115,7 +115,7 @@ def audit_table(audit: pd.DataFrame) -> str:
 
 
 def power_table(tests: pd.DataFrame, metrics=EFFECT_METRICS) -> str:
-    from benchmark.report import metric_title
+    from benchmark.report_tables import metric_title
 
     t = tests[tests["metric"].isin(metrics)]
     rows = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from benchmark import tracking
 from benchmark.data.augment import augment, normalize, to_float
 from benchmark.generators.imbalance import build_batch_transform, build_criterion
 from benchmark.metrics import choose_threshold, classification_metrics, threshold_metrics
+from benchmark.run_dir import PROGRESS_FILE
 
 
 class TensorPairs(Dataset):
@@ -36,7 +38,44 @@ class TensorPairs(Dataset):
         return self.images[index], self.labels[index]
 
 
-MIX_SEED_OFFSET = 1 << 32  # the batch-transform generator's seed: init seed + offset + rank (its own stream)
+MIX_SEED_OFFSET = 1 << 32  # the batch-transform stream's seed: init seed + offset + rank (its own stream)
+
+
+@dataclass
+class RandomStreams:
+    """The training's torch.Generator objects, saved and restored with its state so a resumed run draws the same."""
+
+    loader: torch.Generator   # data order (the training DataLoader's shuffle)
+    augment: torch.Generator  # augmentation, on the training device; seeded per process
+    mix: torch.Generator      # the method's batch transform (mixup's Beta and permutation draws); per process
+
+    @classmethod
+    def seeded(cls, init_seed: int, device, process_index: int) -> "RandomStreams":
+        return cls(torch.Generator().manual_seed(init_seed),
+                   torch.Generator(device=device).manual_seed(init_seed + process_index),
+                   torch.Generator().manual_seed(init_seed + MIX_SEED_OFFSET + process_index))
+
+    def states(self) -> dict:
+        return {"loader": self.loader.get_state(), "augment": self.augment.get_state().cpu(),
+                "mix": self.mix.get_state()}
+
+    def restore(self, states: dict) -> None:
+        self.loader.set_state(states["loader"])
+        self.augment.set_state(states["augment"].to(self.augment.device))
+        if "mix" in states:
+            self.mix.set_state(states["mix"])
+
+
+@dataclass
+class Progress:
+    """Where training stands after ``epoch`` epochs: what a resumed run continues from (``save_progress``)."""
+
+    epoch: int = 0
+    history: list = field(default_factory=list)
+    best: tuple | None = None        # (val AUROC score, epoch, val metrics) of the selected epoch so far
+    best_state: dict | None = None   # the selected epoch's weights
+    train_seconds: float = 0.0
+    train_images: int = 0
 
 
 def keep_batch(batch):
@@ -101,11 +140,11 @@ def train_classifier(training_set, bundle, rare_class: int, backbone, training: 
     set_seed(init_seed)
 
     num_classes = bundle.num_classes
-    loader_generator = torch.Generator().manual_seed(init_seed)
+    streams = RandomStreams.seeded(init_seed, accelerator.device, accelerator.process_index)
     on = data_device(accelerator.device)
     train_loader = DataLoader(TensorPairs(training_set.images, training_set.labels, on),
                               batch_size=training["batch_size"], shuffle=True, drop_last=False,
-                              generator=loader_generator, collate_fn=keep_batch)
+                              generator=streams.loader, collate_fn=keep_batch)
     eval_loaders = [DataLoader(TensorPairs(bundle.splits[s].images, bundle.splits[s].labels, on),
                                batch_size=training["eval_batch_size"], collate_fn=keep_batch) for s in ("val", "test")]
     model = backbone.build(bundle.n_channels, num_classes, bundle.image_size)
@@ -123,17 +162,14 @@ def train_classifier(training_set, bundle, rare_class: int, backbone, training: 
     # The method chooses the loss and batch transform (benchmark.generators.imbalance); cross-entropy by default.
     criterion = build_criterion(training_set.loss, training_set.class_weights, training["label_smoothing"],
                                 accelerator.device)
-    augment_generator = torch.Generator(device=accelerator.device).manual_seed(init_seed + accelerator.process_index)
-    mix_generator = torch.Generator().manual_seed(init_seed + MIX_SEED_OFFSET + accelerator.process_index)
-    batch_transform = build_batch_transform(training_set.batch_transform, mix_generator)
+    batch_transform = build_batch_transform(training_set.batch_transform, streams.mix)
 
-    history, best, best_state = [], None, None
-    train_seconds, train_images, start_epoch = 0.0, 0, 0
+    # Resume: the saved state (if any) replaces the fresh one, down to the random streams.
+    done = Progress()
     if state_dir is not None and (Path(state_dir) / PROGRESS_FILE).is_file():
-        start_epoch, history, best, best_state, train_seconds, train_images = load_progress(
-            accelerator, Path(state_dir), loader_generator, augment_generator, mix_generator)
+        done = load_progress(accelerator, Path(state_dir), streams)
     checkpoints = Checkpointing(checkpoint_every_s)
-    epochs = range(start_epoch, training["epochs"])
+    epochs = range(done.epoch, training["epochs"])
     if progress and accelerator.is_main_process:
         from tqdm.auto import tqdm
 
@@ -142,7 +178,7 @@ def train_classifier(training_set, bundle, rare_class: int, backbone, training: 
         model.train()
         started, loss_sum, batches = time.perf_counter(), torch.zeros((), device=accelerator.device), 0
         for images, labels in train_loader:
-            x = normalize(augment(to_float(images), training["augment"], augment_generator))
+            x = normalize(augment(to_float(images), training["augment"], streams.augment))
             if batch_transform is None:
                 with accelerator.autocast():
                     loss = criterion(model(x), labels)
@@ -157,28 +193,30 @@ def train_classifier(training_set, bundle, rare_class: int, backbone, training: 
             optimizer.zero_grad(set_to_none=True)
             loss_sum += loss.detach()
             batches += 1
-            train_images += len(labels) * accelerator.num_processes
+            done.train_images += len(labels) * accelerator.num_processes
         epoch_seconds = time.perf_counter() - started
-        train_seconds += epoch_seconds
+        done.train_seconds += epoch_seconds
+        # Validation after every epoch: the epoch with the best val AUROC is the one evaluated on test.
         probs, targets = predict(model, val_loader, accelerator)
         val = classification_metrics(probs, targets, num_classes, rare_class)
-        history.append({"epoch": epoch + 1, "train_loss": float(loss_sum) / max(1, batches), "train_s": epoch_seconds,
-                        "lr": scheduler.get_last_lr()[0], "val_auroc": val["auroc"],
-                        "val_balanced_accuracy": val["balanced_accuracy"]})
-        tracking.log_epoch(accelerator, history[-1], val)
+        done.epoch = epoch + 1
+        done.history.append({"epoch": epoch + 1, "train_loss": float(loss_sum) / max(1, batches),
+                             "train_s": epoch_seconds, "lr": scheduler.get_last_lr()[0], "val_auroc": val["auroc"],
+                             "val_balanced_accuracy": val["balanced_accuracy"]})
+        tracking.log_epoch(accelerator, done.history[-1], val)
         score = val["auroc"] if not math.isnan(val["auroc"]) else -math.inf
-        if best is None or score > best[0]:
-            best = (score, epoch + 1, val)
-            best_state = copy.deepcopy(accelerator.unwrap_model(model).state_dict())
+        if done.best is None or score > done.best[0]:
+            done.best = (score, epoch + 1, val)
+            done.best_state = copy.deepcopy(accelerator.unwrap_model(model).state_dict())
         if state_dir is not None and checkpoints.due(accelerator):
             save_started = time.perf_counter()
-            save_progress(accelerator, Path(state_dir), epoch + 1, history, best, best_state, train_seconds,
-                          train_images, loader_generator, augment_generator, mix_generator)
+            save_progress(accelerator, Path(state_dir), done, streams)
             checkpoints.saved(time.perf_counter() - save_started, Path(state_dir))  # may requeue and exit here
 
     # Evaluation at the selected epoch: the rare-class threshold is chosen on its validation predictions
     # (benchmark.metrics.choose_threshold) and applied unchanged to test, beside the arg-max metrics.
-    accelerator.unwrap_model(model).load_state_dict(best_state)
+    best = done.best
+    accelerator.unwrap_model(model).load_state_dict(done.best_state)
     val_probs, val_targets = predict(model, val_loader, accelerator)
     threshold = choose_threshold(val_probs, val_targets, rare_class)
     val = {**best[2], **threshold_metrics(val_probs, val_targets, rare_class, threshold)}
@@ -186,15 +224,15 @@ def train_classifier(training_set, bundle, rare_class: int, backbone, training: 
     test = {**classification_metrics(probs, targets, num_classes, rare_class),
             **threshold_metrics(probs, targets, rare_class, threshold)}
     if run_dir is not None and training["save_checkpoint"] and accelerator.is_main_process:
-        save_weights(best_state, Path(run_dir) / "model.safetensors")
+        save_weights(done.best_state, Path(run_dir) / "model.safetensors")
     tracking.finish(accelerator, test, best[1])
     accelerator.wait_for_everyone()
     return {
         "metrics": {"val": val, "test": test},
         "best_epoch": best[1],
-        "history": history,
-        "train_seconds": train_seconds,
-        "train_images_per_s": train_images / train_seconds if train_seconds else float("nan"),
+        "history": done.history,
+        "train_seconds": done.train_seconds,
+        "train_images_per_s": done.train_images / done.train_seconds if done.train_seconds else float("nan"),
         "device": str(accelerator.device),
         "num_processes": accelerator.num_processes,
         "mixed_precision": str(accelerator.mixed_precision),
@@ -232,9 +270,6 @@ def data_device(device) -> torch.device | None:
     elsewhere where they are (None: host memory, nothing copied)."""
     device = torch.device(device)
     return device if device.type == "cuda" else None
-
-
-PROGRESS_FILE = "progress.json"
 
 
 class Checkpointing:
@@ -282,9 +317,10 @@ class Checkpointing:
         return {"every_s": self.every_s, "saves": self.saves, "save_s": self.seconds, "bytes_written": self.bytes}
 
 
-def save_progress(accelerator, state_dir: Path, epoch, history, best, best_state, train_seconds, train_images,
-                  loader_generator, augment_generator, mix_generator=None) -> None:
-    """Everything needed to resume after `epoch`, swapped in as a whole folder (a crash leaves the old one)."""
+def save_progress(accelerator, state_dir: Path, done: Progress, streams: RandomStreams) -> None:
+    """Everything needed to resume after ``done.epoch``: ``accelerator.save_state`` (model, optimizer, scheduler),
+    each process's random streams, the selected weights and ``PROGRESS_FILE``; swapped in as a whole folder (a crash
+    leaves the old one)."""
     import json
     import shutil
 
@@ -298,38 +334,33 @@ def save_progress(accelerator, state_dir: Path, epoch, history, best, best_state
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     rank = accelerator.process_index
-    generators = {"loader": loader_generator.get_state(), "augment": augment_generator.get_state().cpu()}
-    if mix_generator is not None:
-        generators["mix"] = mix_generator.get_state()
-    save_file(generators,
-              str(tmp / f"generators_{rank}.safetensors"))
+    save_file(streams.states(), str(tmp / f"generators_{rank}.safetensors"))
     if accelerator.is_main_process:
-        save_file({k: v.detach().cpu().contiguous() for k, v in best_state.items()}, str(tmp / "best.safetensors"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in done.best_state.items()},
+                  str(tmp / "best.safetensors"))
+        score, best_epoch, best_val = done.best
         (tmp / PROGRESS_FILE).write_text(json.dumps({
-            "epoch": epoch, "history": history, "best_score": best[0], "best_epoch": best[1], "best_val": best[2],
-            "train_seconds": train_seconds, "train_images": train_images}))
+            "epoch": done.epoch, "history": done.history, "best_score": score, "best_epoch": best_epoch,
+            "best_val": best_val, "train_seconds": done.train_seconds, "train_images": done.train_images}))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         replace_dir(tmp, state_dir)
     accelerator.wait_for_everyone()
 
 
-def load_progress(accelerator, state_dir: Path, loader_generator, augment_generator, mix_generator=None):
+def load_progress(accelerator, state_dir: Path, streams: RandomStreams) -> Progress:
+    """What ``save_progress`` wrote: restores the accelerator's state and `streams`, returns the Progress."""
     import json
 
     from safetensors.torch import load_file
 
     accelerator.load_state(str(state_dir))
-    generators = load_file(str(state_dir / f"generators_{accelerator.process_index}.safetensors"))
-    loader_generator.set_state(generators["loader"])
-    augment_generator.set_state(generators["augment"].to(augment_generator.device))
-    if mix_generator is not None and "mix" in generators:
-        mix_generator.set_state(generators["mix"])
-    progress = json.loads((state_dir / PROGRESS_FILE).read_text())
-    best_state = load_file(str(state_dir / "best.safetensors"))
-    best = (progress["best_score"], progress["best_epoch"], progress["best_val"])
-    return (progress["epoch"], progress["history"], best, best_state, progress["train_seconds"],
-            progress["train_images"])
+    streams.restore(load_file(str(state_dir / f"generators_{accelerator.process_index}.safetensors")))
+    saved = json.loads((state_dir / PROGRESS_FILE).read_text())
+    return Progress(epoch=saved["epoch"], history=saved["history"],
+                    best=(saved["best_score"], saved["best_epoch"], saved["best_val"]),
+                    best_state=load_file(str(state_dir / "best.safetensors")),
+                    train_seconds=saved["train_seconds"], train_images=saved["train_images"])
 
 
 def save_weights(state: dict, path: Path) -> None:

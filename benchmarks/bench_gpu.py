@@ -82,8 +82,7 @@ def benchmark_data(size: int, n: int):
 def backbone(name: str = "resnet18"):
     from benchmark import registry
 
-    entry = registry.get("backbone", name)
-    return entry.load()(name=entry.name, **entry.config)
+    return registry.create("backbone", name)
 
 
 def training_settings(batch: int, epochs: int) -> dict:
@@ -195,10 +194,8 @@ def sampling_rows(generator: str, size: int, samplers: str, batch: int, repeats:
     from bench_sampling import measure
 
     from benchmark import registry
-    from benchmark.generators.ddpm import DDPM
 
-    entry = registry.get("generator", generator)
-    model = DDPM(2, (1, size, size), **{**entry.config, "device": str(device)})
+    model = registry.create("generator", generator, num_classes=2, image_shape=(1, size, size), device=str(device))
     model.model = model._build_unet(0).eval()
     rows = []
     for item in samplers.split(","):

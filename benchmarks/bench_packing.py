@@ -10,9 +10,13 @@ everything else. Reported per job:
                    (interpreter start, imports, dataset loading, building data/model/Accelerator, writing records)
   wall − training = (Σ task wall − Σ training) / K     (the brief's measure: includes evaluation and state saving)
 
-Target: fixed overhead packed ≤ 0.5 s. `--scale GRID` instead prints the jobs per stage of a grid and a compute
+Target: fixed overhead packed ≤ 0.5 s. `--checkpoint-every-s 0,600` instead runs the packed mode once per value
+(0 = the training state saved after every epoch; else at most every that many seconds, the cluster profiles'
+default 600) and reports the state saves, bytes written and seconds spent saving per job, read from each record's
+``checkpoints``. `--scale GRID` instead prints the jobs per stage of a grid and a compute
 estimate from recorded timings (docs/benchmarks.md, "Scale of rare_sweep"). Examples:
     nice -n 10 .venv/bin/python benchmarks/bench_packing.py --jobs 12
+    .venv/bin/python benchmarks/bench_packing.py --jobs 6 --epochs 3 --checkpoint-every-s 0,600
     .venv/bin/python benchmarks/bench_packing.py --scale rare_sweep --startup-s 8.4 --harness-s 0.25
 """
 
@@ -28,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def timed_task(payloads, runs_dir):
+def timed_task(payloads, runs_dir, checkpoint_every_s=0.0):
     """Runs in the SLURM task: JobBatch(payloads) with evaluation and state saving timed."""
     import psutil
 
@@ -60,11 +64,11 @@ def timed_task(payloads, runs_dir):
             spans[-1][1] = time.time()
 
     batch_module.execute = execute
-    statuses = JobBatch(payloads, runs_dir, resumable=True)()
+    statuses = JobBatch(payloads, runs_dir, resumable=True, checkpoint_every_s=checkpoint_every_s)()
     return {"process_start": process_start, "end": time.time(), "statuses": statuses, "spans": spans, **spent}
 
 
-def run_mode(name, specs, per_task, folder, profile):
+def run_mode(name, specs, per_task, folder, profile, checkpoint_every_s=0.0):
     import submitit
 
     from benchmark.cluster import load_profile
@@ -74,7 +78,8 @@ def run_mode(name, specs, per_task, folder, profile):
     executor.update_parameters(**load_profile(profile).submitit_parameters(), name=f"bench-packing-{name}")
     batches = [specs[i:i + per_task] for i in range(0, len(specs), per_task)]
     started = time.time()
-    jobs = executor.submit_array([_bound(timed_task, [s.to_dict() for s in b], str(runs_dir)) for b in batches])
+    jobs = executor.submit_array([_bound(timed_task, [s.to_dict() for s in b], str(runs_dir), checkpoint_every_s)
+                                  for b in batches])
     outs = [job.result() for job in jobs]
     end_to_end = time.time() - started
     assert all(s == "done" for out in outs for s in out["statuses"].values()), outs
@@ -96,7 +101,12 @@ def run_mode(name, specs, per_task, folder, profile):
         startup.append(first_end - out["process_start"] - work[0] - share)
         for i in range(1, len(batch)):
             per_job.append(out["spans"][i][1] - out["spans"][i - 1][1] - work[i] - share)
+    saves = [r.get("checkpoints") or {} for r in records]
     return {"mode": name, "tasks": len(batches), "jobs": k, "task_wall_s": wall, "train_s": train_s,
+            "checkpoint_every_s": checkpoint_every_s, "epochs": records[0]["training"]["epochs"],
+            "saves_per_job": sum(c.get("saves", 0) for c in saves) / k,
+            "state_bytes_per_job": sum(c.get("bytes_written", 0) for c in saves) / k,
+            "state_save_s_per_job": sum(c.get("save_s", 0.0) for c in saves) / k,
             "startup_s": sum(startup) / len(startup), "harness_per_job_s": sum(per_job) / len(per_job) if per_job
             else float("nan"),
             "eval_s": eval_s, "save_s": save_s, "fixed_per_job_s": (wall - train_s - eval_s - save_s) / k,
@@ -199,8 +209,7 @@ def step_cost(backbones: list[str], batch: int = 128, steps: int = 3) -> dict[st
     torch.set_num_threads(1)
     seconds = {}
     for name in sorted(set(backbones) | {"resnet18"}):
-        entry = registry.get("backbone", name)
-        model = entry.load()(name=entry.name, **entry.config).build(1, 2, 28)
+        model = registry.create("backbone", name).build(1, 2, 28)
         optimizer = torch.optim.AdamW(model.parameters())
         x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 2, (batch,))
         times = []
@@ -226,6 +235,9 @@ def main():
     parser.add_argument("--harness-s", type=float, default=0.33)
     parser.add_argument("--runs-per-task", type=int, default=20)
     parser.add_argument("--save-s", type=float, default=0.39, help="seconds to save the training state per epoch")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per job (default 1)")
+    parser.add_argument("--checkpoint-every-s", metavar="S[,S…]", help="instead of --modes: the packed mode once "
+                        "per value (0 = state saved every epoch), with state bytes and seconds per job")
     args = parser.parse_args()
     if args.scale:
         return scale(args.scale, Path(args.timings), args.startup_s, args.harness_s, args.runs_per_task, args.save_s)
@@ -240,8 +252,10 @@ def main():
         os.environ["GENMED_DATA_DIR"] = str(shared)
     axes = {"dataset": ["breastmnist"], "generator": ["none"], "backbone": ["resnet18"], "rare_count": [10],
             "seed": list(range(args.jobs))}
-    specs = expand(Grid("bench_packing", None, axes, [], [], {"epochs": 1, "batch_size": 64,
+    specs = expand(Grid("bench_packing", None, axes, [], [], {"epochs": args.epochs, "batch_size": 64,
                                                              "save_checkpoint": False}, "bench"))
+    if args.checkpoint_every_s:
+        return checkpoint_rows(specs, [float(s) for s in args.checkpoint_every_s.split(",")], args.profile)
     with tempfile.TemporaryDirectory(prefix="bench-packing-") as tmp:
         rows = []
         for mode in args.modes.split(","):
@@ -256,6 +270,23 @@ def main():
               f"{r['eval_s']:.1f} s | {r['save_s']:.1f} s | {r['startup_s']:.2f} s | {r['harness_per_job_s']:.2f} s | "
               f"**{r['fixed_per_job_s']:.2f} s** | {r['wall_minus_train_per_job_s']:.2f} s | "
               f"{r['sacct_elapsed_s']:.0f} s | {r['end_to_end_s']:.0f} s |")
+
+
+def checkpoint_rows(specs, every: list[float], profile: str) -> None:
+    """The packed mode once per checkpoint_every_s value: training-state saves, bytes and seconds per job."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-packing-") as tmp:
+        for seconds in every:
+            rows.append(run_mode(f"every-{seconds:g}s", specs, len(specs), Path(tmp), profile, seconds))
+            print(json.dumps(rows[-1]), flush=True)
+    print("\n| checkpoint_every_s | jobs × epochs | state saves / job | state written / job | seconds saving / job "
+          "| Σ training | Σ task wall |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        label = "0 (every epoch)" if r["checkpoint_every_s"] == 0 else f"{r['checkpoint_every_s']:g} s"
+        print(f"| {label} | {r['jobs']} × {r['epochs']} | {r['saves_per_job']:.2f} | "
+              f"{r['state_bytes_per_job'] / 1e6:.0f} MB | {r['state_save_s_per_job']:.2f} s | {r['train_s']:.1f} s | "
+              f"{r['task_wall_s']:.1f} s |")
 
 
 if __name__ == "__main__":

@@ -49,15 +49,13 @@ def main(argv=None) -> None:
     import torch
 
     from benchmark import registry
-    from benchmark.generators.ddpm import DDPM
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    entry = registry.get("generator", args.generator)
-    config = {**entry.config, "device": args.device}
-    if args.guidance is not None:
-        config["guidance_scale"] = args.guidance
-    model = DDPM(2, (args.channels, args.image_size, args.image_size), **config)
+    overrides = {"device": args.device} if args.guidance is None else {"device": args.device,
+                                                                       "guidance_scale": args.guidance}
+    model = registry.create("generator", args.generator, num_classes=2,
+                            image_shape=(args.channels, args.image_size, args.image_size), **overrides)
     model.model = model._build_unet(0).eval()
     runs = [(s.split(":")[0], int(s.split(":")[1])) for s in args.samplers.split(",")]
     rows = []
@@ -71,7 +69,7 @@ def main(argv=None) -> None:
     device = str(model.device) if model.device.type != "cpu" else \
         f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads)"
     lines = [HEADING, "",
-             f"UNet of registry entry `{args.generator}` (v{entry.version}, {params / 1e6:.1f} M parameters), "
+             f"UNet of registry entry `{args.generator}` (v{registry.get("generator", args.generator).version}, {params / 1e6:.1f} M parameters), "
              f"{args.channels}×{args.image_size}×{args.image_size}, batch {args.batch}, guidance scale "
              f"{model.cfg['guidance_scale']} (two UNet passes per call when ≠ 1), device {device}, "
              f"torch {torch.__version__}; seconds are the median of {args.repeats} runs (one run for more than 100 "

@@ -146,8 +146,7 @@ def main():
     bundle = load_bundle("breastmnist", 28)
     train = bundle.splits["train"]
     training = {**TRAINING_DEFAULTS, "epochs": args.epochs, "batch_size": args.batch_size, "save_checkpoint": False}
-    entry = registry.get("backbone", args.backbone)
-    backbone = entry.load()(name=entry.name, **entry.config)
+    backbone = registry.create("backbone", args.backbone)
     n = len(train.labels)
 
     def rate(seconds):

@@ -25,9 +25,7 @@ def default_metrics() -> str:
 def check_metric_columns(records, metrics: list[str], source: str) -> None:
     """A requested split metric (test_x / val_x) that the records lack, or hold no value of, is a UserError that
     says why (records written before the harness computed it) and what to do, not a KeyError later."""
-    from benchmark.metrics import SCALAR_METRICS
-
-    known = {f"{split}_{name}" for split in ("val", "test") for name in SCALAR_METRICS}
+    from benchmark.stats import KNOWN_METRIC_COLUMNS as known
     for metric in metrics:
         column = metric if metric in known else f"test_{metric}" if f"test_{metric}" in known else None
         if column is None:
@@ -85,9 +83,9 @@ def main(argv=None) -> int:
         out = Path(args.out) if args.out else Path(args.records).resolve().parent
         source, title = f"records file {args.records}", Path(args.records).resolve().parent.name
         here = Path(args.records).resolve().parent  # sheets collected with the records travel with them
-        sheets = report_figures.load_sheets(out, here)
-        if sheets and not (out / report_figures.SAMPLES_DIR / report_figures.SAMPLES_INDEX).is_file():
-            report_figures.bring_sheets(sheets, here, out)
+        if not (out / report_figures.SAMPLES_DIR / report_figures.SAMPLES_INDEX).is_file():
+            report_figures.copy_sheets(report_figures.sheets_in(here), out)
+        sheets = report_figures.load_sheets(out)
     if records is None or len(records) == 0:
         jobs = f" ({len(failed)} failed, {len(missing)} missing)" if failed is not None else ""
         raise UserError(f"No finished jobs in {source}{jobs}: nothing to analyse. Run the grid first "

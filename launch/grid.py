@@ -60,7 +60,7 @@ def parse_args(argv=None):
 @exits_on_user_error
 def main(argv=None):
     args = parse_args(argv)
-    from benchmark import grid as grids, plan, registry, slurm_executor as slurm
+    from benchmark import grid as grids, plan, registry
 
     if args.list:
         for kind in registry.KINDS:
@@ -77,7 +77,7 @@ def main(argv=None):
     check_results_folder(out_dir / "runs", "--results" if args.results else "the results root")
     runs_dir = out_dir / "runs"
     if args.status or args.cancel:
-        return slurm.follow_up(jobs, out_dir, status=args.status, wait_for=args.wait, cancel_jobs=args.cancel)
+        return follow_slurm(jobs, out_dir, status=args.status, wait_for=args.wait, cancel_jobs=args.cancel)
     for line in plan.check_data(jobs):
         print(f"data  {line}")
     for reason, count in left_out:
@@ -100,8 +100,7 @@ def main(argv=None):
 
     executor = executors.resolve_executor(args.executor)
     if executor == "slurm":
-        return slurm.run(grid, args.grid, jobs, out_dir, results_root, args.cluster_profile, args.runs_per_task,
-                         args.force, args.retry_failed, args.wait)
+        return submit_to_slurm(args, grid, jobs, out_dir, results_root)
     if args.cluster_profile or args.wait:
         raise grids.UserError(f"--cluster-profile and --wait need SLURM, but the executor is {executor}.")
     wanted = ("failed", "blocked", "corrupt") if args.retry_failed else ("pending", "failed", "blocked", "corrupt")
@@ -134,6 +133,62 @@ def main(argv=None):
     return 1 if failed else 0
 
 
+def submit_to_slurm(args, grid, jobs: list, out_dir: Path, results_root: Path) -> int:
+    """--executor slurm: submit what is not done, queued or running, print what was submitted and how to follow it;
+    with --wait block until the grid's SLURM jobs end. Returns the exit code."""
+    from benchmark.cluster import require_slurm
+    from benchmark.slurm.profiles import needed_stages, stage_profiles
+    from benchmark.slurm.state import STATUS_ORDER
+    from benchmark.slurm.submit import collector_command, submit
+
+    # profile mistakes first, even without SLURM
+    profiles = stage_profiles(args.grid, args.cluster_profile, needed_stages(jobs))
+    require_slurm()
+    collect = collector_command(args.grid, grid.profile, results_root)
+    submitted, lines = submit(jobs, out_dir, grid.label, profiles, collect, args.runs_per_task or 1, args.force,
+                              args.retry_failed)
+    skipped = ", ".join(f"{n} {why}" for why, n in sorted(
+        submitted.skipped.items(), key=lambda kv: STATUS_ORDER.index(kv[0]) if kv[0] in STATUS_ORDER else 99))
+    retry = " (resubmit failed and blocked jobs with --retry-failed)" if not args.retry_failed and (
+        submitted.skipped.get("failed") or submitted.skipped.get("blocked")) else ""
+    print(f"submitted {submitted.n_jobs} job(s)" + (f"; left alone: {skipped}{retry}" if skipped else ""))
+    for line in lines:
+        print(f"  {line}")
+    if profiles.get("collector") is None and submitted.n_jobs:
+        print("  no collector job (no collector profile): run launch/collect.py when the jobs are done")
+    if not args.wait:
+        follow = f"python launch/grid.py --grid {args.grid}" + (f" --profile {grid.profile}" if grid.profile else "")
+        print(f"follow: {follow} --status | --wait | --cancel")
+        return 0
+    return follow_slurm(jobs, out_dir, wait_for=True)
+
+
+def follow_slurm(jobs: list, out_dir: Path, status: bool = True, wait_for: bool = False,
+                 cancel_jobs: bool = False) -> int:
+    """--status / --wait / --cancel of a grid on SLURM (nothing is submitted). Returns the exit code: 1 when a job
+    failed or is blocked after waiting, else 0."""
+    from benchmark.cluster import require_slurm
+    from benchmark.slurm.follow import cancel, status_report, wait
+    from benchmark.slurm.state import grid_state
+
+    if cancel_jobs:
+        require_slurm()
+        ids = cancel(grid_state(jobs, out_dir, reconcile=False))
+        print(f"cancelled SLURM job(s) {', '.join(ids)}" if ids else "nothing of this grid is queued or running")
+    if wait_for:
+        require_slurm()
+        try:
+            state = wait(jobs, out_dir)
+        except KeyboardInterrupt:
+            print("\nstopped waiting; the jobs keep running (--cancel stops them)")
+            return 130
+    else:
+        state = grid_state(jobs, out_dir)
+    if status or wait_for:
+        print(status_report(state))
+    return 1 if wait_for and any(s in ("failed", "blocked") for s in state.status.values()) else 0
+
+
 def check_results_folder(folder: Path, what: str) -> None:
     """The results folder, or the first of its parents that exists, must be a folder (exit 2 before anything)."""
     from benchmark.errors import UserError
@@ -153,12 +208,12 @@ def check_executor_options(args, jobs, UserError) -> None:
     if args.executor in ("local", "debug") and (args.cluster_profile or args.wait):
         raise UserError(f"--cluster-profile and --wait need SLURM, but the executor is {args.executor}.")
     if args.cluster_profile or args.executor == "slurm":
-        from benchmark import slurm_executor as slurm
+        from benchmark.cluster import require_slurm
+        from benchmark.slurm.profiles import needed_stages, stage_profiles
 
-        stages = (("generator",) if any(j.stage == "generator" for j in jobs) else ()) + ("classifier", "collector")
-        slurm.stage_profiles(args.grid, args.cluster_profile, stages)
+        stage_profiles(args.grid, args.cluster_profile, needed_stages(jobs))
         if args.executor == "slurm" and args.dry_run:
-            slurm.require_slurm()
+            require_slurm()
 
 
 def print_corrupt(jobs, status, runs_dir: Path) -> None:

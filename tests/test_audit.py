@@ -283,9 +283,24 @@ def test_audit_reports_both_feature_spaces_against_the_reference_set(domain, dat
     assert (result["kid"], result["kid_se"]) == pytest.approx(direct)
 
 
-def test_a_bad_audit_extractor_setting_is_refused_when_the_generator_is_built():
-    from benchmark.generators.dcgan import DCGAN
+def test_a_bad_audit_extractor_setting_is_refused_before_any_job(tmp_path, monkeypatch):
+    from pathlib import Path
 
-    with pytest.raises(ValueError, match="audit_extractor: unknown config key.*'max_step' .did you mean 'max_steps'"):
-        DCGAN(2, (1, 28, 28), audit_extractor={"max_step": 3})
-    DCGAN(2, (1, 28, 28), audit_extractor={"max_steps": 3})
+    from benchmark.errors import UserError
+    from benchmark.grid import Grid, expand
+    from benchmark.plan import check_generator_configs
+    from tests.registry_helpers import register_entry
+
+    small = Path(__file__).resolve().parent.parent / "registry" / "generators" / "dcgan_small.yaml"
+    for name, setting in (("dcgan_typo", "max_step"), ("dcgan_ok", "max_steps")):
+        register_entry(tmp_path, monkeypatch, "generator", name,
+                       f"include: {small}\nconfig: {{audit_extractor: {{{setting}: 3}}}}\n")
+
+    def jobs(generator):
+        return expand(Grid("t", None, {"dataset": ["breastmnist"], "generator": [generator], "backbone": ["resnet18"],
+                                       "rare_count": [20]}, [], [], {}, "test"), resolve=False)
+
+    with pytest.raises(UserError, match="'dcgan_typo'.*audit_extractor: unknown config key.*'max_step' .did you mean "
+                                        "'max_steps'.*Nothing was started"):
+        check_generator_configs(jobs("dcgan_typo"))
+    check_generator_configs(jobs("dcgan_ok"))

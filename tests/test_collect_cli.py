@@ -164,8 +164,6 @@ class FailingGenerator(Generator):
 class ExplodingMethod(Method):
     """A method whose classifier job fails: error.json, listed as failed."""
 
-    uses_synthetic_ratio = False
-
     def build_training_set(self, real, rare_class, synthetic_ratio, num_classes, seed, held_back=None):
         raise RuntimeError("planted failure")
 

@@ -27,7 +27,7 @@ def test_generator_entry_loads_and_follows_the_interface(name):
     if issubclass(cls, Method) and entry.config.get("kind") == "baseline":
         labels = np.array([0] * 4 + [1] * 12)
         real = TrainingSet(np.zeros((16, 1, 8, 8), np.uint8), labels, np.zeros(16, bool))
-        out = cls(**entry.config).build_training_set(real, 0, 1.0, 2, seed=0)
+        out = registry.create("generator", entry).build_training_set(real, 0, 1.0, 2, seed=0)
         assert out.images.dtype == np.uint8 and len(out.images) == len(out.labels) == len(out.is_synthetic)
         assert (out.labels[~out.is_synthetic] == labels).all()
 
@@ -36,8 +36,7 @@ def test_generator_entry_loads_and_follows_the_interface(name):
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("name", registry.list_entries("backbone"))
 def test_every_backbone_trains_one_step_at_every_resolution(name, size):
-    entry = registry.get("backbone", name)
-    backbone = entry.load()(name=name, **entry.config)
+    backbone = registry.create("backbone", name)
     torch.manual_seed(0)
     model = backbone.build(in_chans=1, num_classes=3, image_size=size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)

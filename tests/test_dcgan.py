@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from tests.generator_helpers import breastmnist, one_torch_thread  # noqa: F401 (fixtures)
 
+from benchmark import registry
 from benchmark.generators import audit as A
 from benchmark.generators._common import CorruptArtifactError
 from benchmark.generators.dcgan import DCGAN, architecture
@@ -113,7 +114,9 @@ def test_bad_config_and_input_are_rejected():
         DCGAN(2, (1, 30, 30))
     with pytest.raises(ValueError, match="real_label"):
         DCGAN(2, (1, 28, 28), real_label=1.5)
-    DCGAN(2, (1, 28, 28), kind="generative", uses_synthetic_ratio=True)  # registry keys for the harness
+    with pytest.raises(ValueError, match="unknown config key.*'kind'"):  # harness keys stop at registry.create
+        DCGAN(2, (1, 28, 28), kind="generative")
+    assert isinstance(registry.create("generator", "dcgan_small", num_classes=2, image_shape=(1, 28, 28)), DCGAN)
     model = DCGAN(2, (1, 28, 28), steps=1, **{k: v for k, v in TINY.items()})
     with pytest.raises(ValueError, match="uint8"):
         model.fit(np.zeros((4, 1, 28, 28), np.float32), np.zeros(4, np.int64), seed=0)

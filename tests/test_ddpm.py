@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmark import registry
 from benchmark.generators._common import CorruptArtifactError
 from benchmark.generators.ddpm import DDPM
 from tests.generator_helpers import breastmnist, one_torch_thread  # noqa: F401 (fixtures)
@@ -144,7 +145,10 @@ def test_bad_sampling_config_fails_before_anything_runs():
     with pytest.raises(ValueError, match="not divisible by 2\\^3"):
         DDPM(2, (1, 28, 28), block_out_channels=[32, 32, 32, 32], down_block_types=["DownBlock2D"] * 4,
              up_block_types=["UpBlock2D"] * 4)
-    DDPM(2, (1, 28, 28), guidance_scale=1, label_dropout=0.0, kind="generative", uses_synthetic_ratio=True)
+    DDPM(2, (1, 28, 28), guidance_scale=1, label_dropout=0.0)
+    with pytest.raises(ValueError, match="unknown config key.*'kind'"):  # harness keys stop at registry.create
+        DDPM(2, (1, 28, 28), kind="generative")
+    assert isinstance(registry.create("generator", "ddpm_small", num_classes=2, image_shape=(1, 28, 28)), DDPM)
 
 
 @pytest.mark.slow

@@ -10,10 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import slurm_executor as se
 from benchmark.batch import JobBatch, distributed_env
 from benchmark.errors import UserError
 from benchmark.grid import Grid, expand, generator_jobs
+from benchmark.run_dir import write_json_atomic
+from benchmark.slurm.follow import status_report
+from benchmark.slurm.manifest import Manifest
+from benchmark.slurm.profiles import LOCAL_CLUSTER_MARK, parse_profile_overrides, stage_profiles
+from benchmark.slurm.state import classify, grid_state
+from benchmark.slurm.submit import plan_submission
 from tests.registry_helpers import register_entry
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def generative_registry(tmp_path, monkeypatch):
     register_entry(tmp_path, monkeypatch, "generator", "meangen",
-                   "target: tests.test_slurm_executor:MeanGenerator\nversion: 1\nconfig: {kind: generative}\n")
+                   "target: tests.test_slurm_grid:MeanGenerator\nversion: 1\nconfig: {kind: generative}\n")
 
 
 @pytest.fixture
@@ -43,43 +48,43 @@ def grid_jobs(**axes):
 
 # ------------------------------------------------------------------------------------------------ profiles
 def test_profile_overrides_parse_per_stage_and_for_all():
-    assert se.parse_profile_overrides(["gpu-small"]) == ("gpu-small", {})
-    assert se.parse_profile_overrides(["gpu-small,collector=none", "generator=gpu-multi"]) == (
+    assert parse_profile_overrides(["gpu-small"]) == ("gpu-small", {})
+    assert parse_profile_overrides(["gpu-small,collector=none", "generator=gpu-multi"]) == (
         "gpu-small", {"collector": "none", "generator": "gpu-multi"})
     with pytest.raises(UserError, match="Did you mean 'classifier'"):
-        se.parse_profile_overrides(["clasifier=gpu-small"])
+        parse_profile_overrides(["clasifier=gpu-small"])
     with pytest.raises(UserError, match="two profiles for every stage"):
-        se.parse_profile_overrides(["gpu-small", "local-cpu"])
+        parse_profile_overrides(["gpu-small", "local-cpu"])
 
 
 def test_stage_profiles_precedence(real_cluster_conf, tmp_path, monkeypatch):
     # rare_sweep's stages: gpu-small for generator and classifier, cpu-collector for the collector
-    chosen = se.stage_profiles("rare_sweep", None)
+    chosen = stage_profiles("rare_sweep", None)
     assert {s: p.name for s, p in chosen.items()} == {"generator": "gpu-small", "classifier": "gpu-small",
                                                       "collector": "cpu-collector"}
-    chosen = se.stage_profiles("rare_sweep", ["local-cpu", "classifier=local-cpu-ddp", "collector=none"])
+    chosen = stage_profiles("rare_sweep", ["local-cpu", "classifier=local-cpu-ddp", "collector=none"])
     assert chosen["generator"].name == "local-cpu" and chosen["classifier"].tasks_per_node == 2
     assert chosen["collector"] is None
     # on the local test cluster every stage defaults to local-cpu (the grid's profiles name a real cluster's)
     local = tmp_path / "local.conf"
-    local.write_text(f"# Single-node cluster {se.LOCAL_CLUSTER_MARK} (do not edit)\nClusterName=genmed\n")
+    local.write_text(f"# Single-node cluster {LOCAL_CLUSTER_MARK} (do not edit)\nClusterName=genmed\n")
     monkeypatch.setenv("SLURM_CONF", str(local))
-    assert {p.name for p in se.stage_profiles("rare_sweep", None).values()} == {"local-cpu"}
+    assert {p.name for p in stage_profiles("rare_sweep", None).values()} == {"local-cpu"}
 
 
 def test_stage_without_profile_and_unknown_profile_are_clear_errors(real_cluster_conf, tmp_path):
     grid = tmp_path / "g.yaml"
     grid.write_text("name: g\naxes: {dataset: [breastmnist], generator: [none], backbone: [resnet18]}\n")
     with pytest.raises(UserError, match=r"No cluster profile for the classifier stage.*--cluster-profile classifier"):
-        se.stage_profiles(str(grid), None, ("classifier",))
-    assert se.stage_profiles(str(grid), ["classifier=local-cpu"], ("classifier", "collector"))["collector"] is None
+        stage_profiles(str(grid), None, ("classifier",))
+    assert stage_profiles(str(grid), ["classifier=local-cpu"], ("classifier", "collector"))["collector"] is None
     with pytest.raises(UserError, match=r"--cluster-profile classifier=gpu-smal: Unknown cluster profile "
                                         r"'gpu-smal'. Did you mean 'gpu-small'"):
-        se.stage_profiles(str(grid), ["classifier=gpu-smal"], ("classifier",))
+        stage_profiles(str(grid), ["classifier=gpu-smal"], ("classifier",))
     grid.write_text("name: g\naxes: {dataset: [breastmnist], generator: [none], backbone: [resnet18]}\n"
                     "stages: {classifer: gpu-small}\n")
     with pytest.raises(UserError, match="stages: Unknown stage 'classifer'. Did you mean 'classifier'"):
-        se.stage_profiles(str(grid), None)
+        stage_profiles(str(grid), None)
 
 
 # ------------------------------------------------------------------------------------------------ states
@@ -94,30 +99,30 @@ def test_classify_combines_files_and_slurm_states(generative_registry):
     latest = {gens[1].key: {"job_id": "7_0"}, gen_cls[1].key: {"job_id": "8"}, base[1].key: {"job_id": "9_1"},
               gens[0].key: {"job_id": "7_1"}, gen_cls[0].key: {"job_id": "10"}}
     states = {"7_0": "RUNNING", "8": "PENDING", "9_1": "CANCELLED", "7_1": "FAILED", "10": "CANCELLED"}
-    status = se.classify(jobs, files, latest, states)
+    status = classify(jobs, files, latest, states)
     assert status[gens[1].key] == "running" and status[gen_cls[1].key] == "pending"
     assert status[base[1].key] == "failed"        # cancelled without a result
     assert status[gens[0].key] == "failed" and status[gen_cls[0].key] == "blocked"
     assert status[base[0].key] == "done"
     # in a running packed task, a job that has not begun (no spec.json since its submission) waits its turn
-    assert se.classify(jobs, files, latest, states, started=set())[gens[1].key] == "pending"
+    assert classify(jobs, files, latest, states, started=set())[gens[1].key] == "pending"
     # SLURM unreachable: submitted jobs without files are unknown, not failed
-    assert se.classify(jobs, files, latest, {}, reachable=False)[base[1].key] == "unknown"
+    assert classify(jobs, files, latest, {}, reachable=False)[base[1].key] == "unknown"
     # a job never submitted
-    assert se.classify(jobs, files, {}, {})[gens[1].key] == "not submitted"
+    assert classify(jobs, files, {}, {})[gens[1].key] == "not submitted"
 
 
 def test_grid_state_records_slurm_failures_as_error_json(generative_registry, tmp_path, monkeypatch):
     jobs = grid_jobs(generator=["none"], synthetic_ratio=[1], seed=[0])
-    se.Manifest(tmp_path).append([{"key": jobs[0].key, "stage": "classifier", "job_id": "42_3",
-                                   "submitted_at": "t"}])
-    monkeypatch.setattr(se, "slurm_states", lambda ids: {"42_3": "TIMEOUT"})
-    state = se.grid_state(jobs, tmp_path)
+    Manifest(tmp_path).append([{"key": jobs[0].key, "stage": "classifier", "job_id": "42_3",
+                                "submitted_at": "t"}])
+    monkeypatch.setattr("benchmark.slurm.state.slurm_states", lambda ids: {"42_3": "TIMEOUT"})
+    state = grid_state(jobs, tmp_path)
     assert state.status[jobs[0].key] == "failed"
     error = json.loads((tmp_path / "runs" / jobs[0].key / "error.json").read_text())
     assert "SLURM job 42_3 ended TIMEOUT without writing a result" in error["error"]
     assert error["source"] == "launcher" and str(tmp_path / "logs" / "42_3") in error["error"]
-    assert "failed" in se.status_report(state) and "--retry-failed" in se.status_report(state)
+    assert "failed" in status_report(state) and "--retry-failed" in status_report(state)
 
 
 # ------------------------------------------------------------------------------------------------ planning
@@ -126,7 +131,7 @@ def test_plan_waits_for_exactly_the_needed_generator_and_packs_within_groups(gen
     gens = {j.seed: j for j in jobs if j.stage == "generator"}
     status = {j.key: "not submitted" for j in jobs}
     status[gens[1].key] = "done"
-    plan = se.plan_submission(jobs, status, runs_per_task=2)
+    plan = plan_submission(jobs, status, runs_per_task=2)
     assert [[s.key for s in b] for b in plan.generator_batches] == [[gens[0].key]]
     groups = dict(plan.classifier_groups)
     assert set(groups) == {gens[0].key, None}
@@ -143,23 +148,23 @@ def test_plan_never_resubmits_queued_jobs_and_retries_only_failed(generative_reg
     base = next(j for j in jobs if j.generator == "none")
     # generator still running: its classifier waits for the job already queued; the running one is left alone
     status = {gen.key: "running", cls.key: "not submitted", base.key: "pending"}
-    plan = se.plan_submission(jobs, status)
+    plan = plan_submission(jobs, status)
     assert plan.generator_batches == [] and plan.classifier_groups == [(gen.key, [[cls]])]
     assert plan.skipped == {"running": 1, "pending": 1}
     # failed generator: plain submissions leave it (and the blocked classifier) alone; --retry-failed takes both
     status = {gen.key: "failed", cls.key: "blocked", base.key: "not submitted"}
-    assert se.plan_submission(jobs, status).n_jobs == 1
-    retry = se.plan_submission(jobs, status, retry_failed=True)
+    assert plan_submission(jobs, status).n_jobs == 1
+    retry = plan_submission(jobs, status, retry_failed=True)
     assert retry.generator_batches == [[gen]] and retry.classifier_groups == [(gen.key, [[cls]])]
     assert retry.skipped == {"not submitted": 1}
     # --force resubmits done jobs, never queued ones
     status = {gen.key: "done", cls.key: "done", base.key: "running"}
-    forced = se.plan_submission(jobs, status, force=True)
+    forced = plan_submission(jobs, status, force=True)
     assert forced.n_jobs == 2 and forced.skipped == {"running": 1}
 
 
 def test_manifest_keeps_the_latest_line_per_key_and_survives_a_torn_line(tmp_path, capsys):
-    manifest = se.Manifest(tmp_path)
+    manifest = Manifest(tmp_path)
     manifest.append([{"key": "a", "job_id": "1_0"}, {"key": "b", "job_id": "1_1"}])
     manifest.append([{"key": "a", "job_id": "5"}])
     with open(manifest.path, "a") as fh:
@@ -237,15 +242,15 @@ def test_retry_failed_twice_while_the_generator_is_queued_submits_nothing_the_se
     gen, cls, base = _by_role(jobs)
     files = {gen.key: "failed", cls.key: "failed", base.key: "done"}  # old error.json files of the first attempt
     latest = {gen.key: {"job_id": "3_0"}, cls.key: {"job_id": "4_0", "dependency": "afterok:3_0"}}
-    status = se.classify(jobs, files, latest, {"3_0": "FAILED", "4_0": "CANCELLED"})
+    status = classify(jobs, files, latest, {"3_0": "FAILED", "4_0": "CANCELLED"})
     assert status[gen.key] == "failed" and status[cls.key] == "blocked"
-    first = se.plan_submission(jobs, status, retry_failed=True)
+    first = plan_submission(jobs, status, retry_failed=True)
     assert first.generator_batches == [[gen]] and first.classifier_groups == [(gen.key, [[cls]])]
     # resubmitted: both queued now, while their folders still hold the old error.json files
     latest = {gen.key: {"job_id": "9_0"}, cls.key: {"job_id": "10_0", "dependency": "afterok:9_0"}}
-    status = se.classify(jobs, files, latest, {"9_0": "PENDING", "10_0": "PENDING"})
+    status = classify(jobs, files, latest, {"9_0": "PENDING", "10_0": "PENDING"})
     assert status[gen.key] == "pending" and status[cls.key] == "pending"
-    second = se.plan_submission(jobs, status, retry_failed=True)
+    second = plan_submission(jobs, status, retry_failed=True)
     assert second.n_jobs == 0 and second.skipped == {"pending": 2, "done": 1}
 
 
@@ -256,37 +261,37 @@ def test_a_classifier_cancelled_for_its_dependency_is_blocked_and_retried_withou
     jobs = grid_jobs(synthetic_ratio=[1], seed=[0])
     gen, cls, base = _by_role(jobs)
     runs = tmp_path / "runs"
-    se.write_json_atomic(runs / gen.key / "result.json", {"schema": 1, "key": gen.key, "name": gen.name,
-                                                          "stage": "generator", "spec": gen.to_dict()})
-    se.Manifest(tmp_path).append([
+    write_json_atomic(runs / gen.key / "result.json", {"schema": 1, "key": gen.key, "name": gen.name,
+                                                       "stage": "generator", "spec": gen.to_dict()})
+    Manifest(tmp_path).append([
         {"key": gen.key, "stage": "generator", "job_id": "5_0", "submitted_at": "2026-01-01T00:00:00+00:00"},
         {"key": cls.key, "stage": "classifier", "job_id": "6_0", "dependency": "afterok:5_0",
          "submitted_at": "2026-01-01T00:00:00+00:00"},
         {"key": base.key, "stage": "classifier", "job_id": "7_0", "submitted_at": "2026-01-01T00:00:00+00:00"}])
     # the generator's task finished its job, then was cancelled (packed with another one, or scancel): SLURM
     # cancelled the classifier that waited for it; the baseline ran and its record is there
-    se.write_json_atomic(runs / base.key / "result.json", {"schema": 1, "key": base.key, "name": base.name,
-                                                           "stage": "classifier", "spec": base.to_dict(),
-                                                           "metrics": {}})
+    write_json_atomic(runs / base.key / "result.json", {"schema": 1, "key": base.key, "name": base.name,
+                                                        "stage": "classifier", "spec": base.to_dict(),
+                                                        "metrics": {}})
     asked = []
-    monkeypatch.setattr(se, "slurm_states", lambda ids: asked.append(set(ids)) or {
+    monkeypatch.setattr("benchmark.slurm.state.slurm_states", lambda ids: asked.append(set(ids)) or {
         "5_0": "CANCELLED", "6_0": "CANCELLED", "7_0": "COMPLETED"})
-    state = se.grid_state(jobs, tmp_path)
+    state = grid_state(jobs, tmp_path)
     assert "5_0" in asked[0]  # the dependency's state is asked for
     assert state.status == {gen.key: "done", cls.key: "blocked", base.key: "done"}
     assert state.blocked_by == {cls.key: ("5_0", "CANCELLED")}
     error = json.loads((runs / cls.key / "error.json").read_text())
     assert error["blocked_by"] == {"slurm_job_id": "5_0", "slurm_state": "CANCELLED"}
     assert "because the job it waited for (afterok:5_0), SLURM job 5_0, ended CANCELLED" in error["error"]
-    report = se.status_report(state)
+    report = status_report(state)
     assert f"blocked  {cls.name}  by its dependency, SLURM job 5_0 (CANCELLED)" in report
     assert plan.statuses(jobs, runs)[cls.key] == "blocked"  # --dry-run and the local launcher see it too
-    retry = se.plan_submission(jobs, state.status, retry_failed=True)
+    retry = plan_submission(jobs, state.status, retry_failed=True)
     assert retry.generator_batches == [] and retry.classifier_groups == [(None, [[cls]])]  # no dependency
     # later: SLURM has forgotten both jobs; the error.json still says blocked, with its dependency
-    monkeypatch.setattr(se, "slurm_states", lambda ids: {})
-    later = se.grid_state(jobs, tmp_path)
-    assert later.status[cls.key] == "blocked" and "SLURM job 5_0 (CANCELLED)" in se.status_report(later)
+    monkeypatch.setattr("benchmark.slurm.state.slurm_states", lambda ids: {})
+    later = grid_state(jobs, tmp_path)
+    assert later.status[cls.key] == "blocked" and "SLURM job 5_0 (CANCELLED)" in status_report(later)
 
 
 def test_corrupt_records_are_shown_with_their_path_and_resubmitted(generative_registry, tmp_path, monkeypatch):
@@ -294,17 +299,17 @@ def test_corrupt_records_are_shown_with_their_path_and_resubmitted(generative_re
     run_dir = tmp_path / "runs" / jobs[0].key
     run_dir.mkdir(parents=True)
     (run_dir / "result.json").write_text('{"key": "')
-    monkeypatch.setattr(se, "slurm_states", lambda ids: {})
-    state = se.grid_state(jobs, tmp_path)
+    monkeypatch.setattr("benchmark.slurm.state.slurm_states", lambda ids: {})
+    state = grid_state(jobs, tmp_path)
     assert state.status[jobs[0].key] == "corrupt"
-    assert f"corrupt  {jobs[0].name}  {run_dir / 'result.json'}: is not valid JSON" in se.status_report(state)
-    assert se.plan_submission(jobs, state.status).n_jobs == 1
-    assert se.plan_submission(jobs, state.status, retry_failed=True).n_jobs == 1
+    assert f"corrupt  {jobs[0].name}  {run_dir / 'result.json'}: is not valid JSON" in status_report(state)
+    assert plan_submission(jobs, state.status).n_jobs == 1
+    assert plan_submission(jobs, state.status, retry_failed=True).n_jobs == 1
 
 
 def test_generators_are_never_packed_so_classifiers_wait_for_their_own_task_only(generative_registry):
     jobs = grid_jobs(seed=[0, 1, 2])
-    plan = se.plan_submission(jobs, {j.key: "not submitted" for j in jobs}, runs_per_task=4)
+    plan = plan_submission(jobs, {j.key: "not submitted" for j in jobs}, runs_per_task=4)
     assert [len(b) for b in plan.generator_batches] == [1, 1, 1]
     assert sorted(k for k, _ in plan.classifier_groups if k) == sorted(b[0].key for b in plan.generator_batches)
 
@@ -333,6 +338,8 @@ def test_cli_argument_errors_exit_2_without_a_traceback(real_data_dir, tmp_path)
 
 
 def one_job_grid(tmp_path, epochs):
+    """A one-job grid file and its spec, keyed as the CLI keys it: call with GENMED_DATA_DIR set (data_env), or the
+    spec stays unresolved and its key is not the one the CLI's run folder gets."""
     from benchmark.grid import expand, load_grid
 
     path = tmp_path / "one.yaml"
@@ -340,11 +347,13 @@ def one_job_grid(tmp_path, epochs):
         "dataset": ["breastmnist"], "rare_count": [10], "generator": ["none"], "backbone": ["resnet18"],
         "seed": [0]}, "training": {"epochs": epochs, "batch_size": 64, "save_checkpoint": False, "track": False}}))
     (spec,) = expand(load_grid(str(path)))
+    assert spec.is_resolved, "one_job_grid needs GENMED_DATA_DIR (the data_env fixture)"
     return str(path), spec
 
 
 @pytest.mark.slow
-def test_cli_a_truncated_record_is_corrupt_in_dry_run_and_rerun_by_the_next_run(real_data_dir, tmp_path):
+def test_cli_a_truncated_record_is_corrupt_in_dry_run_and_rerun_by_the_next_run(data_env, tmp_path):
+    real_data_dir = data_env
     grid, spec = one_job_grid(tmp_path, epochs=1)
     env = {"GENMED_DATA_DIR": str(real_data_dir), "GENMED_RESULTS_DIR": str(tmp_path / "results")}
     run_dir = tmp_path / "results" / "one" / "runs" / spec.key
@@ -365,7 +374,7 @@ def test_cli_a_truncated_record_is_corrupt_in_dry_run_and_rerun_by_the_next_run(
 
 
 @pytest.mark.slow
-def test_cli_sigterm_to_the_local_launcher_stops_its_workers(real_data_dir, tmp_path):
+def test_cli_sigterm_to_the_local_launcher_stops_its_workers(data_env, tmp_path):
     """kill <launcher pid> (SIGTERM, as a closed terminal or a batch system sends) ends the submitit workers and
     their training as Ctrl-C does: no process of the run is left, nothing is recorded as done or failed."""
     import signal
@@ -374,7 +383,7 @@ def test_cli_sigterm_to_the_local_launcher_stops_its_workers(real_data_dir, tmp_
     import psutil
 
     grid, spec = one_job_grid(tmp_path, epochs=500)
-    env = {**os.environ, "GENMED_DATA_DIR": str(real_data_dir), "GENMED_RESULTS_DIR": str(tmp_path / "results")}
+    env = {**os.environ, "GENMED_DATA_DIR": str(data_env), "GENMED_RESULTS_DIR": str(tmp_path / "results")}
     run_dir = tmp_path / "results" / "one" / "runs" / spec.key
     launcher = subprocess.Popen([sys.executable, str(REPO / "launch" / "grid.py"), "--grid", grid, "--executor",
                                  "local", "--parallel", "1"], cwd=REPO, env=env, stdout=subprocess.PIPE,
@@ -387,7 +396,11 @@ def test_cli_sigterm_to_the_local_launcher_stops_its_workers(real_data_dir, tmp_
             if (run_dir / "spec.json").exists() and len(seen) >= 2:  # controller + task, and the job has begun
                 break
             time.sleep(0.2)
-        assert (run_dir / "spec.json").exists() and launcher.poll() is None, launcher.communicate()
+        # (a failure here kills the run first: its workers hold the pipes, so communicate() alone would wait for them)
+        started = (run_dir / "spec.json").exists() and launcher.poll() is None
+        if not started:
+            os.killpg(launcher.pid, signal.SIGKILL)
+        assert started, launcher.communicate(timeout=60)
         seen |= {p.pid for p in psutil.Process(launcher.pid).children(recursive=True)}
         assert run_dir_holder_pid(run_dir) in seen  # a worker trains it
         launcher.send_signal(signal.SIGTERM)
@@ -429,7 +442,7 @@ def test_dry_run_cost_estimate_from_label_counts_and_earlier_records(data_env, t
     assert f"cpu ~{hours:,.1f} h at ~100 images/s (docs/benchmarks.md" in line
     assert total.startswith(f"total: cpu (docs) ~{hours:,.1f} device-hours of training")
     # an earlier record of the same cell and backbone: its training-set size and its measured throughput
-    se.write_json_atomic(tmp_path / "runs" / none.key / "result.json", {
+    write_json_atomic(tmp_path / "runs" / none.key / "result.json", {
         "schema": 1, "key": none.key, "name": none.name, "stage": "classifier", "spec": none.to_dict(), "metrics": {},
         "counts": {"n_train_real": 500, "n_train_synthetic": 0}, "timings": {"train_images_per_s": 2.0},
         "compute": {"device": "cuda:0"}})
@@ -447,7 +460,7 @@ def test_cost_estimate_counts_a_shared_device_k_times(data_env, tmp_path):
 
     (none,) = expand(Grid("c", None, {"dataset": ["breastmnist"], "generator": ["none"], "backbone": ["resnet18"],
                                       "rare_count": [10]}, [], [], {"epochs": 2}, "test"))
-    se.write_json_atomic(tmp_path / "runs" / none.key / "result.json", {
+    write_json_atomic(tmp_path / "runs" / none.key / "result.json", {
         "schema": 1, "key": none.key, "name": none.name, "stage": "classifier", "spec": none.to_dict(), "metrics": {},
         "counts": {"n_train_real": 500, "n_train_synthetic": 0}, "timings": {"train_images_per_s": 2.0},
         "compute": {"device": "cuda:0", "jobs_per_device": 4}})

@@ -96,7 +96,7 @@ def test_npz_bank_mixes_a_seeded_nested_subset_of_the_rare_class(data_env, tmp_p
     np.savez(tmp_path / "bank.npz", images=images, labels=labels, label_names=np.array(["malignant", "normal, benign"]))
     register_bank(tmp_path, monkeypatch, tmp_path / "bank.npz")
     entry = registry.get("generator", "my_bank")
-    method = entry.load()(**entry.config)
+    method = registry.create("generator", entry)
     real = TrainingSet(np.zeros((30, 1, 28, 28), np.uint8), np.array([0] * 10 + [1] * 20), np.zeros(30, bool))
     one = method.build_training_set(real, 0, 1.0, 2, seed=5)
     two = method.build_training_set(real, 0, 2.0, 2, seed=5)
@@ -110,13 +110,13 @@ def test_npz_bank_mixes_a_seeded_nested_subset_of_the_rare_class(data_env, tmp_p
     with pytest.raises(UserError, match="needs 40 images of class 'malignant' but the bank holds 30"):
         method.build_training_set(real, 0, 4.0, 2, seed=5)
     with pytest.raises(UserError, match="changed after this job was planned"):
-        entry.load()(**{**entry.config, "bank_sha256": "0" * 64}).build_training_set(real, 0, 1.0, 2, seed=5)
+        registry.create("generator", entry, config={**entry.config, "bank_sha256": "0" * 64}).build_training_set(
+            real, 0, 1.0, 2, seed=5)
 
 
 def test_the_template_entry_needs_a_path_and_a_dataset():
-    entry = registry.get("generator", "external")
     with pytest.raises(UserError, match="set config.path"):
-        entry.load()(**entry.config)
+        registry.create("generator", "external")
 
 
 @pytest.mark.slow

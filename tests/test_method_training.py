@@ -16,9 +16,9 @@ def test_mixup_job_resumes_to_the_same_result(data_env, tmp_path, monkeypatch):
     assert execute(spec, tmp_path / "straight" / spec.key) == "done"
     real_save = train.save_progress
 
-    def save_then_die_after_epoch_1(accelerator, state_dir, epoch, *args, **kwargs):
-        real_save(accelerator, state_dir, epoch, *args, **kwargs)
-        if epoch == 1:
+    def save_then_die_after_epoch_1(accelerator, state_dir, done, streams):
+        real_save(accelerator, state_dir, done, streams)
+        if done.epoch == 1:
             raise KeyboardInterrupt("preempted")
 
     monkeypatch.setattr(train, "save_progress", save_then_die_after_epoch_1)

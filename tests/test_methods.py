@@ -14,8 +14,7 @@ def real_set():
 
 
 def method(name):
-    entry = registry.get("generator", name)
-    return entry.load()(**entry.config)
+    return registry.create("generator", name)
 
 
 def test_none_returns_the_real_images_unchanged():
@@ -190,7 +189,7 @@ def test_mixup_entry_sets_the_batch_transform_only():
 def test_bad_method_configs_are_user_errors(name, config, message):
     entry = registry.get("generator", name)
     with pytest.raises(UserError, match=message):
-        entry.load()(**{**entry.config, **config})
+        registry.create("generator", name, config={**entry.config, **config})
 
 
 def test_method_configs_are_in_the_job_key():
@@ -243,12 +242,18 @@ def test_real_extra_is_nested_across_ratios_and_empty_without_a_pool():
         m.build_training_set(real, 0, 1.0, 2, seed=1, held_back=held_back_set(5, rare_class=1))
 
 
-def test_real_extra_entry_must_declare_needs_held_back():
-    cls = registry.get("generator", "real_extra").load()
-    with pytest.raises(UserError, match="needs_held_back: true"):
-        cls(kind="real_data", uses_synthetic_ratio=True)
+def test_real_extra_entry_must_declare_needs_held_back(tmp_path, monkeypatch):
+    from benchmark.generators.base import check_method_configs
+    from tests.registry_helpers import register_entry
+
+    register_entry(tmp_path, monkeypatch, "generator", "real_extra_bad",
+                   "target: benchmark.generators.real_extra:RealExtra\nversion: 1\n"
+                   "config: {kind: real_data, uses_synthetic_ratio: true}\n")
+    with pytest.raises(UserError, match="real_extra_bad.*needs_held_back: true"):
+        check_method_configs({"real_extra_bad": registry.get("generator", "real_extra_bad")})
+    check_method_configs({"real_extra": registry.get("generator", "real_extra")})  # the shipped entry says it
     with pytest.raises(UserError, match="unknown config key"):
-        cls(needs_held_back=True, ratio=3)
+        registry.create("generator", "real_extra", config={"needs_held_back": True, "ratio": 3})
 
 
 def test_grid_leaves_real_extra_out_at_rare_count_all_and_says_why():

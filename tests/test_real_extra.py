@@ -21,9 +21,8 @@ def digests(images: np.ndarray) -> list[str]:
 def added_images(spec):
     """The real images real_extra adds for `spec`, rebuilt from the cell as job.py builds them."""
     cell = build_cell(spec)
-    entry = registry.get("generator", spec.generator)
-    out = entry.load()(**entry.config).build_training_set(cell.real, cell.rare_class, spec.synthetic_ratio,
-                                                          cell.bundle.num_classes, 0, held_back=cell.held_back)
+    out = registry.create("generator", spec.generator).build_training_set(
+        cell.real, cell.rare_class, spec.synthetic_ratio, cell.bundle.num_classes, 0, held_back=cell.held_back)
     n_real = len(cell.real.labels)
     assert (out.images[:n_real] == cell.real.images).all()
     return cell, out.images[n_real:], out.labels[n_real:]
@@ -64,3 +63,15 @@ def test_real_extra_on_breastmnist_rare_20(data_env, tmp_path):
         assert set(one_h) <= set(two_h) and two_h[:20] == one_h
         assert set(two_h) <= train_hashes and not set(two_h) & evaluation_only
         assert not set(two_h) & set(digests(cell.real.images))  # held-back images, not copies of kept ones
+
+
+def test_real_extra_is_left_out_at_a_rare_count_equal_to_the_class_size(data_env):
+    """BreastMNIST's malignant class has 147 training images: rare_count 147 keeps them all, like `all`."""
+    grid = Grid("t", None, {"dataset": ["breastmnist"], "generator": ["none", "real_extra"], "backbone": ["resnet18"],
+                            "rare_count": [147, 20], "synthetic_ratio": [1], "seed": [0, 1]}, [], [], {}, "test")
+    left_out = []
+    jobs = expand(grid, left_out=left_out)
+    extra = [j for j in jobs if j.generator == "real_extra"]
+    assert {j.resolved["rare_count"] for j in extra} == {20} and len(extra) == 2
+    assert {j.resolved["rare_count"] for j in jobs if j.generator == "none"} == {147, 20}
+    assert left_out == [("real_extra job(s) at a rare count equal to the class size (no held-back real images)", 2)]

@@ -89,3 +89,31 @@ def test_listing_and_dry_run_import_nothing_heavy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=registry.PACKAGE_REGISTRY.parent, env={"GENMED_DATA_DIR": "/nonexistent", "PATH": ""})
     assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+
+
+def test_create_builds_every_kind_from_its_entry_without_the_harness_keys():
+    from benchmark.backbones import TimmBackbone
+    from benchmark.generators.imbalance import Focal
+
+    backbone = registry.create("backbone", "resnet18")
+    assert isinstance(backbone, TimmBackbone) and backbone.name == "resnet18"
+    assert backbone.model_name == registry.get("backbone", "resnet18").config["model_name"]
+    focal = registry.create("generator", "focal")  # its entry holds kind and uses_synthetic_ratio too
+    assert isinstance(focal, Focal) and set(focal.config) <= set(Focal.defaults)
+    assert registry.create("generator", "focal", config={"gamma": 1.0}).params["gamma"] == 1.0
+    assert registry.create("dataset", "breastmnist").name == "breastmnist"
+    assert registry.HARNESS_KEYS >= {"kind", "uses_synthetic_ratio", "needs_held_back", "bank_multiple"}
+
+
+def test_create_refuses_a_wrong_keyword_naming_the_entry_and_what_it_accepts(tmp_path, monkeypatch):
+    from tests.registry_helpers import register_entry
+
+    register_entry(tmp_path, monkeypatch, "backbone", "typo_net",
+                   "target: benchmark.backbones:TimmBackbone\nversion: 1\nconfig: {model_name: resnet18, "
+                   "resize_belw: 32}\n")
+    with pytest.raises(UserError) as info:
+        registry.create("backbone", "typo_net")
+    message = str(info.value)
+    assert "backbone 'typo_net'" in message and "typo_net.yaml" in message
+    assert "'resize_belw' (did you mean 'resize_below'?)" in message
+    assert "It accepts: name, model_name, small_input, resize_below" in message

@@ -1,4 +1,5 @@
-"""benchmark.report: file schemas, leaderboards (md/tex/csv), self-contained HTML, plots, atomic writes, reading."""
+"""benchmark.report (with report_tables and report_plots): file schemas, leaderboards (md/tex/csv),
+self-contained HTML, plots, atomic writes, reading."""
 
 import html.parser
 import os
@@ -8,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark import report, stats
+from benchmark import report, report_tables, stats
 from benchmark.errors import UserError
+from benchmark.run_dir import write_bytes_atomic
 from tests.test_stats import make_records
 
 FAILED = [{"key": "f1", "name": "ds0-dcgan-9",
@@ -169,9 +171,10 @@ def test_records_mode_says_jobs_are_unknown(tmp_path):
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
+    """The writer every report file goes through (benchmark.run_dir.write_bytes_atomic)."""
     target = tmp_path / "x.csv"
-    report.atomic_write_text(target, "old\n")
-    report.atomic_write_text(target, "new\n")
+    write_bytes_atomic(target, b"old\n")
+    write_bytes_atomic(target, b"new\n")
     assert target.read_text() == "new\n"
     mask = os.umask(0)
     os.umask(mask)
@@ -182,7 +185,7 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
-        report.atomic_write_text(target, "broken\n")
+        write_bytes_atomic(target, b"broken\n")
     assert target.read_text() == "new\n" and sorted(p.name for p in tmp_path.iterdir()) == ["x.csv"]
 
 
@@ -208,11 +211,12 @@ def test_read_records_keeps_method_names_and_explains_errors(tmp_path, monkeypat
 
 
 def test_formatting_helpers():
-    assert report.metric_title("test_rare_sensitivity") == "test rare-class sensitivity"
-    assert report.metric_title("my_score") == "my score"
-    assert report.fp(0.0004) == "<0.001" and report.fp(0.01234) == "0.0123" and report.fp(np.nan) == "–"
-    assert report.tex_escape("a_b & 50% {x}\\") == "a\\_b \\& 50\\% \\{x\\}\\textbackslash{}"
-    assert report.md_table(pd.DataFrame({"a": ["x|y"]})) == "| a |\n|---|\n| x\\|y |\n"
+    assert report_tables.metric_title("test_rare_sensitivity") == "test rare-class sensitivity"
+    assert report_tables.metric_title("my_score") == "my score"
+    fp = report_tables.fp
+    assert fp(0.0004) == "<0.001" and fp(0.01234) == "0.0123" and fp(np.nan) == "–"
+    assert report_tables.tex_escape("a_b & 50% {x}\\") == "a\\_b \\& 50\\% \\{x\\}\\textbackslash{}"
+    assert report_tables.md_table(pd.DataFrame({"a": ["x|y"]})) == "| a |\n|---|\n| x\\|y |\n"
 
 
 def test_ratio_forms_and_few_seeds_in_the_leaderboard_and_plots(tmp_path):

@@ -1,12 +1,14 @@
 """The generators' picture sheets (benchmark.generators.sheets) and the report's short audit table
-(benchmark.report_figures.audit_brief): pixels against an independent upscaling, layout against the constants."""
+(benchmark.report_figures.audit_brief): pixels against an independent upscaling, layout against the constants;
+the collector's copies of the sheets (benchmark.report_figures: copy, bring along, load, a corrupt index named)."""
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
 from benchmark.generators import sheets
-from benchmark.report_figures import AUDIT_BRIEF, audit_brief
+from benchmark.report_figures import (AUDIT_BRIEF, SAMPLES_DIR, SAMPLES_INDEX, audit_brief, copy_sheets,
+                                      load_sheets, sheets_in)
 
 
 def images(n, seed, size=28):
@@ -71,3 +73,31 @@ def test_audit_brief_keeps_the_columns_a_reader_needs_and_explains_each():
     assert table["copy rate"].tolist() == [0.0, 0.1]
     labels = {label: why for _, label, why in AUDIT_BRIEF}
     assert lines == [f"**KID (in-domain)**: {labels['KID (in-domain)']}", f"**copy rate**: {labels['copy rate']}"]
+
+
+def test_sheets_collected_elsewhere_travel_with_the_records(tmp_path):
+    run = tmp_path / "runs" / "k1"
+    run.mkdir(parents=True)
+    (run / "sheet.png").write_bytes(b"sheet bytes")  # no closest-pairs sheet: left out, not an error
+    label = "dcgan · ds0 · rare 20"
+    first = copy_sheets({label: {"sheet": run / "sheet.png", "closest": run / "closest.png", "key": "k1",
+                                 "seed": 0}}, tmp_path / "a")
+    assert first == {label: {"key": "k1", "seed": 0, "sheet": f"{SAMPLES_DIR}/dcgan_ds0_rare_20_sheet.png"}}
+    copy_sheets(sheets_in(tmp_path / "a"), tmp_path / "b")  # records collected again into another folder
+    index = f"{SAMPLES_DIR}/{SAMPLES_INDEX}"
+    assert (tmp_path / "b" / index).read_bytes() == (tmp_path / "a" / index).read_bytes()
+    assert load_sheets(tmp_path / "b") == {label: {"key": "k1", "seed": 0,
+                                                   "sheet": (first[label]["sheet"], b"sheet bytes")}}
+
+
+def test_an_unreadable_sheet_index_is_named_in_a_warning_not_crashed_on(tmp_path, capsys):
+    path = tmp_path / SAMPLES_DIR / SAMPLES_INDEX
+    path.parent.mkdir()
+    for corrupt in ('{"dcgan · ds0": {"sheet": ', "[1, 2]", '{"dcgan · ds0": "samples/x.png"}'):
+        path.write_text(corrupt)
+        assert load_sheets(tmp_path) == {} and sheets_in(tmp_path) == {}
+        err = capsys.readouterr().err
+        assert err.count(f"warning: unreadable picture-sheet index {path} (") == 2, err
+        assert "the report shows no sheets from it" in err
+    path.write_bytes(b"\xff\xfe not utf-8")
+    assert load_sheets(tmp_path) == {} and str(path) in capsys.readouterr().err

@@ -16,14 +16,4 @@ def data_dir() -> Path:
 
 def dataset_source(name: str):
     """The source object of a registered dataset (cheap: reads no image data)."""
-    from benchmark.errors import UserError
-
-    entry = registry.get("dataset", name)
-    source_cls = entry.load()
-    try:
-        return source_cls(name=entry.name, **entry.config)
-    except TypeError as exc:
-        if "argument" not in str(exc):
-            raise
-        raise UserError(f"dataset {entry.name!r} ({entry.source}): its config does not fit {entry.target} ({exc}). "
-                        "Fix the setting's name in the registry entry (docs/datasets.md lists them).") from None
+    return registry.create("dataset", name)

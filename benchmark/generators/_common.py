@@ -10,12 +10,6 @@ import numpy as np
 
 from benchmark.errors import UserError
 
-# Keys a registry entry's config carries for the harness, not for the model: accepted and ignored by generators.
-# bank_multiple: sample bank size (stage.py); audit_extractor: overrides of the in-domain audit extractor's config
-# (extractor.DEFAULTS), e.g. {max_steps: 20} for tests.
-HARNESS_KEYS = frozenset({"kind", "uses_synthetic_ratio", "bank_multiple", "audit_extractor"})
-
-
 class GeneratorConfigError(UserError, ValueError):
     """A bad generator config value (unknown key, sampler, negative guidance …), raised before anything runs."""
 
@@ -26,7 +20,7 @@ class CorruptArtifactError(UserError, ValueError):
 
 def resolve_config(name: str, defaults: dict, config: dict) -> dict:
     """``defaults`` updated by ``config``; an unknown key is an error naming the close matches and the valid keys."""
-    unknown = sorted(set(config) - set(defaults) - HARNESS_KEYS)
+    unknown = sorted(set(config) - set(defaults))
     if unknown:
         hints = []
         for key in unknown:
@@ -35,16 +29,19 @@ def resolve_config(name: str, defaults: dict, config: dict) -> dict:
         raise GeneratorConfigError(
             f"{name}: unknown config key(s) {', '.join(hints)}. Valid keys: {', '.join(sorted(defaults))}."
         )
-    if name != "audit_extractor" and config.get("audit_extractor") is not None:
-        from benchmark.generators.extractor import resolve as resolve_extractor
+    return {**defaults, **config}
 
-        if not isinstance(config["audit_extractor"], dict):
-            raise GeneratorConfigError(f"{name}: audit_extractor must be a mapping of extractor settings, got "
-                                       f"{config['audit_extractor']!r}.")
-        resolve_extractor(config["audit_extractor"])  # a typo there stops the grid before any job, too
-    resolved = dict(defaults)
-    resolved.update({k: v for k, v in config.items() if k not in HARNESS_KEYS})
-    return resolved
+
+def check_audit_extractor(overrides) -> None:
+    """A generator entry's ``audit_extractor`` (a harness key: overrides of the in-domain audit extractor's config,
+    extractor.DEFAULTS, e.g. {max_steps: 20} for tests): a mapping whose keys the extractor knows, or None."""
+    if overrides is None:
+        return
+    if not isinstance(overrides, dict):
+        raise GeneratorConfigError(f"audit_extractor must be a mapping of extractor settings, got {overrides!r}.")
+    from benchmark.generators.extractor import resolve as resolve_extractor
+
+    resolve_extractor(overrides)
 
 
 def choose_device(requested=None):

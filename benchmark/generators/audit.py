@@ -96,8 +96,8 @@ class RandomConvFeatures:
 
     @classmethod
     def build(cls, in_channels: int):
-        torch, nn = _torch_modules()
-        import torch.nn.functional as F
+        torch, _ = _torch_modules()
+        from benchmark.generators.feature_nets import RandomConvNet
 
         rng = np.random.default_rng(cls.seed)
         weights, fan_in = [], in_channels
@@ -105,29 +105,7 @@ class RandomConvFeatures:
             w = rng.standard_normal((width, fan_in, 3, 3)) * np.sqrt(2.0 / (fan_in * 9))
             weights.append(torch.from_numpy(w.astype(np.float32)))
             fan_in = width
-        size, name = cls.input_size, cls.name
-
-        class Module(nn.Module):
-            def __init__(self):
-                super().__init__()
-                for i, w in enumerate(weights):
-                    self.register_buffer(f"w{i}", w)
-                self.num_features = sum(cls.widths)
-                self.name = name
-
-            def forward(self, x):
-                x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-                x = (x - 0.5) / 0.5
-                if x.shape[-2:] != (size, size):
-                    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                                      antialias=x.shape[-1] > size)
-                feats = []
-                for i in range(len(weights)):
-                    x = F.avg_pool2d(F.relu(F.conv2d(x, getattr(self, f"w{i}"), padding=1)), 2)
-                    feats.append(x.mean(dim=(2, 3)))
-                return torch.cat(feats, dim=1)
-
-        return Module().eval()
+        return RandomConvNet(weights, cls.input_size, cls.name).eval()
 
 
 def inception_weights() -> Path | None:
@@ -143,26 +121,6 @@ def inception_weights() -> Path | None:
     return path if path.is_file() else None
 
 
-def _inception_module(path: Path):
-    torch, nn = _torch_modules()
-    from torchmetrics.image.fid import NoTrainInceptionV3
-
-    class Inception(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
-                                          feature_extractor_weights_path=str(path))
-            self.num_features = 2048
-            self.name = "inception_v3_pool3"
-
-        def forward(self, x):  # uint8 (N, C, H, W); torch-fidelity resizes to 299 itself
-            if x.shape[1] == 1:
-                x = x.expand(-1, 3, -1, -1)
-            return self.net(x[:, :3].contiguous()).reshape(len(x), -1)
-
-    return Inception().eval()
-
-
 def feature_extractor(kind="auto", in_channels: int = 1):
     """(module, note): the embedding used by the audit. ``kind``: "auto", "random_cnn", "inception" or a module."""
     _, nn = _torch_modules()
@@ -173,7 +131,9 @@ def feature_extractor(kind="auto", in_channels: int = 1):
     if kind in ("auto", "inception"):
         path = inception_weights()
         if path is not None:
-            return _inception_module(path), f"Inception-v3 weights found locally at {path}"
+            from benchmark.generators.feature_nets import InceptionFeatures
+
+            return InceptionFeatures(path).eval(), f"Inception-v3 weights found locally at {path}"
         if kind == "inception":
             raise ValueError("feature_extractor='inception' needs torch-fidelity and its weights on disk "
                              "($GENMED_INCEPTION_WEIGHTS or the torch hub checkpoints folder, "
@@ -205,26 +165,22 @@ def fid_kid(synthetic_features: np.ndarray, real_features: np.ndarray, seed: int
     pass-through feature module, so FID, KID and the k-NN metrics share one embedding pass. KID uses 100 random
     subsets of ``min(1000, max(2, n // 2))`` images (n = the smaller set), drawn with torch seeded by ``seed``.
     """
-    torch, nn = _torch_modules()
+    torch, _ = _torch_modules()
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
+
+    from benchmark.generators.feature_nets import PrecomputedFeatures
 
     result = {"fid": float("nan"), "kid_mean": float("nan"), "kid_std": float("nan")}
     if len(synthetic_features) < 2 or len(real_features) < 2:
         return result
     dim = int(np.shape(real_features)[1])
 
-    class Precomputed(nn.Module):
-        num_features = dim
-
-        def forward(self, x):
-            return x
-
     subset = int(min(1000, max(2, min(len(synthetic_features), len(real_features)) // 2)))
-    fid = FrechetInceptionDistance(feature=Precomputed(), reset_real_features=True)
+    fid = FrechetInceptionDistance(feature=PrecomputedFeatures(dim), reset_real_features=True)
     with warnings.catch_warnings():  # "will save all extracted features": here they are already in memory
         warnings.simplefilter("ignore", UserWarning)
-        kid = KernelInceptionDistance(feature=Precomputed(), subsets=100, subset_size=subset,
+        kid = KernelInceptionDistance(feature=PrecomputedFeatures(dim), subsets=100, subset_size=subset,
                                       reset_real_features=True)
     for feats, is_real in ((real_features, True), (synthetic_features, False)):
         batch = torch.from_numpy(np.asarray(feats, dtype=np.float64))

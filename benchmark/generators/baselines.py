@@ -14,10 +14,8 @@ def inverse_frequency_weights(labels: np.ndarray, num_classes: int) -> np.ndarra
     return weights / weights[counts > 0].mean()
 
 
-class NoAugmentation(Method):
-    """`none`: train on the cell's real images as they are."""
-
-    uses_synthetic_ratio = False
+class Unchanged(Method):
+    """`none`: the cell's real training images unchanged (the control; augmentation runs as for every method)."""
 
     def build_training_set(self, real, rare_class, synthetic_ratio, num_classes, seed, held_back=None):
         return real
@@ -25,8 +23,6 @@ class NoAugmentation(Method):
 
 class ClassWeight(Method):
     """`class_weight`: cross-entropy weighted by inverse class frequency, normalised to mean 1 over classes."""
-
-    uses_synthetic_ratio = False
 
     def build_training_set(self, real, rare_class, synthetic_ratio, num_classes, seed, held_back=None):
         weights = inverse_frequency_weights(real.labels, num_classes)

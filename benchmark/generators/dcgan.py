@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.generators._common import (
-    CorruptArtifactError, GeneratorConfigError, check_class_index, check_training_data, choose_device,
-    class_balanced_probabilities, read_artifact, resolve_config, save_artifact, save_grid, to_signed, to_uint8,
+    GeneratorConfigError, check_class_index, check_training_data, choose_device,
+    class_balanced_probabilities, resolve_config, save_grid, to_signed, to_uint8,
 )
 from benchmark.generators.base import Generator
 
@@ -65,65 +65,16 @@ def architecture(size: int) -> tuple[int, int]:
 
 
 def _build_networks(num_classes: int, image_shape: tuple, cfg: dict):
-    import torch
-    from torch import nn
+    from benchmark.generators.dcgan_nets import ConditionalGenerator, ProjectionDiscriminator, dcgan_init
 
     channels, height, width = image_shape
     if height != width:
         raise GeneratorConfigError(f"DCGAN: square images only, got {height}×{width}.")
     base, n = architecture(height)
-    nz, ngf, ndf, emb = int(cfg["nz"]), int(cfg["ngf"]), int(cfg["ndf"]), int(cfg["embed_dim"])
-
-    class Gen(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embed = nn.Embedding(num_classes, emb)
-            width_ = ngf * 2 ** (n - 1)
-            layers = [nn.ConvTranspose2d(nz + emb, width_, base, 1, 0, bias=False), nn.BatchNorm2d(width_),
-                      nn.ReLU(True)]
-            for _ in range(n - 1):
-                layers += [nn.ConvTranspose2d(width_, width_ // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width_ // 2),
-                           nn.ReLU(True)]
-                width_ //= 2
-            layers += [nn.ConvTranspose2d(width_, channels, 4, 2, 1), nn.Tanh()]
-            self.net = nn.Sequential(*layers)
-
-        def forward(self, z, y):
-            h = torch.cat([z, self.embed(y)], dim=1)
-            return self.net(h[:, :, None, None])
-
-    class Disc(nn.Module):
-        def __init__(self):
-            super().__init__()
-            layers = [nn.Conv2d(channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
-            width_ = ndf
-            for _ in range(n - 1):
-                layers += [nn.Conv2d(width_, width_ * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width_ * 2),
-                           nn.LeakyReLU(0.2, True)]
-                width_ *= 2
-            self.features = nn.Sequential(*layers)
-            feature_dim = width_ * base * base
-            self.linear = nn.Linear(feature_dim, 1)
-            self.embed = nn.Embedding(num_classes, feature_dim)
-            nn.init.normal_(self.embed.weight, std=0.02)
-
-        def forward(self, x, y):
-            f = self.features(x).flatten(1)
-            logit = self.linear(f).squeeze(1) + (self.embed(y) * f).sum(1)
-            return logit, f
-
-    def init(m):
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.normal_(m.weight, 1.0, 0.02)
-            nn.init.zeros_(m.bias)
-
-    g, d = Gen(), Disc()
-    g.apply(init)
-    d.features.apply(init)
+    g = ConditionalGenerator(num_classes, channels, base, n, int(cfg["nz"]), int(cfg["ngf"]), int(cfg["embed_dim"]))
+    d = ProjectionDiscriminator(num_classes, channels, base, n, int(cfg["ndf"]))
+    g.apply(dcgan_init)
+    d.features.apply(dcgan_init)
     return g, d
 
 
@@ -137,8 +88,9 @@ def _perceptual_network(cfg: dict, channels: int, device):
     if not path.is_file():
         return None, f"perceptual loss off: VGG weights not found at {path}"
     import torch
-    from torch import nn
     from torchvision.models.vgg import cfgs, make_layers
+
+    from benchmark.generators.dcgan_nets import PerceptualFeatures
 
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -152,21 +104,13 @@ def _perceptual_network(cfg: dict, channels: int, device):
     if missing:
         return None, f"perceptual loss off: {path} lacks VGG16 feature weights {', '.join(missing[:4])}"
     features.eval().requires_grad_(False).to(device)
-    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1)
-
-    class Perceptual(nn.Module):
-        def forward(self, x):  # x in [-1, 1], C = 1 or 3
-            x = (x + 1) / 2
-            if x.shape[1] != 3:
-                x = x[:, :1].expand(-1, 3, -1, -1)
-            return features((x - mean) / std).mean(dim=(2, 3))
-
-    return Perceptual(), f"perceptual loss on: VGG16 features[:{cfg['vgg_layers']}] from {path}"
+    return PerceptualFeatures(features, device), f"perceptual loss on: VGG16 features[:{cfg['vgg_layers']}] from {path}"
 
 
 class DCGAN(Generator):
     """Class-conditional DCGAN; see the module docstring for architecture and losses, ``DEFAULTS`` for the config."""
+
+    artifact_class, defaults, weight_names = "DCGAN", DEFAULTS, ("generator",)
 
     def __init__(self, num_classes: int, image_shape=(1, 28, 28), **config):
         super().__init__(num_classes, image_shape, **config)
@@ -305,33 +249,12 @@ class DCGAN(Generator):
         self.generator.train(was_training)
         return np.concatenate(out) if out else np.zeros((0, *self.image_shape), np.uint8)
 
-    def save(self, folder) -> None:
-        """``config.json`` + ``generator.safetensors`` (the discriminator is not needed for sampling)."""
+    def sampling_weights(self) -> dict[str, dict]:
+        """The generator's weights (the discriminator is not needed for sampling)."""
         self._require_fitted()
-        meta = {"class": "DCGAN", "num_classes": self.num_classes, "image_shape": list(self.image_shape),
-                "config": {k: v for k, v in self.cfg.items() if k != "device"}}
-        save_artifact(folder, meta, {"generator": self.generator.state_dict()})
+        return {"generator": self.generator.state_dict()}
 
-    def load(self, folder) -> None:
-        meta, tensors = read_artifact(folder, "DCGAN", ["generator"])
-        self.num_classes = int(meta["num_classes"])
-        self.image_shape = tuple(meta["image_shape"])
-        self.cfg = {**DEFAULTS, **meta["config"], "device": self.cfg.get("device")}
-        self.device = choose_device(self.cfg["device"])
-        self.config = dict(meta["config"])
+    def restore_weights(self, tensors: dict[str, dict]) -> None:
         self._build(0)
-        try:
-            self.generator.load_state_dict(tensors["generator"])
-        except RuntimeError as exc:
-            raise CorruptArtifactError(f"Generator artifact {folder}: weights do not fit its config.json ({exc}). "
-                                       "Rebuild the generator artifact (--force).") from exc
+        self.generator.load_state_dict(tensors["generator"])
         self.generator.eval()
-
-    @classmethod
-    def from_folder(cls, folder, device=None) -> "DCGAN":
-        """A DCGAN rebuilt from ``save()``'s folder."""
-        model = cls.__new__(cls)
-        Generator.__init__(model, 1, (1, 28, 28))
-        model.cfg = {"device": device}
-        model.load(folder)
-        return model

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.generators._common import (
-    CorruptArtifactError, GeneratorConfigError, check_class_index, check_training_data, choose_device,
-    class_balanced_probabilities, read_artifact, resolve_config, save_artifact, save_grid, to_signed, to_uint8,
+    GeneratorConfigError, check_class_index, check_training_data, choose_device,
+    class_balanced_probabilities, resolve_config, save_grid, to_signed, to_uint8,
 )
 from benchmark.generators.base import Generator
 
@@ -105,6 +105,8 @@ def check_sampling(sampler, sampling_steps, guidance_scale, label_dropout, num_t
 
 class DDPM(Generator):
     """Class-conditional diffusion; see the module docstring for the method, ``DEFAULTS`` for the config."""
+
+    artifact_class, defaults, weight_names = "DDPM", DEFAULTS, ("unet",)
 
     def __init__(self, num_classes: int, image_shape=(1, 28, 28), **config):
         super().__init__(num_classes, image_shape, **config)
@@ -325,33 +327,12 @@ class DDPM(Generator):
             x = scheduler.step(eps, t, x, generator=gen, **extra).prev_sample
         return x
 
-    def save(self, folder) -> None:
-        """``config.json`` + ``unet.safetensors`` (the weights the sampler uses: EMA when ``use_ema``)."""
+    def sampling_weights(self) -> dict[str, dict]:
+        """The weights the sampler uses (EMA when ``use_ema``)."""
         self._require_fitted()
-        meta = {"class": "DDPM", "num_classes": self.num_classes, "image_shape": list(self.image_shape),
-                "config": {k: v for k, v in self.cfg.items() if k != "device"}}
-        save_artifact(folder, meta, {"unet": self.sampling_model.state_dict()})
+        return {"unet": self.sampling_model.state_dict()}
 
-    def load(self, folder) -> None:
-        meta, tensors = read_artifact(folder, "DDPM", ["unet"])
-        self.num_classes = int(meta["num_classes"])
-        self.image_shape = tuple(meta["image_shape"])
-        self.cfg = {**DEFAULTS, **meta["config"], "device": self.cfg.get("device")}
-        self.config = dict(meta["config"])
-        self.device = choose_device(self.cfg["device"])
+    def restore_weights(self, tensors: dict[str, dict]) -> None:
         model = self._build_unet(0)
-        try:
-            model.load_state_dict(tensors["unet"])
-        except RuntimeError as exc:
-            raise CorruptArtifactError(f"Generator artifact {folder}: weights do not fit its config.json ({exc}). "
-                                       "Rebuild the generator artifact (--force).") from exc
+        model.load_state_dict(tensors["unet"])
         self.model, self.ema_model = model.eval(), None
-
-    @classmethod
-    def from_folder(cls, folder, device=None) -> "DDPM":
-        """A DDPM rebuilt from ``save()``'s folder."""
-        model = cls.__new__(cls)
-        Generator.__init__(model, 1, (1, 28, 28))
-        model.cfg = {"device": device}
-        model.load(folder)
-        return model

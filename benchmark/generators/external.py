@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.errors import UserError
-from benchmark.generators.base import METHOD_HARNESS_KEYS, Method, TrainingSet, synthetic_count
+from benchmark.generators.base import Method, TrainingSet, synthetic_count
 
 KIND = "external"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -216,14 +216,13 @@ class ExternalBank(Method):
     the bank's rare class (a seeded permutation of them, so ratio 1 ⊂ ratio 2), "balance" / "real_percentage=P"
     as for the harness's own generators; more than the bank holds is an error. The images count as synthetic."""
 
-    uses_synthetic_ratio = True
     keys = {"path", "dataset", "bank_sha256"}
 
     def __init__(self, **config):
-        unknown = sorted(set(config) - self.keys - METHOD_HARNESS_KEYS)
+        unknown = sorted(set(config) - self.keys)
         if unknown:
-            raise UserError(f"external: unknown config key(s) {', '.join(map(repr, unknown))}; valid: path, dataset "
-                            f"(and the harness keys {', '.join(sorted(METHOD_HARNESS_KEYS))}).")
+            raise UserError(f"external: unknown config key(s) {', '.join(map(repr, unknown))}; valid: "
+                            f"{', '.join(sorted(self.keys))}.")
         if not config.get("path") or not config.get("dataset"):
             raise UserError("external: set config.path (the bank) and config.dataset (the dataset it was made for).")
         super().__init__(**config)

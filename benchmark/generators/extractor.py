@@ -88,8 +88,9 @@ def extractor_key(ident: dict) -> str:
 
 def build_network(in_channels: int, image_size: int, num_classes: int, config: dict):
     """The classifier; ``.features(x)`` gives the (N, max_width) audit features of uint8 or [-1, 1] input."""
-    import torch
     from torch import nn
+
+    from benchmark.generators.feature_nets import DomainCNN
 
     width, max_width = int(config["width"]), int(config["max_width"])
 
@@ -104,26 +105,7 @@ def build_network(in_channels: int, image_size: int, num_classes: int, config: d
         c = out
     layers += block(c, max_width) + [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
 
-    class DomainCNN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.body = nn.Sequential(*layers)
-            self.head = nn.Linear(max_width, num_classes)
-            self.num_features = max_width
-            self.name = NAME
-
-        def features(self, x):
-            if x.dtype == torch.uint8:
-                x = x.float().div(127.5).sub(1.0)
-            return self.body(x)
-
-        def forward(self, x):  # the audit calls the module for features, like the other extractors
-            return self.features(x)
-
-        def logits(self, x):
-            return self.head(self.features(x))
-
-    return DomainCNN()
+    return DomainCNN(layers, max_width, num_classes, NAME)
 
 
 def train(images: np.ndarray, labels: np.ndarray, num_classes: int, config: dict, device=None):

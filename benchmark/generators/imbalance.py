@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from benchmark.errors import UserError
-from benchmark.generators.base import METHOD_HARNESS_KEYS, Method, TrainingSet
+from benchmark.generators.base import Method, TrainingSet
 from benchmark.generators.baselines import inverse_frequency_weights
 
 LOSSES = ("cross_entropy", "focal", "logit_adjust")
@@ -30,19 +30,22 @@ def _number(name: str, value, minimum: float, strict: bool, method: str) -> floa
 
 
 class _ConfiguredMethod(Method):
-    """A method whose constructor takes named hyper-parameters; the harness keys of the entry are accepted."""
+    """A method whose constructor takes named hyper-parameters (registry.create passes the entry's, less the
+    harness keys)."""
 
     name = ""
     defaults: dict = {}
+    numbers: dict = {}  # numeric hyper-parameter -> (minimum, strict): checked, then set as an attribute
 
     def __init__(self, **config):
-        unknown = sorted(set(config) - set(self.defaults) - METHOD_HARNESS_KEYS)
+        unknown = sorted(set(config) - set(self.defaults))
         if unknown:
             raise UserError(f"{self.name}: unknown config key(s) {', '.join(map(repr, unknown))}; valid keys: "
-                            f"{', '.join(sorted(self.defaults))} (and the harness keys "
-                            f"{', '.join(sorted(METHOD_HARNESS_KEYS))}).")
+                            f"{', '.join(sorted(self.defaults))}.")
         super().__init__(**config)
         self.params = {**self.defaults, **{k: v for k, v in config.items() if k in self.defaults}}
+        for key, (minimum, strict) in self.numbers.items():
+            setattr(self, key, _number(key, self.params[key], minimum, strict, self.name))
 
 
 class Focal(_ConfiguredMethod):
@@ -53,11 +56,10 @@ class Focal(_ConfiguredMethod):
 
     name = "focal"
     defaults = {"gamma": 2.0, "alpha": None}
-    uses_synthetic_ratio = False
+    numbers = {"gamma": (0.0, False)}
 
     def __init__(self, **config):
         super().__init__(**config)
-        self.gamma = _number("gamma", self.params["gamma"], 0.0, False, self.name)
         alpha = self.params["alpha"]
         if not (alpha is None or alpha == "inverse_frequency" or (
                 isinstance(alpha, list) and alpha and all(
@@ -85,11 +87,7 @@ class LogitAdjust(_ConfiguredMethod):
 
     name = "logit_adjust"
     defaults = {"tau": 1.0}
-    uses_synthetic_ratio = False
-
-    def __init__(self, **config):
-        super().__init__(**config)
-        self.tau = _number("tau", self.params["tau"], 0.0, False, self.name)
+    numbers = {"tau": (0.0, False)}
 
     def build_training_set(self, real, rare_class, synthetic_ratio, num_classes, seed, held_back=None):
         counts = np.bincount(real.labels, minlength=num_classes)
@@ -108,11 +106,7 @@ class Mixup(_ConfiguredMethod):
 
     name = "mixup"
     defaults = {"alpha": 0.2}
-    uses_synthetic_ratio = False
-
-    def __init__(self, **config):
-        super().__init__(**config)
-        self.alpha = _number("alpha", self.params["alpha"], 0.0, True, self.name)
+    numbers = {"alpha": (0.0, True)}
 
     def build_training_set(self, real, rare_class, synthetic_ratio, num_classes, seed, held_back=None):
         transform = {"name": "mixup", "alpha": self.alpha}

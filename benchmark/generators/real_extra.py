@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchmark.errors import UserError
-from benchmark.generators.base import METHOD_HARNESS_KEYS, Method, TrainingSet, synthetic_count
+from benchmark.generators.base import Method, TrainingSet, synthetic_count
 
 
 class RealExtra(Method):
@@ -15,17 +15,13 @@ class RealExtra(Method):
     get, capped by the pool. The added images are real (never synthetic) and come from the training split only.
     Needs ``needs_held_back: true`` in its entry: the grid leaves it out at rare_count all (no pool)."""
 
-    uses_synthetic_ratio = True
+    needs_held_back = True
 
     def __init__(self, **config):
-        unknown = sorted(set(config) - METHOD_HARNESS_KEYS)
-        if unknown:
-            raise UserError(f"real_extra: unknown config key(s) {', '.join(map(repr, unknown))}; it takes only the "
-                            f"harness keys {', '.join(sorted(METHOD_HARNESS_KEYS))}.")
-        if config.get("needs_held_back") is not True:
-            raise UserError("real_extra: its registry entry must say needs_held_back: true (the grid then leaves "
-                            "it out at rare_count all, where no real image is held back).")
-        super().__init__(**config)
+        if config:
+            raise UserError(f"real_extra: unknown config key(s) {', '.join(map(repr, sorted(config)))}; it takes "
+                            "none (its entry holds only harness keys).")
+        super().__init__()
 
     def build_training_set(self, real, rare_class, synthetic_ratio, num_classes, seed, held_back=None):
         if held_back is None:

@@ -70,7 +70,6 @@ def run_generator(spec, run_dir: Path) -> dict:
     from benchmark import registry
     from benchmark.cell import build_cell
     from benchmark.generators import extractor
-    from benchmark.generators._common import HARNESS_KEYS
     from benchmark.generators.audit import audit
 
     from benchmark.threads import apply_thread_limit
@@ -80,8 +79,8 @@ def run_generator(spec, run_dir: Path) -> dict:
     cell = build_cell(spec)
     real = cell.real
     entry = registry.get("generator", spec.generator)
-    config = {k: v for k, v in entry.config.items() if k not in HARNESS_KEYS}
-    generator = entry.load()(num_classes=cell.bundle.num_classes, image_shape=real.images.shape[1:], **config)
+    generator = registry.create("generator", entry, num_classes=cell.bundle.num_classes,
+                                image_shape=real.images.shape[1:])
     seed = spec.generator_seed  # the cell's, seed, fold and generator: benchmark.seeding
     check_no_leakage(real.images, cell.bundle)
     fit_log = generator.fit(real.images, real.labels, seed, out_dir=run_dir)

@@ -57,7 +57,7 @@ def env(slurm_cluster, real_data_dir, tmp_path):
     folder = tmp_path / "reg" / "generators"
     folder.mkdir(parents=True)
     (folder / "meangen.yaml").write_text(
-        "target: tests.test_slurm_executor:MeanGenerator\nversion: 1\nconfig: {kind: generative, noise: 20.0}\n")
+        "target: tests.test_slurm_grid:MeanGenerator\nversion: 1\nconfig: {kind: generative, noise: 20.0}\n")
     return {**os.environ, "GENMED_DATA_DIR": str(real_data_dir), "GENMED_REGISTRY_PATH": str(tmp_path / "reg"),
             "GENMED_RESULTS_DIR": str(tmp_path / "results"), "SLURM_CONF": slurm_cluster.conf,
             "GENMED_SLURM_POLL_S": "1"}

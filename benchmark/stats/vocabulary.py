@@ -1,0 +1,122 @@
+"""Names, directions and labels: the metric columns, the cell / variant / unit keys, which way a metric is better,
+and the canonical text of ratio, variant and unit labels.
+
+Vocabulary
+    cell      (dataset, image_size, rare_class, rare_count, backbone): the setting a comparison is made in.
+    variant   (generator, synthetic_ratio): one method at one ratio form; label ``dcgan@2``, ``dcgan@balance``,
+              ``oversample@real_percentage=50`` (just the method name when the ratio is 0).
+    unit      (seed, fold): the replicate that pairs a variant with its baseline inside a cell.
+    block     a dataset, when methods are ranked (Friedman / Nemenyi): cells of one dataset share test sets, seeds
+              and subsamples, so they are averaged into one value per dataset first.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from benchmark.generators.base import REAL_PERCENTAGE_PREFIX, mixing_mode_problem
+from benchmark.metrics import SCALAR_METRICS
+
+METRICS = SCALAR_METRICS  # the harness's metric names: benchmark.metrics is their one source (order: records.csv's)
+SPLITS = ("val", "test")
+KNOWN_METRIC_COLUMNS = tuple(f"{s}_{m}" for s in SPLITS for m in METRICS)
+DEFAULT_METRICS = ("test_auroc", "test_balanced_accuracy", "test_thr_balanced_accuracy",
+                   "test_thr_rare_sensitivity")
+LOWER_IS_BETTER = frozenset({"ece", "loss", "nll", "brier", "error", "wall_s", "compute_hours"})
+BOUNDED_METRICS = frozenset(METRICS)  # every harness metric (and the chosen threshold) lies in [0, 1]
+
+CELL = ("dataset", "image_size", "rare_class", "rare_count", "backbone")
+VARIANT = ("generator", "synthetic_ratio")
+UNIT = ("seed", "fold")
+RATIO_FORMS = "a number ≥ 0, 'balance' or 'real_percentage=P' (0 < P ≤ 100)"
+
+
+def higher_is_better(metric: str) -> bool:
+    """False for metrics where lower is better (``ece``, losses, errors, time); True otherwise."""
+    base = metric.split("_", 1)[1] if metric.startswith(tuple(f"{s}_" for s in SPLITS)) else metric
+    return not (base in LOWER_IS_BETTER or base.endswith(("_loss", "_error", "_ece")))
+
+
+def _number_text(x: float) -> str:
+    """2.0 → '2', 0.5 → '0.5' (shortest round-trip text of the float)."""
+    return str(int(x)) if x == round(x) and abs(x) < 1e15 else repr(float(x))
+
+
+def ratio_label(value) -> str:
+    """Canonical text of a ``synthetic_ratio`` value, the same however it was written or read back: numbers without
+    a trailing '.0' (2, 2.0 and "2" → '2'; 0.5 → '0.5'), empty → '0' (methods without a ratio), 'balance',
+    'real_percentage=P' with P written the same way ('real_percentage=50.0' → 'real_percentage=50'). Anything else
+    is returned stripped (and rejected by :func:`prepare_records`)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "0"
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return _number_text(float(value)) if math.isfinite(float(value)) else str(value)
+    text = str(value).strip()
+    if text == "":
+        return "0"
+    try:
+        number = float(text)
+    except ValueError:
+        number = None
+    if number is not None:
+        return _number_text(number) if math.isfinite(number) else text
+    if text.startswith(REAL_PERCENTAGE_PREFIX):
+        try:
+            pct = float(text[len(REAL_PERCENTAGE_PREFIX):])
+        except ValueError:
+            return text
+        return REAL_PERCENTAGE_PREFIX + (_number_text(pct) if math.isfinite(pct) else str(pct))
+    return text
+
+
+def ratio_value(label) -> float:
+    """The number a ratio label stands for ('2' → 2.0); NaN for 'balance' / 'real_percentage=P'."""
+    try:
+        return float(label)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def ratio_problem(label: str) -> str | None:
+    """None if ``label`` (from :func:`ratio_label`) is a valid ratio form, else what is wrong with it."""
+    number = ratio_value(label)
+    if math.isnan(number) and label in ("nan", "NaN"):
+        return f"synthetic_ratio must be {RATIO_FORMS}, got {label!r}"
+    if not math.isnan(number):
+        return None if math.isfinite(number) and number >= 0 else \
+            f"synthetic_ratio must be {RATIO_FORMS}, got {label!r}"
+    return mixing_mode_problem(label)
+
+
+def ratio_sort_key(label) -> tuple:
+    """Display order of ratio labels: numbers ascending, then 'balance', then 'real_percentage=P' by decreasing P
+    (fewer added images first), then anything else."""
+    label = ratio_label(label)
+    number = ratio_value(label)
+    if not math.isnan(number):
+        return (0, number, "")
+    if label == "balance":
+        return (1, 0.0, "")
+    if label.startswith(REAL_PERCENTAGE_PREFIX):
+        return (2, -ratio_value(label[len(REAL_PERCENTAGE_PREFIX):]), "")
+    return (3, 0.0, label)
+
+
+def variant_label(generator, ratio) -> str:
+    """``dcgan@2``, ``dcgan@balance``, ``oversample@real_percentage=50``; just the method name when the ratio is 0."""
+    label = ratio_label(ratio)
+    return str(generator) if label == "0" else f"{generator}@{label}"
+
+
+def _natural_key(value):
+    """Sort key: numbers numerically, then strings ("all" after every count)."""
+    try:
+        return (0, float(value), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(value))
+
+
+def unit_label(seed, fold) -> str:
+    return f"{seed}" if int(fold) == 0 else f"{seed}/fold{int(fold)}"
