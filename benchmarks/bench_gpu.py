@@ -5,6 +5,7 @@ images/s per sampler; prints the markdown rows for docs/benchmarks.md.
     .venv/bin/python benchmarks/bench_gpu.py                 # on a machine with a CUDA GPU, from the checkout
     .venv/bin/python benchmarks/bench_gpu.py --write-docs    # also writes its section of docs/benchmarks.md
     .venv/bin/python benchmarks/bench_gpu.py --cpu-smoke     # every part for a few steps on CPU (tests/test_bench_gpu.py)
+    .venv/bin/python benchmarks/bench_gpu.py --cpu-jobs      # only jobs_per_device, timed on this machine's CPU cores
 
 Needs nothing but the checkout and its venv. Data: the real BreastMNIST training images when
 $GENMED_DATA_DIR/breastmnist.npz exists (tiled to a fixed number of images; 128 px: upsampled), else random uint8
@@ -34,6 +35,7 @@ NO_CUDA = ("no CUDA device: benchmarks/bench_gpu.py measures GPU throughput and 
 FULL = {"sizes": {28: (16384, 128, 3), 128: (4096, 128, 3)}, "jobs": (1, 2, 4, 8), "jobs_size": 28,
         "samplers": "ddim:50,dpm_solver:25,ddim:25,ddpm:1000", "sample_batch": 256, "repeats": 3,
         "generator": "ddpm"}
+CPU_JOBS = {"size": 28, "images": 2048, "batch": 128, "epochs": 3}  # --cpu-jobs: K = 1, 2 on the CPU cores
 SMOKE = {"sizes": {28: (32, 16, 2), 128: (8, 8, 2)}, "jobs": (1, 2), "jobs_size": 28, "threads": 1,
          "samplers": "ddim:2,ddpm:3", "sample_batch": 2, "repeats": 1, "generator": "ddpm_small"}
 
@@ -211,7 +213,11 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--cpu-smoke", action="store_true", help="run every part for a few steps on CPU")
     parser.add_argument("--write-docs", action="store_true", help=f"write '{HEADING}' in docs/benchmarks.md")
+    parser.add_argument("--cpu-jobs", action="store_true", help="only the jobs_per_device part, timed on the CPU "
+                        "cores (K = 1 and K = cores, torch threads = cores / K); prints its rows")
     args = parser.parse_args(argv)
+    if args.cpu_jobs:
+        return cpu_jobs()
     if args.cpu_smoke and args.write_docs:
         parser.error("--write-docs writes measured GPU rows; a --cpu-smoke run measures nothing")
 
@@ -286,6 +292,27 @@ def main(argv=None) -> int:
     if args.write_docs:
 
         write_section(HEADING, "\n".join(lines) + "\n")
+    return 0
+
+
+def cpu_jobs() -> int:
+    """jobs_per_device on CPU: K = 1 and K = cores harness jobs at once (threads = cores / K), aggregate images/s."""
+    import torch
+
+    os.environ["ACCELERATE_USE_CPU"] = "true"
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    c = CPU_JOBS
+    print(f"jobs_per_device on CPU ({platform.processor() or platform.machine()}, {cpus} cores; torch "
+          f"{torch.__version__}): resnet18 {c['size']} px, {c['images']} images × {c['epochs']} epochs per job "
+          f"(1st = warm-up), batch {c['batch']}, fp32", flush=True)
+    print("| jobs_per_device | torch threads per job | aggregate images/s | per job images/s | vs 1 job |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    single = None
+    for k in sorted({1, cpus}):
+        rates = jobs_per_device_rates(k, c["size"], c["images"], c["batch"], c["epochs"], max(1, cpus // k))
+        single = single or sum(rates)
+        print(f"| {k} | {max(1, cpus // k)} | {sum(rates):.0f} | {statistics.mean(rates):.0f} | "
+              f"{sum(rates) / single:.2f}× |", flush=True)
     return 0
 
 

@@ -103,7 +103,7 @@ def run_mode(name, specs, per_task, folder, profile, checkpoint_every_s=0.0):
             per_job.append(out["spans"][i][1] - out["spans"][i - 1][1] - work[i] - share)
     saves = [r.get("checkpoints") or {} for r in records]
     return {"mode": name, "tasks": len(batches), "jobs": k, "task_wall_s": wall, "train_s": train_s,
-            "checkpoint_every_s": checkpoint_every_s, "epochs": records[0]["training"]["epochs"],
+            "checkpoint_every_s": checkpoint_every_s, "epochs": specs[0].training["epochs"],
             "saves_per_job": sum(c.get("saves", 0) for c in saves) / k,
             "state_bytes_per_job": sum(c.get("bytes_written", 0) for c in saves) / k,
             "state_save_s_per_job": sum(c.get("save_s", 0.0) for c in saves) / k,
