@@ -78,6 +78,8 @@ def run_classifier(spec: JobSpec, run_dir: Path, progress: bool = False, resumab
         method = registry.create("generator", method_entry, config=spec.entries["generator"]["config"])  # the key's
     training_set = method.build_training_set(cell.real, cell.rare_class, spec.synthetic_ratio,
                                              bundle.num_classes, seed, held_back=cell.held_back)
+    if hasattr(method, "audit"):  # a bank made elsewhere: the same audit as a harness generator's bank
+        audit = method.audit(spec, cell, Path(run_dir).parent)
     backbone = registry.create("backbone", spec.backbone)
     outcome = train_classifier(training_set, bundle, cell.rare_class, backbone, spec.training, seed,
                                run_dir=run_dir, progress=progress,

@@ -126,11 +126,26 @@ def test_external_bank_runs_end_to_end_and_its_record_names_the_bank_hash(data_e
     bank = write_bank(tmp_path / "bank", n=25, manifest={"dataset": "breastmnist", "splits": ["train"]})
     register_bank(tmp_path, monkeypatch, bank)
     spec = [j for j in expand(bank_grid()) if j.generator == "my_bank"][0]
-    assert execute(spec, tmp_path / spec.key) == "done", (tmp_path / spec.key / "error.json").read_text()
-    record = json.loads((tmp_path / spec.key / "result.json").read_text())
+    runs = tmp_path / "grid" / "runs"
+    assert execute(spec, runs / spec.key) == "done", (runs / spec.key / "error.json").read_text()
+    record = json.loads((runs / spec.key / "result.json").read_text())
     digest = external.bank_sha256(bank)
     assert record["method_info"]["bank_sha256"] == digest == record["spec"]["entries"]["generator"]["config"][
         "bank_sha256"]
     assert record["counts"]["n_train_synthetic"] == 20 and record["counts"]["synthetic_per_class"] == [20, 0]
     assert record["method_info"]["training_data_verified"] is False
     assert "manifest.json: splits ['train']" in record["method_info"]["training_data"]
+    # the same audit as a harness generator's bank: all 25 bank images against the 147 real malignant training
+    # images; memorisation against the whole training split; cached once per bank and cell
+    audit = record["audit"]
+    assert audit["n_synthetic"] == 25 and audit["reference_n"] == 147 and audit["n_train"] == 546
+    assert audit["training_data_verified"] is False and "whole training split" in audit["memorisation_reference"]
+    assert audit["domain_kid"] > 1.0 and audit["copy_rate"] == 0.0  # random pixels: far from real, copies nothing
+    (cached,) = (tmp_path / "grid" / "audits").glob("*/audit.json")
+    assert json.loads(cached.read_text())["audit"] == audit
+    assert (cached.parent / "audit_closest_pairs.png").is_file()
+    from benchmark.cell import build_cell
+
+    method = registry.create("generator", "my_bank", config=spec.entries["generator"]["config"])
+    before = cached.stat().st_mtime_ns
+    assert method.audit(spec, build_cell(spec), runs) == audit and cached.stat().st_mtime_ns == before

@@ -9,6 +9,12 @@ every job that uses it (:func:`external_identities`, called by ``benchmark.grid.
 planning stops the job. An optional ``manifest.json`` beside the bank (in the folder, or next to the .npz) says
 what the external generator saw: ``{"dataset": "breastmnist", "splits": ["train"]}``; one that admits val or test
 images is refused. The harness cannot verify what an external generator was trained on: every record says so.
+
+Audit: every job of a bank records the same audit as a harness generator's bank (``ExternalBank.audit``: its
+rare-class images against all real rare-class training images, in the fixed and the in-domain features), computed
+once per (bank, dataset, size, rare class, fold) and cached under ``<results>/<grid>/audits/<key>/`` (audit.json and
+its pictures). Its memorisation checks (copy rate, closest pairs) are against the whole training split: the images
+an external generator may have seen, since the harness cannot know which it did.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ KIND = "external"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MANIFEST = "manifest.json"
 EVALUATION_SPLITS = {"val", "valid", "validation", "test", "testing"}
+AUDITS_DIR = "audits"  # beside runs/: one folder per audited (bank, dataset, size, rare class, fold)
+AUDIT_FILE = "audit.json"
+AUDIT_VERSION = 1  # bump when the cached audit of a bank would change
 UNVERIFIED = ("the harness cannot verify what the external generator was trained on (no val/test image may have "
               "been seen: declared by {source})")
 
@@ -266,3 +275,39 @@ class ExternalBank(Method):
             None,
             info,
         )
+
+    def audit(self, spec, cell, runs_dir) -> dict:
+        """The bank's audit for `spec`'s cell (see the module docstring), cached under ``<runs_dir>/../audits``."""
+        from benchmark.generators import extractor
+        from benchmark.generators.audit import audit
+        from benchmark.run_dir import write_json_atomic
+        from benchmark.specs import short_hash
+
+        where = f"external bank {self.config.get('path')!r}"
+        path = _bank_path(self.config, where)
+        bundle, rare_class = cell.bundle, cell.rare_class
+        train = bundle.splits["train"]  # the fold's training part under cross-validation
+        ident = {"audit_version": AUDIT_VERSION, "bank_sha256": bank_sha256(path), "dataset": spec.entries["dataset"],
+                 "dataset_sha256": bundle.sha256, "image_size": int(spec.image_size), "rare_class": int(rare_class),
+                 "fold": [int(spec.k_folds or 0), int(spec.fold), int(spec.fold_seed) if spec.k_folds else 0]}
+        folder = Path(runs_dir).resolve().parent / AUDITS_DIR / short_hash(ident)
+        try:
+            return json.loads((folder / AUDIT_FILE).read_text())["audit"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # not audited yet (or an unreadable cache file): audit again, the result is deterministic
+        images, classes, _, _ = read_bank(path, where)
+        rare_name = bundle.label_names[rare_class]
+        bank = np.stack([images[i] for i, c in enumerate(classes) if c == rare_name])
+        reference = train.images[train.labels == rare_class]  # evaluation only, as for the harness's generators
+        overrides = spec.entries["generator"]["config"].get("audit_extractor")  # a harness key, as for generators
+        domain, record, trained_here = extractor.for_cell(spec, bundle, runs_dir, overrides)
+        domain_info = {"extractor_key": record["key"], "extractor_trained_here": trained_here,
+                       "extractor_train_n": record["identity"]["train_n"],
+                       "extractor_train_balanced_accuracy": record["train_balanced_accuracy"]}
+        folder.mkdir(parents=True, exist_ok=True)
+        report = audit(bank, reference, train.images, out_dir=folder, reference=reference, domain_extractor=domain,
+                       domain_info=domain_info, sheet_heading=f"external bank {path.name} ({rare_name})")
+        report["memorisation_reference"] = "the whole training split (what an external generator may have seen)"
+        report["training_data_verified"] = False
+        write_json_atomic(folder / AUDIT_FILE, {"identity": ident, "audit": report})
+        return report
