@@ -69,7 +69,8 @@ def main(argv=None) -> None:
     device = str(model.device) if model.device.type != "cpu" else \
         f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads)"
     lines = [HEADING, "",
-             f"UNet of registry entry `{args.generator}` (v{registry.get("generator", args.generator).version}, {params / 1e6:.1f} M parameters), "
+             f"UNet of registry entry `{args.generator}` (v{registry.get('generator', args.generator).version}, "
+             f"{params / 1e6:.1f} M parameters), "
              f"{args.channels}×{args.image_size}×{args.image_size}, batch {args.batch}, guidance scale "
              f"{model.cfg['guidance_scale']} (two UNet passes per call when ≠ 1), device {device}, "
              f"torch {torch.__version__}; seconds are the median of {args.repeats} runs (one run for more than 100 "
