@@ -31,7 +31,7 @@ def resolve_executor(name: str) -> str:
         raise UserError(f"Unknown executor {name!r}. Available: {', '.join(EXECUTORS)}.")
     if name == "auto":
         try:
-            from benchmark.cluster import slurm_available
+            from benchmark.slurm.reachable import slurm_available
         except ImportError:
             return "local"
         available, reason = slurm_available()

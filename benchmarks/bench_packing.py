@@ -241,7 +241,7 @@ def main():
     args = parser.parse_args()
     if args.scale:
         return scale(args.scale, Path(args.timings), args.startup_s, args.harness_s, args.runs_per_task, args.save_s)
-    from benchmark.cluster import slurm_available
+    from benchmark.slurm.reachable import slurm_available
     from benchmark.grid import Grid, expand
 
     ok, reason = slurm_available()

@@ -136,7 +136,7 @@ def main(argv=None):
 def submit_to_slurm(args, grid, jobs: list, out_dir: Path, results_root: Path) -> int:
     """--executor slurm: submit what is not done, queued or running, print what was submitted and how to follow it;
     with --wait block until the grid's SLURM jobs end. Returns the exit code."""
-    from benchmark.cluster import require_slurm
+    from benchmark.slurm.reachable import require_slurm
     from benchmark.slurm.profiles import needed_stages, stage_profiles
     from benchmark.slurm.state import STATUS_ORDER
     from benchmark.slurm.submit import collector_command, submit
@@ -167,7 +167,7 @@ def follow_slurm(jobs: list, out_dir: Path, status: bool = True, wait_for: bool 
                  cancel_jobs: bool = False) -> int:
     """--status / --wait / --cancel of a grid on SLURM (nothing is submitted). Returns the exit code: 1 when a job
     failed or is blocked after waiting, else 0."""
-    from benchmark.cluster import require_slurm
+    from benchmark.slurm.reachable import require_slurm
     from benchmark.slurm.follow import cancel, status_report, wait
     from benchmark.slurm.state import grid_state
 
@@ -208,7 +208,7 @@ def check_executor_options(args, jobs, UserError) -> None:
     if args.executor in ("local", "debug") and (args.cluster_profile or args.wait):
         raise UserError(f"--cluster-profile and --wait need SLURM, but the executor is {args.executor}.")
     if args.cluster_profile or args.executor == "slurm":
-        from benchmark.cluster import require_slurm
+        from benchmark.slurm.reachable import require_slurm
         from benchmark.slurm.profiles import needed_stages, stage_profiles
 
         stage_profiles(args.grid, args.cluster_profile, needed_stages(jobs))

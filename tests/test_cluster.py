@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from benchmark import cluster
-from benchmark.cluster import ClusterProfile, list_profiles, load_profile, slurm_available
+from benchmark.cluster import ClusterProfile, list_profiles, load_profile
+from benchmark.slurm.reachable import slurm_available
 from benchmark.errors import UserError
 
 SHIPPED = ["cpu-collector", "gpu-multi", "gpu-small", "local-cpu", "local-cpu-ddp"]

@@ -17,7 +17,8 @@ import cloudpickle
 import pytest
 import submitit
 
-from benchmark.cluster import load_profile, slurm_available
+from benchmark.cluster import load_profile
+from benchmark.slurm.reachable import slurm_available
 
 pytestmark = pytest.mark.slurm
 
