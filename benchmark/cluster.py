@@ -1,4 +1,4 @@
-"""Cluster profiles (``slurm/*.yaml``) turned into submitit parameters (whether SLURM answers: benchmark.slurm.reachable).
+"""Cluster profiles (``slurm/*.yaml``) turned into submitit parameters; SLURM reachability: slurm/reachable.py.
 
 A profile is one YAML file per resource class (``gpu-small``, ``cpu-collector``, …); every cluster fact (partition,
 account, ``module load`` lines) lives there, never in code::
