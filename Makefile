@@ -28,5 +28,4 @@ slurm-test: setup
 	bash .ci/slurm-tests.sh
 
 test: setup
-	$(BIN)/python -m pytest -m "not slurm" -q
-	bash .ci/slurm-tests.sh
+	PYTHON=$(BIN)/python bash .ci/tests.sh
