@@ -71,21 +71,37 @@ def audit_brief(audit: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
 def sheet_sources(jobs, runs_dir: Path) -> dict:
     """{label: {"sheet": path, "closest": path, "key": key, "seed": seed}}: for each generator in each cell of the
-    classifier jobs (dataset, size, rare class, rare count), the sheets of its lowest seed that has them."""
+    classifier jobs (dataset, size, rare class, rare count), the sheets of its lowest seed that has them; for an
+    external bank, those of its cached audit (benchmark.generators.external)."""
     from benchmark.generators.sheets import CLOSEST_SHEET_PNG, SAMPLE_SHEET_PNG
 
     found: dict = {}
     for spec in sorted(jobs, key=lambda s: (getattr(s, "seed", 0), s.name)):
-        key = getattr(spec, "generator_key", None)
-        if not key:
-            continue
         label = f"{spec.generator} · {spec.dataset} · rare {spec.rare_count}"
-        folder = Path(runs_dir) / key
-        if label in found or not (folder / SAMPLE_SHEET_PNG).is_file():
+        if label in found:
+            continue
+        key = getattr(spec, "generator_key", None)
+        folder = Path(runs_dir) / key if key else None
+        if key is None and (spec.entries["generator"].get("config") or {}).get("kind") == "external":
+            key, folder = _external_audit(spec, Path(runs_dir))
+        if folder is None or not (folder / SAMPLE_SHEET_PNG).is_file():
             continue
         found[label] = {"sheet": folder / SAMPLE_SHEET_PNG, "closest": folder / CLOSEST_SHEET_PNG,
                         "key": key, "seed": getattr(spec, "seed", None)}
     return found
+
+
+def _external_audit(spec, runs_dir: Path) -> tuple[str | None, Path | None]:
+    """(audit key, folder) of an external bank's cached audit, named in the job's record; (None, None) without one."""
+    from benchmark import run_dir as rd
+    from benchmark.generators.external import AUDITS_DIR
+
+    try:
+        record = rd.read_record(runs_dir / spec.key) or {}
+    except rd.CorruptRecord:
+        return None, None  # named by the records table already
+    key = (record.get("audit") or {}).get("audit_key")
+    return (key, runs_dir.parent / AUDITS_DIR / key) if key else (None, None)
 
 
 def sheets_in(folder: Path) -> dict:

@@ -149,3 +149,8 @@ def test_external_bank_runs_end_to_end_and_its_record_names_the_bank_hash(data_e
     method = registry.create("generator", "my_bank", config=spec.entries["generator"]["config"])
     before = cached.stat().st_mtime_ns
     assert method.audit(spec, build_cell(spec), runs) == audit and cached.stat().st_mtime_ns == before
+    from benchmark.report_figures import sheet_sources  # the report shows the bank's sheets like a generator's
+
+    (source,) = sheet_sources([spec], runs).values()
+    assert source["key"] == audit["audit_key"] == cached.parent.name and source["sheet"].parent == cached.parent
+    assert source["sheet"].is_file() and source["closest"].is_file()

@@ -290,7 +290,8 @@ class ExternalBank(Method):
         ident = {"audit_version": AUDIT_VERSION, "bank_sha256": bank_sha256(path), "dataset": spec.entries["dataset"],
                  "dataset_sha256": bundle.sha256, "image_size": int(spec.image_size), "rare_class": int(rare_class),
                  "fold": [int(spec.k_folds or 0), int(spec.fold), int(spec.fold_seed) if spec.k_folds else 0]}
-        folder = Path(runs_dir).resolve().parent / AUDITS_DIR / short_hash(ident)
+        audit_key = short_hash(ident)
+        folder = Path(runs_dir).resolve().parent / AUDITS_DIR / audit_key
         try:
             return json.loads((folder / AUDIT_FILE).read_text())["audit"]
         except (OSError, ValueError, KeyError, TypeError):
@@ -309,5 +310,6 @@ class ExternalBank(Method):
                        domain_info=domain_info, sheet_heading=f"external bank {path.name} ({rare_name})")
         report["memorisation_reference"] = "the whole training split (what an external generator may have seen)"
         report["training_data_verified"] = False
+        report["audit_key"] = audit_key  # its folder under audits/ (the collector shows its sheets)
         write_json_atomic(folder / AUDIT_FILE, {"identity": ident, "audit": report})
         return report
