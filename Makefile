@@ -28,4 +28,5 @@ slurm-test: setup
 	bash .ci/slurm-tests.sh
 
 test: setup
-	PYTHON=$(BIN)/python bash .ci/tests.sh
+	$(BIN)/python -m pytest -m "not slurm" -q
+	bash .ci/slurm-tests.sh
