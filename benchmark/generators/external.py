@@ -287,7 +287,8 @@ class ExternalBank(Method):
         path = _bank_path(self.config, where)
         bundle, rare_class = cell.bundle, cell.rare_class
         train = bundle.splits["train"]  # the fold's training part under cross-validation
-        ident = {"audit_version": AUDIT_VERSION, "bank_sha256": bank_sha256(path), "dataset": spec.entries["dataset"],
+        digest = self.config.get("bank_sha256") or bank_sha256(path)  # the key's: build_training_set checked it
+        ident = {"audit_version": AUDIT_VERSION, "bank_sha256": digest, "dataset": spec.entries["dataset"],
                  "dataset_sha256": bundle.sha256, "image_size": int(spec.image_size), "rare_class": int(rare_class),
                  "fold": [int(spec.k_folds or 0), int(spec.fold), int(spec.fold_seed) if spec.k_folds else 0]}
         audit_key = short_hash(ident)
