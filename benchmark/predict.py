@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -91,7 +91,7 @@ def load_run(run_dir, device=None) -> LoadedRun:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from benchmark import registry
+    from benchmark.core import registry
 
     run_dir = Path(run_dir)
     spec, result = _run_spec(run_dir)
@@ -208,7 +208,7 @@ def predict_probabilities(run: LoadedRun, images: np.ndarray, batch_size: int = 
 
 def write_predictions(path, names: list, probs: np.ndarray, label_names: list) -> Path:
     """CSV: file, predicted_label, confidence, then prob_<label> per class (written atomically)."""
-    from benchmark.run_dir import atomic_path
+    from benchmark.run.run_dir import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:

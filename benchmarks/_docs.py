@@ -10,10 +10,8 @@ BENCHMARKS_MD = ROOT / "docs" / "benchmarks.md"
 def write_section(heading: str, body: str, path: Path = BENCHMARKS_MD) -> Path:
     """Make the section that starts with the line `heading` (up to the next ``## `` heading or the end) read
     `heading`, a blank line and `body` (which may itself start with `heading`); append it when there is none."""
-    import sys
 
-    sys.path.insert(0, str(ROOT))
-    from benchmark.run_dir import write_bytes_atomic
+    from benchmark.run.run_dir import write_bytes_atomic
 
     body = body.strip("\n")
     if body.startswith(heading):

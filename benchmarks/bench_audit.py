@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 from _docs import write_section  # noqa: E402 - benchmarks/_docs.py, beside this script
+
 HEADING = "## Generator audit: fidelity against the full rare-class reference set"
 
 
@@ -47,11 +46,11 @@ def main(argv=None) -> None:
     import numpy as np
     import torch
 
-    from benchmark.cell import build_cell
     from benchmark.generators import audit as A
     from benchmark.generators import extractor as E
-    from benchmark.grid import expand, generator_jobs, load_grid
-    from benchmark.job import RESULT_FILE, execute
+    from benchmark.plan.grid import expand, generator_jobs, load_grid
+    from benchmark.run.cell import build_cell
+    from benchmark.run.job import RESULT_FILE, execute
 
     torch.set_num_threads(args.threads)
     specs = [s for s in generator_jobs(expand(load_grid(args.grid, args.profile))) if s.generator == args.generator]

@@ -24,6 +24,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 from _docs import write_section  # noqa: E402 - benchmarks/_docs.py, beside this script
+
 HEADING = "## Collector on 100,000 records"
 
 

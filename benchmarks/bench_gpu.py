@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 from _docs import write_section  # noqa: E402 - benchmarks/_docs.py, beside this script
+
 HEADING = "## GPU throughput"
 NO_CUDA = ("no CUDA device: benchmarks/bench_gpu.py measures GPU throughput and measured nothing here; run it on a "
            "machine with a CUDA GPU (or add --cpu-smoke to check that it runs end to end on CPU)")
@@ -50,7 +50,7 @@ def benchmark_data(size: int, n: int):
     folder = Path(os.environ.get("GENMED_DATA_DIR") or ROOT.parent / "shared" / "data")
     rng = np.random.default_rng(0)
     if (folder / "breastmnist.npz").is_file():
-        from benchmark.cell import load_bundle
+        from benchmark.run.cell import load_bundle
 
         os.environ["GENMED_DATA_DIR"] = str(folder)
         real = load_bundle("breastmnist", 28)
@@ -82,13 +82,13 @@ def benchmark_data(size: int, n: int):
 
 
 def backbone(name: str = "resnet18"):
-    from benchmark import registry
+    from benchmark.core import registry
 
     return registry.create("backbone", name)
 
 
 def training_settings(batch: int, epochs: int) -> dict:
-    from benchmark.specs import TRAINING_DEFAULTS
+    from benchmark.core.specs import TRAINING_DEFAULTS
 
     return {**TRAINING_DEFAULTS, "epochs": epochs, "batch_size": batch, "mixed_precision": "bf16",
             "save_checkpoint": False, "track": False}
@@ -102,12 +102,12 @@ def rate(n: int, seconds: list[float]) -> float:
 
 # ------------------------------------------------------------------------------------------------ the parts
 def harness_rate(bundle, training) -> tuple[float, str]:
-    """The harness's job (benchmark.train.train_classifier: Accelerate, bf16 where supported, channels_last,
+    """The harness's job (benchmark.run.train.train_classifier: Accelerate, bf16 where supported, channels_last,
     data on the device): training images/s, and the precision it used."""
     import numpy as np
 
-    from benchmark.generators.base import TrainingSet
-    from benchmark.train import train_classifier
+    from benchmark.core.training_set import TrainingSet
+    from benchmark.run.train import train_classifier
 
     train = bundle.splits["train"]
     outcome = train_classifier(TrainingSet(train.images, train.labels, np.zeros(len(train.labels), bool)), bundle,
@@ -121,7 +121,7 @@ def bare_rate(bundle, training, device) -> float:
     import torch
 
     from benchmark.data.augment import augment, normalize, to_float
-    from benchmark.train import resolve_mixed_precision
+    from benchmark.run.train import resolve_mixed_precision
 
     torch.manual_seed(0)
     train = bundle.splits["train"]
@@ -156,7 +156,7 @@ def bare_rate(bundle, training, device) -> float:
 
 
 def _job_worker(size, n, batch, epochs, threads, barrier, results) -> None:
-    """One of K processes sharing the device (as benchmark.batch.run_workers runs them): one harness job."""
+    """One of K processes sharing the device (as benchmark.run.batch.run_workers runs them): one harness job."""
     os.environ["GENMED_TORCH_THREADS"] = str(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     try:
@@ -195,7 +195,7 @@ def sampling_rows(generator: str, size: int, samplers: str, batch: int, repeats:
     """(sampler, steps, seconds per batch, images/s) with benchmarks/bench_sampling.py's measurement."""
     from bench_sampling import measure
 
-    from benchmark import registry
+    from benchmark.core import registry
 
     model = registry.create("generator", generator, num_classes=2, image_shape=(1, size, size), device=str(device))
     model.model = model._build_unet(0).eval()

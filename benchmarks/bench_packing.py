@@ -29,15 +29,14 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 
 def timed_task(payloads, runs_dir, checkpoint_every_s=0.0):
     """Runs in the SLURM task: JobBatch(payloads) with evaluation and state saving timed."""
     import psutil
 
-    from benchmark import batch as batch_module, train
-    from benchmark.batch import JobBatch
+    from benchmark.run import batch as batch_module
+    from benchmark.run import train
+    from benchmark.run.batch import JobBatch
 
     process_start = psutil.Process().create_time()
     spent = {"eval_s": 0.0, "save_s": 0.0}
@@ -71,7 +70,7 @@ def timed_task(payloads, runs_dir, checkpoint_every_s=0.0):
 def run_mode(name, specs, per_task, folder, profile, checkpoint_every_s=0.0):
     import submitit
 
-    from benchmark.cluster import load_profile
+    from benchmark.execute.slurm.cluster import load_profile
 
     runs_dir = folder / name / "runs"
     executor = submitit.AutoExecutor(folder=str(folder / name / "logs" / "%j"), cluster="slurm")
@@ -145,9 +144,9 @@ def scale(grid_name: str, timings: Path, startup_s: float, harness_s: float, run
 
     import numpy as np
 
+    from benchmark.core.training_set import synthetic_count
     from benchmark.data import dataset_source
-    from benchmark.generators.base import synthetic_count
-    from benchmark.grid import expand, generator_jobs, load_grid
+    from benchmark.plan.grid import expand, generator_jobs, load_grid
 
     classifiers = expand(load_grid(grid_name))
     generators = generator_jobs(classifiers)
@@ -204,7 +203,7 @@ def step_cost(backbones: list[str], batch: int = 128, steps: int = 3) -> dict[st
     """Seconds per training step (forward, backward, AdamW) at 28 px on this CPU, relative to resnet18."""
     import torch
 
-    from benchmark import registry
+    from benchmark.core import registry
 
     torch.set_num_threads(1)
     seconds = {}
@@ -241,8 +240,8 @@ def main():
     args = parser.parse_args()
     if args.scale:
         return scale(args.scale, Path(args.timings), args.startup_s, args.harness_s, args.runs_per_task, args.save_s)
-    from benchmark.slurm.reachable import slurm_available
-    from benchmark.grid import Grid, expand
+    from benchmark.execute.slurm.reachable import slurm_available
+    from benchmark.plan.grid import Grid, expand
 
     ok, reason = slurm_available()
     if not ok:

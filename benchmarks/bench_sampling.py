@@ -17,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from _docs import write_section  # noqa: E402 - benchmarks/_docs.py, beside this script
+
 HEADING = "## Diffusion sampling speed"
 
 
@@ -48,7 +49,7 @@ def main(argv=None) -> None:
 
     import torch
 
-    from benchmark import registry
+    from benchmark.core import registry
 
     if args.threads:
         torch.set_num_threads(args.threads)

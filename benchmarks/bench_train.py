@@ -8,18 +8,14 @@ after the first (warm-up). Targets: harness ≥ 0.95 × bare loop; harness ≥ 1
 import argparse
 import math
 import statistics
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def bare_loop(images, labels, backbone, bundle, training, epochs, seed):
     import torch
 
     from benchmark.data.augment import augment, normalize, to_float
-    from benchmark.train import warmup_cosine
+    from benchmark.run.train import warmup_cosine
 
     torch.manual_seed(seed)
     model = backbone.build(bundle.n_channels, bundle.num_classes, bundle.image_size)
@@ -90,7 +86,7 @@ def input_path_rates(images, labels, training, seed, repeats=5) -> dict:
     from torchvision import transforms
 
     from benchmark.data.augment import augment, normalize, to_float
-    from benchmark.train import TensorPairs, keep_batch
+    from benchmark.run.train import TensorPairs, keep_batch
 
     generator = torch.Generator().manual_seed(seed)
     batched = DataLoader(TensorPairs(images, labels), batch_size=training["batch_size"], shuffle=True,
@@ -137,11 +133,11 @@ def main():
 
     import numpy as np
 
-    from benchmark import registry
-    from benchmark.cell import load_bundle
-    from benchmark.generators.base import TrainingSet
-    from benchmark.specs import TRAINING_DEFAULTS
-    from benchmark.train import train_classifier
+    from benchmark.core import registry
+    from benchmark.core.specs import TRAINING_DEFAULTS
+    from benchmark.core.training_set import TrainingSet
+    from benchmark.run.cell import load_bundle
+    from benchmark.run.train import train_classifier
 
     bundle = load_bundle("breastmnist", 28)
     train = bundle.splits["train"]

@@ -9,10 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmark.run_dir import RESULTS_HELP, results_root  # noqa: E402
-from benchmark.errors import UserError, exits_on_user_error  # noqa: E402
+from benchmark.core.errors import UserError, exits_on_user_error
+from benchmark.run.run_dir import RESULTS_HELP, results_root
 
 
 def default_metrics() -> str:
@@ -62,11 +60,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.profile and not args.grid:
         raise UserError("--profile only applies to --grid. Drop --profile, or collect with --grid NAME --profile P.")
-    from benchmark import report, report_figures, stats
+    from benchmark import stats
+    from benchmark.collect import report, report_figures
 
     design = failed = missing = blocked = None
     if args.grid:
-        from benchmark.records import collect_grid, write_records
+        from benchmark.collect.records import collect_grid, write_records
 
         grid = collect_grid(args.grid, args.profile, Path(args.results))
         out = Path(args.out) if args.out else Path(grid.out_dir)

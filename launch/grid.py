@@ -6,10 +6,8 @@ import signal
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmark import run_dir as rd  # noqa: E402
-from benchmark.errors import exits_on_user_error  # noqa: E402
+from benchmark.core.errors import exits_on_user_error
+from benchmark.run import run_dir as rd
 
 
 def positive_int(text: str) -> int:
@@ -60,8 +58,10 @@ def parse_args(argv=None):
 @exits_on_user_error
 def main(argv=None):
     args = parse_args(argv)
-    from benchmark import grid as grids, plan, registry
-
+    from benchmark.core import registry
+    from benchmark.plan import grid as grids
+    from benchmark.plan import identity
+    from benchmark.plan import table as plan_table
     if args.list:
         for kind in registry.KINDS:
             print(f"{kind}s: {', '.join(registry.list_entries(kind))}")
@@ -78,25 +78,25 @@ def main(argv=None):
     runs_dir = out_dir / "runs"
     if args.status or args.cancel:
         return follow_slurm(jobs, out_dir, status=args.status, wait_for=args.wait, cancel_jobs=args.cancel)
-    for line in plan.check_data(jobs):
+    for line in identity.check_data(jobs):
         print(f"data  {line}")
     for reason, count in left_out:
         print(f"note  left out: {count} {reason}")
     check_executor_options(args, jobs, grids.UserError)
-    status = plan.statuses(jobs, runs_dir)
+    status = plan_table.statuses(jobs, runs_dir)
     if args.dry_run:
-        stale = plan.stale_jobs(jobs, runs_dir, status)  # pending, with a result under an old key of the same name
-        print(plan.job_table(jobs, status, args.table_rows, stale))
+        stale = identity.stale_jobs(jobs, runs_dir, status)  # pending, with a result under an old key of the same name
+        print(plan_table.job_table(jobs, status, args.table_rows, stale))
         print_corrupt(jobs, status, runs_dir)
-        from benchmark.cost import estimate
+        from benchmark.plan.cost import estimate
 
         for line in estimate([j for j in jobs if status[j.key] != "done"], runs_dir):
             print(f"cost  {line}")
-        print(plan.summary_line(jobs, status, stale))
+        print(plan_table.summary_line(jobs, status, stale))
         return 0
-    jobs = plan.resolve_jobs(jobs, download=True)  # downloads missing data; then every job has its final key
-    status = plan.statuses(jobs, runs_dir)
-    from benchmark import executors
+    jobs = identity.resolve_jobs(jobs, download=True)  # downloads missing data; then every job has its final key
+    status = plan_table.statuses(jobs, runs_dir)
+    from benchmark.execute import executors
 
     executor = executors.resolve_executor(args.executor)
     if executor == "slurm":
@@ -106,8 +106,8 @@ def main(argv=None):
     wanted = ("failed", "blocked", "corrupt") if args.retry_failed else ("pending", "failed", "blocked", "corrupt")
     todo = [j for j in jobs if status[j.key] in wanted or (args.force and status[j.key] != "running")]
     print_corrupt(jobs, status, runs_dir)
-    print(f"{plan.summary_line(jobs, status)}; running {len(todo)}")
-    from benchmark.threads import THREADS_ENV, cpu_count, threads_per_worker
+    print(f"{plan_table.summary_line(jobs, status)}; running {len(todo)}")
+    from benchmark.run.threads import THREADS_ENV, cpu_count, threads_per_worker
 
     parallel = args.parallel or (1 if executor == "debug" else cpu_count())
     os.environ.setdefault(THREADS_ENV, str(threads_per_worker(parallel)))
@@ -118,14 +118,14 @@ def main(argv=None):
                                  force=args.force, parallel=parallel, runs_per_task=args.runs_per_task)
     except KeyboardInterrupt as exc:
         signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
-        print(f"stopped by {signal.Signals(signum).name}: {plan.summary_line(jobs, plan.statuses(jobs, runs_dir))}",
+        print(f"stopped by {signal.Signals(signum).name}: {plan_table.summary_line(jobs, plan_table.statuses(jobs, runs_dir))}",
               file=sys.stderr)
         return 128 + int(signum)
-    final = plan.statuses(jobs, runs_dir)
-    print(plan.summary_line(jobs, final))
+    final = plan_table.statuses(jobs, runs_dir)
+    print(plan_table.summary_line(jobs, final))
     failed = [j for j in jobs if final[j.key] in ("failed", "blocked")]
     for spec in failed:
-        print(f"{final[spec.key]}  {spec.name}  see {runs_dir / (getattr(spec, 'generator_key', None) or spec.key)}"
+        print(f"{final[spec.key]}  {spec.name}  see {runs_dir / (spec.generator_key or spec.key)}"
               "/error.json")
     profile = f" --profile {grid.profile}" if grid.profile else ""
     print(f"results: {runs_dir}\nnext: python launch/collect.py --grid {args.grid}{profile}"
@@ -136,10 +136,10 @@ def main(argv=None):
 def submit_to_slurm(args, grid, jobs: list, out_dir: Path, results_root: Path) -> int:
     """--executor slurm: submit what is not done, queued or running, print what was submitted and how to follow it;
     with --wait block until the grid's SLURM jobs end. Returns the exit code."""
-    from benchmark.slurm.reachable import require_slurm
-    from benchmark.slurm.profiles import needed_stages, stage_profiles
-    from benchmark.slurm.state import STATUS_ORDER
-    from benchmark.slurm.submit import collector_command, submit
+    from benchmark.execute.slurm.profiles import needed_stages, stage_profiles
+    from benchmark.execute.slurm.reachable import require_slurm
+    from benchmark.execute.slurm.state import STATUS_ORDER
+    from benchmark.execute.slurm.submit import collector_command, submit
 
     # profile mistakes first, even without SLURM
     profiles = stage_profiles(args.grid, args.cluster_profile, needed_stages(jobs))
@@ -167,9 +167,9 @@ def follow_slurm(jobs: list, out_dir: Path, status: bool = True, wait_for: bool 
                  cancel_jobs: bool = False) -> int:
     """--status / --wait / --cancel of a grid on SLURM (nothing is submitted). Returns the exit code: 1 when a job
     failed or is blocked after waiting, else 0."""
-    from benchmark.slurm.reachable import require_slurm
-    from benchmark.slurm.follow import cancel, status_report, wait
-    from benchmark.slurm.state import grid_state
+    from benchmark.execute.slurm.follow import cancel, status_report, wait
+    from benchmark.execute.slurm.reachable import require_slurm
+    from benchmark.execute.slurm.state import grid_state
 
     if cancel_jobs:
         require_slurm()
@@ -191,7 +191,7 @@ def follow_slurm(jobs: list, out_dir: Path, status: bool = True, wait_for: bool 
 
 def check_results_folder(folder: Path, what: str) -> None:
     """The results folder, or the first of its parents that exists, must be a folder (exit 2 before anything)."""
-    from benchmark.errors import UserError
+    from benchmark.core.errors import UserError
 
     for path in (folder, *folder.parents):
         if path.exists():
@@ -208,8 +208,8 @@ def check_executor_options(args, jobs, UserError) -> None:
     if args.executor in ("local", "debug") and (args.cluster_profile or args.wait):
         raise UserError(f"--cluster-profile and --wait need SLURM, but the executor is {args.executor}.")
     if args.cluster_profile or args.executor == "slurm":
-        from benchmark.slurm.reachable import require_slurm
-        from benchmark.slurm.profiles import needed_stages, stage_profiles
+        from benchmark.execute.slurm.profiles import needed_stages, stage_profiles
+        from benchmark.execute.slurm.reachable import require_slurm
 
         stage_profiles(args.grid, args.cluster_profile, needed_stages(jobs))
         if args.executor == "slurm" and args.dry_run:

@@ -9,12 +9,9 @@ benchmark/predict.py and README "Prediction".
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmark.run_dir import RESULTS_HELP, results_root  # noqa: E402
-from benchmark.errors import exits_on_user_error  # noqa: E402
+from benchmark.core.errors import exits_on_user_error
+from benchmark.run.run_dir import RESULTS_HELP, results_root
 
 
 def parse_args(argv=None):

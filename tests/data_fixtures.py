@@ -30,7 +30,7 @@ def real_data_dir() -> Path:
 def data_env(real_data_dir, monkeypatch):
     """GENMED_DATA_DIR pointing at the real data for code under test."""
     monkeypatch.setenv("GENMED_DATA_DIR", str(real_data_dir))
-    from benchmark.cell import load_bundle
+    from benchmark.run.cell import load_bundle
 
     load_bundle.cache_clear()
     yield real_data_dir

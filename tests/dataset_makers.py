@@ -61,7 +61,7 @@ def make_volume(path: Path, shape=(12, 10, 8), value: float = 0.0, seed: int = 0
 
 
 # A ~0.4 M-parameter timm test network (no small-input adaptation): training tests stay fast on 2 cores.
-TINY_BACKBONE = {"target": "benchmark.backbones:TimmBackbone",
+TINY_BACKBONE = {"target": "benchmark.run.backbones:TimmBackbone",
                  "config": {"model_name": "test_resnet"}}
 
 
@@ -78,7 +78,7 @@ def write_registry(tmp_path: Path, monkeypatch, datasets: dict, backbones: dict 
         (backbone_folder / f"{name}.yaml").write_text(yaml.safe_dump({"version": 1, **entry}))
     monkeypatch.setenv("GENMED_REGISTRY_PATH", str(tmp_path / "reg"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    from benchmark.cell import load_bundle
+    from benchmark.run.cell import load_bundle
 
     load_bundle.cache_clear()
     return folder

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from tests.generator_helpers import breastmnist, one_torch_thread  # noqa: F401 (fixtures)
 
 from benchmark.generators import audit as A
+from tests.generator_helpers import breastmnist, one_torch_thread  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -286,9 +286,9 @@ def test_audit_reports_both_feature_spaces_against_the_reference_set(domain, dat
 def test_a_bad_audit_extractor_setting_is_refused_before_any_job(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from benchmark.errors import UserError
-    from benchmark.grid import Grid, expand
-    from benchmark.plan import check_generator_configs
+    from benchmark.core.errors import UserError
+    from benchmark.plan.grid import Grid, expand
+    from benchmark.plan.checks import check_generator_configs
     from tests.registry_helpers import register_entry
 
     small = Path(__file__).resolve().parent.parent / "registry" / "generators" / "dcgan_small.yaml"

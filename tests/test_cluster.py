@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import cluster
-from benchmark.cluster import ClusterProfile, list_profiles, load_profile
-from benchmark.slurm.reachable import slurm_available
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
+from benchmark.execute.slurm import cluster
+from benchmark.execute.slurm.cluster import ClusterProfile, list_profiles, load_profile
+from benchmark.execute.slurm.reachable import slurm_available
 
 SHIPPED = ["cpu-collector", "gpu-multi", "gpu-small", "local-cpu", "local-cpu-ddp"]
 
@@ -227,7 +227,7 @@ def test_empty_profile_uses_defaults_and_empty_strings_mean_unset(tmp_path):
 
 
 def test_module_import_is_light():
-    code = ("import sys, benchmark.cluster as c; c.load_profile('gpu-small'); "
+    code = ("import sys, benchmark.execute.slurm.cluster as c; c.load_profile('gpu-small'); "
             "print(sorted(m for m in ('submitit', 'torch', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -259,7 +259,7 @@ def test_slurm_available_with_client_tools_but_no_controller(monkeypatch, tmp_pa
 
 
 def test_checkpoint_every_s_is_a_profile_setting(tmp_path):
-    from benchmark.cluster import load_profile
+    from benchmark.execute.slurm.cluster import load_profile
 
     assert load_profile("gpu-small").checkpoint_every_s == 600  # the default
     path = tmp_path / "every-epoch.yaml"

@@ -140,7 +140,7 @@ def test_argparse_rejects_unknown_choices_with_code_2(collect, capsys):
 
 
 def test_grid_mode_with_no_finished_jobs_is_a_user_error(collect, tmp_path, capsys):
-    """The real benchmark.records on an empty results folder: every job of the smoke profile is missing."""
+    """The real benchmark.collect.records on an empty results folder: every job of the smoke profile is missing."""
     with pytest.raises(SystemExit) as exc:
         collect.main(["--grid", "rare_sweep", "--profile", "smoke", "--results", str(tmp_path)])
     err = capsys.readouterr().err
@@ -224,7 +224,7 @@ def test_grid_mode_collects_what_the_grid_wrote(grid_run):
     with open(out / "records.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == len(results) == 3
-    from benchmark.records import current_results_version
+    from benchmark.collect.records import current_results_version
 
     for row in rows:
         record = results[row["key"]]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark import registry
+from benchmark.core import registry
 from benchmark.data import dataset_source
 from benchmark.data.medmnist import SIZES
 from benchmark.generators.base import Generator, Method, TrainingSet

@@ -3,17 +3,16 @@
 import hashlib
 import http.server
 import threading
-from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from benchmark.cell import build_cell, load_bundle
+from benchmark.core.errors import UserError
 from benchmark.data import dataset_source
 from benchmark.data.medmnist import MedMNIST
 from benchmark.data.rarity import rare_subsample
-from benchmark.errors import UserError
-from benchmark.grid import Grid, expand
+from benchmark.plan.grid import Grid, expand
+from benchmark.run.cell import build_cell, load_bundle
 
 
 def spec_for(**axes):

@@ -7,11 +7,11 @@ import os
 import numpy as np
 import pytest
 
+from benchmark.core.errors import UserError
 from benchmark.data.bundle import SPLITS
 from benchmark.data.folders import FolderDataset
 from benchmark.data.metadata_csv import MetadataCsvDataset
 from benchmark.data.nifti import NiftiDataset, slice_indices, volume_slices
-from benchmark.errors import UserError
 from tests.dataset_makers import class_image, make_csv, make_folders, make_volume, write_png, write_registry
 
 
@@ -173,14 +173,14 @@ def test_registry_entries_of_each_form_expand_and_load(tmp_path, monkeypatch):
         "mynifti": {"target": "benchmark.data.nifti:NiftiDataset",
                     "config": {"root": str(root), "image_size": 32, "slices": "all", "split_ratios": [0.5, 0.25, 0.25]}},
     })
-    from benchmark import plan
-    from benchmark.cell import build_cell
-    from benchmark.grid import Grid, expand
+    from benchmark.plan import identity
+    from benchmark.plan.grid import Grid, expand
+    from benchmark.run.cell import build_cell
 
     jobs = expand(Grid("t", None, {"dataset": ["myfolders", "mycsv", "mynifti"], "image_size": [32],
                                    "generator": ["none"], "backbone": ["resnet18"], "rare_count": [1]}, [], [], {},
                        "test"))
-    lines = plan.check_data(jobs)
+    lines = identity.check_data(jobs)
     assert any(line.startswith("mynifti@32: present") for line in lines)
     for spec in jobs:
         cell = build_cell(spec)
@@ -259,8 +259,8 @@ def test_a_job_on_bad_data_fails_before_training_and_records_the_file(tmp_path, 
     (root / "a" / "img004.png").write_bytes(b"broken")
     write_registry(tmp_path, monkeypatch, {"broken": {"target": "benchmark.data.folders:FolderDataset",
                                                       "config": {"root": str(root), "image_size": 28}}})
-    from benchmark.grid import Grid, expand
-    from benchmark.job import execute
+    from benchmark.plan.grid import Grid, expand
+    from benchmark.run.job import execute
 
     spec = expand(Grid("t", None, {"dataset": ["broken"], "generator": ["none"], "backbone": ["resnet18"]}, [], [],
                        {"epochs": 1}, "test"))[0]

@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-from tests.generator_helpers import breastmnist, one_torch_thread  # noqa: F401 (fixtures)
 
-from benchmark import registry
+from benchmark.core import registry
 from benchmark.generators import audit as A
 from benchmark.generators._common import CorruptArtifactError
 from benchmark.generators.dcgan import DCGAN, architecture
+from tests.generator_helpers import breastmnist, one_torch_thread  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TINY = dict(batch_size=32, nz=32, ngf=32, ndf=32, embed_dim=8, log_every=50)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark import registry
+from benchmark.core import registry
 from benchmark.generators._common import CorruptArtifactError
 from benchmark.generators.ddpm import DDPM
 from tests.generator_helpers import breastmnist, one_torch_thread  # noqa: F401 (fixtures)

@@ -84,8 +84,8 @@ def test_generator_artifacts_are_reused_and_fit_on_training_images_only(smoke_ru
     generators = {r["key"]: r for r in results if r["stage"] == "generator"}
     users = [r for r in results if r["stage"] == "classifier" and r["generator_key"]]
     assert len(generators) == 6 and {r["generator_key"] for r in users} == set(generators)
-    from benchmark.cell import build_cell
-    from benchmark.specs import spec_from_dict
+    from benchmark.core.specs import spec_from_dict
+    from benchmark.run.cell import build_cell
 
     for record in generators.values():
         cell = build_cell(spec_from_dict(record["spec"]))

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.batch import JobBatch, distributed_env
-from benchmark.errors import UserError
-from benchmark.grid import Grid, expand, generator_jobs
-from benchmark.run_dir import write_json_atomic
-from benchmark.slurm.follow import status_report
-from benchmark.slurm.manifest import Manifest
-from benchmark.slurm.profiles import LOCAL_CLUSTER_MARK, parse_profile_overrides, stage_profiles
-from benchmark.slurm.state import classify, grid_state
-from benchmark.slurm.submit import plan_submission
+from benchmark.core.errors import UserError
+from benchmark.execute.slurm.follow import status_report
+from benchmark.execute.slurm.manifest import Manifest
+from benchmark.execute.slurm.profiles import LOCAL_CLUSTER_MARK, parse_profile_overrides, stage_profiles
+from benchmark.execute.slurm.state import classify, grid_state
+from benchmark.execute.slurm.submit import plan_submission
+from benchmark.plan.grid import Grid, expand, generator_jobs
+from benchmark.run.batch import JobBatch, distributed_env
+from benchmark.run.run_dir import write_json_atomic
 from tests.registry_helpers import register_entry
 
 REPO = Path(__file__).resolve().parent.parent
@@ -116,7 +116,7 @@ def test_grid_state_records_slurm_failures_as_error_json(generative_registry, tm
     jobs = grid_jobs(generator=["none"], synthetic_ratio=[1], seed=[0])
     Manifest(tmp_path).append([{"key": jobs[0].key, "stage": "classifier", "job_id": "42_3",
                                 "submitted_at": "t"}])
-    monkeypatch.setattr("benchmark.slurm.state.slurm_states", lambda ids: {"42_3": "TIMEOUT"})
+    monkeypatch.setattr("benchmark.execute.slurm.state.slurm_states", lambda ids: {"42_3": "TIMEOUT"})
     state = grid_state(jobs, tmp_path)
     assert state.status[jobs[0].key] == "failed"
     error = json.loads((tmp_path / "runs" / jobs[0].key / "error.json").read_text())
@@ -256,7 +256,7 @@ def test_retry_failed_twice_while_the_generator_is_queued_submits_nothing_the_se
 
 def test_a_classifier_cancelled_for_its_dependency_is_blocked_and_retried_without_it(generative_registry,
                                                                                       tmp_path, monkeypatch):
-    from benchmark import plan
+    from benchmark.plan import table as plan_table
 
     jobs = grid_jobs(synthetic_ratio=[1], seed=[0])
     gen, cls, base = _by_role(jobs)
@@ -274,7 +274,7 @@ def test_a_classifier_cancelled_for_its_dependency_is_blocked_and_retried_withou
                                                         "stage": "classifier", "spec": base.to_dict(),
                                                         "metrics": {}})
     asked = []
-    monkeypatch.setattr("benchmark.slurm.state.slurm_states", lambda ids: asked.append(set(ids)) or {
+    monkeypatch.setattr("benchmark.execute.slurm.state.slurm_states", lambda ids: asked.append(set(ids)) or {
         "5_0": "CANCELLED", "6_0": "CANCELLED", "7_0": "COMPLETED"})
     state = grid_state(jobs, tmp_path)
     assert "5_0" in asked[0]  # the dependency's state is asked for
@@ -285,11 +285,11 @@ def test_a_classifier_cancelled_for_its_dependency_is_blocked_and_retried_withou
     assert "because the job it waited for (afterok:5_0), SLURM job 5_0, ended CANCELLED" in error["error"]
     report = status_report(state)
     assert f"blocked  {cls.name}  by its dependency, SLURM job 5_0 (CANCELLED)" in report
-    assert plan.statuses(jobs, runs)[cls.key] == "blocked"  # --dry-run and the local launcher see it too
+    assert plan_table.statuses(jobs, runs)[cls.key] == "blocked"  # --dry-run and the local launcher see it too
     retry = plan_submission(jobs, state.status, retry_failed=True)
     assert retry.generator_batches == [] and retry.classifier_groups == [(None, [[cls]])]  # no dependency
     # later: SLURM has forgotten both jobs; the error.json still says blocked, with its dependency
-    monkeypatch.setattr("benchmark.slurm.state.slurm_states", lambda ids: {})
+    monkeypatch.setattr("benchmark.execute.slurm.state.slurm_states", lambda ids: {})
     later = grid_state(jobs, tmp_path)
     assert later.status[cls.key] == "blocked" and "SLURM job 5_0 (CANCELLED)" in status_report(later)
 
@@ -299,7 +299,7 @@ def test_corrupt_records_are_shown_with_their_path_and_resubmitted(generative_re
     run_dir = tmp_path / "runs" / jobs[0].key
     run_dir.mkdir(parents=True)
     (run_dir / "result.json").write_text('{"key": "')
-    monkeypatch.setattr("benchmark.slurm.state.slurm_states", lambda ids: {})
+    monkeypatch.setattr("benchmark.execute.slurm.state.slurm_states", lambda ids: {})
     state = grid_state(jobs, tmp_path)
     assert state.status[jobs[0].key] == "corrupt"
     assert f"corrupt  {jobs[0].name}  {run_dir / 'result.json'}: is not valid JSON" in status_report(state)
@@ -340,7 +340,7 @@ def test_cli_argument_errors_exit_2_without_a_traceback(real_data_dir, tmp_path)
 def one_job_grid(tmp_path, epochs):
     """A one-job grid file and its spec, keyed as the CLI keys it: call with GENMED_DATA_DIR set (data_env), or the
     spec stays unresolved and its key is not the one the CLI's run folder gets."""
-    from benchmark.grid import expand, load_grid
+    from benchmark.plan.grid import expand, load_grid
 
     path = tmp_path / "one.yaml"
     path.write_text(json.dumps({"name": "one", "axes": {
@@ -412,24 +412,24 @@ def test_cli_sigterm_to_the_local_launcher_stops_its_workers(data_env, tmp_path)
     assert "stopped by SIGTERM" in err, err
     # the launcher ends without a traceback of its own (the interrupted submitit controller prints its
     # KeyboardInterrupt, as on Ctrl-C)
-    assert "launch/grid.py" not in err and 'benchmark/executors.py"' not in err, err
+    assert "launch/grid.py" not in err and 'benchmark/execute/executors.py"' not in err, err
     alive = [pid for pid in seen if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
     assert not alive, alive
     assert not (run_dir / "result.json").exists() and not (run_dir / "error.json").exists()
-    from benchmark import run_dir as rd
+    from benchmark.run import run_dir as rd
 
     assert rd.lock_holder(run_dir) is None and rd.status(run_dir) == "pending"
 
 
 def run_dir_holder_pid(run_dir):
-    from benchmark import run_dir as rd
+    from benchmark.run import run_dir as rd
 
     holder = rd.lock_holder(run_dir)
     return holder.get("pid") if holder else None
 
 
 def test_dry_run_cost_estimate_from_label_counts_and_earlier_records(data_env, tmp_path):
-    from benchmark.cost import estimate
+    from benchmark.plan.cost import estimate
 
     classifiers = expand(Grid("c", None, {"dataset": ["breastmnist"], "generator": ["none", "oversample"],
                                           "backbone": ["resnet18"], "rare_count": [10], "synthetic_ratio": [2]},
@@ -456,7 +456,7 @@ def test_dry_run_cost_estimate_from_label_counts_and_earlier_records(data_env, t
 def test_cost_estimate_counts_a_shared_device_k_times(data_env, tmp_path):
     """A record of a job that shared its GPU with 3 others (jobs_per_device 4) measured a quarter of the device:
     the estimate uses 4 × its rate."""
-    from benchmark.cost import estimate
+    from benchmark.plan.cost import estimate
 
     (none,) = expand(Grid("c", None, {"dataset": ["breastmnist"], "generator": ["none"], "backbone": ["resnet18"],
                                       "rare_count": [10]}, [], [], {"epochs": 2}, "test"))

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark import registry
-from benchmark.errors import UserError
+from benchmark.core import registry
+from benchmark.core.errors import UserError
 from benchmark.generators import external
 from benchmark.generators.base import TrainingSet
-from benchmark.grid import Grid, expand
+from benchmark.plan.grid import Grid, expand
 from tests.registry_helpers import register_entry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,7 +121,7 @@ def test_the_template_entry_needs_a_path_and_a_dataset():
 
 @pytest.mark.slow
 def test_external_bank_runs_end_to_end_and_its_record_names_the_bank_hash(data_env, tmp_path, monkeypatch):
-    from benchmark.job import execute
+    from benchmark.run.job import execute
 
     bank = write_bank(tmp_path / "bank", n=25, manifest={"dataset": "breastmnist", "splits": ["train"]})
     register_bank(tmp_path, monkeypatch, bank)
@@ -144,12 +144,12 @@ def test_external_bank_runs_end_to_end_and_its_record_names_the_bank_hash(data_e
     (cached,) = (tmp_path / "grid" / "audits").glob("*/audit.json")
     assert json.loads(cached.read_text())["audit"] == audit
     assert (cached.parent / "audit_closest_pairs.png").is_file()
-    from benchmark.cell import build_cell
+    from benchmark.run.cell import build_cell
 
     method = registry.create("generator", "my_bank", config=spec.entries["generator"]["config"])
     before = cached.stat().st_mtime_ns
     assert method.audit(spec, build_cell(spec), runs) == audit and cached.stat().st_mtime_ns == before
-    from benchmark.report_figures import sheet_sources  # the report shows the bank's sheets like a generator's
+    from benchmark.collect.report_figures import sheet_sources  # the report shows the bank's sheets like a generator's
 
     (source,) = sheet_sources([spec], runs).values()
     assert source["key"] == audit["audit_key"] == cached.parent.name and source["sheet"].parent == cached.parent

@@ -6,10 +6,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from benchmark.cell import build_cell
+from benchmark.core.errors import UserError
 from benchmark.data.folds import fold_assignment, fold_indices
-from benchmark.errors import UserError
-from benchmark.grid import Grid, expand, load_grid
+from benchmark.plan.grid import Grid, expand, load_grid
+from benchmark.run.cell import build_cell
 from tests.dataset_makers import make_npz, write_registry
 
 BASE = {"dataset": ["breastmnist"], "generator": ["none"], "backbone": ["resnet18"]}
@@ -73,7 +73,7 @@ def test_k_folds_in_grid_yaml_and_profiles(tmp_path):
 
 
 def test_fold_cells_keep_test_and_subsample_only_the_folds_training_part(data_env):
-    from benchmark.cell import load_bundle
+    from benchmark.run.cell import load_bundle
 
     full = load_bundle("breastmnist", 28)
     pool_labels = np.concatenate([full.splits["train"].labels, full.splits["val"].labels])
@@ -101,19 +101,19 @@ def test_fold_cells_keep_test_and_subsample_only_the_folds_training_part(data_en
 
 
 def test_rarity_check_before_a_run_uses_the_folds_training_part(data_env):
-    from benchmark import plan
+    from benchmark.plan import identity
 
     with pytest.raises(UserError, match=r"breastmnist \(rare class 0, fold 1/5\): rare_count=140 is impossible: the "
                                         r"rare class has 134 training images"):
-        plan.check_data(expand(grid({"rare_count": [140]}, k_folds=5)))
-    plan.check_data(expand(grid({"rare_count": [140]})))  # the fixed split has 147
+        identity.check_data(expand(grid({"rare_count": [140]}, k_folds=5)))
+    identity.check_data(expand(grid({"rare_count": [140]})))  # the fixed split has 147
 
 
 @pytest.mark.slow
 def test_cross_validated_grid_records_carry_the_fold_and_pair_by_seed_and_fold(tmp_path, monkeypatch):
     from benchmark import stats
-    from benchmark.job import execute
-    from benchmark.records import collect_grid
+    from benchmark.collect.records import collect_grid
+    from benchmark.run.job import execute
 
     npz = make_npz(tmp_path / "tiny.npz", {"train": [14, 6], "val": [4, 2], "test": [6, 6]})
     write_registry(tmp_path, monkeypatch, {"tinynpz": {"target": "benchmark.data.npz:NpzDataset",

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from benchmark.errors import UserError
-from benchmark.grid import Grid, expand, filter_jobs, generator_jobs, load_grid
+from benchmark.core.errors import UserError
+from benchmark.plan.grid import Grid, expand, filter_jobs, generator_jobs, load_grid
 
 
 def make_grid(axes, **kw):
@@ -74,7 +74,7 @@ def test_key_depends_on_result_fields_and_versions_only():
 
 
 def test_keys_are_stable_across_processes():
-    code = ("from benchmark.grid import load_grid, expand; "
+    code = ("from benchmark.plan.grid import load_grid, expand; "
             "print(','.join(j.key for j in expand(load_grid('rare_sweep','smoke'))))")
     outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               env={**os.environ, "PYTHONHASHSEED": str(s)}, cwd=".").stdout for s in (1, 2)}

@@ -17,13 +17,14 @@ import numpy as np
 import pytest
 import yaml
 
-from benchmark import identity, registry, specs
-from benchmark.cell import build_cell, load_bundle
+from benchmark.core import registry, specs
+from benchmark.core.errors import UserError
 from benchmark.data.bundle import hash_cache_path
 from benchmark.data.rarity import rare_split
-from benchmark.errors import UserError
-from benchmark.grid import Grid, expand, generator_jobs, load_grid
-from benchmark.run_dir import write_json_atomic
+from benchmark.plan import identity
+from benchmark.plan.grid import Grid, expand, generator_jobs, load_grid
+from benchmark.run.cell import build_cell, load_bundle
+from benchmark.run.run_dir import write_json_atomic
 from tests.dataset_makers import write_registry
 
 REPO = Path(__file__).resolve().parent.parent
@@ -159,32 +160,33 @@ def finished_folder(runs_dir: Path, spec) -> None:
 
 
 def test_stale_results_are_named_with_their_reason_and_not_done(data_copy, tmp_path, monkeypatch):
-    from benchmark import plan
+    from benchmark.plan import identity
+    from benchmark.plan import table as plan_table
 
     runs = tmp_path / "runs"
     old = expand(grid({"rare_count": [20, 10]}))
     finished_folder(runs, old[0])
-    assert plan.stale_jobs(old, runs, plan.statuses(old, runs)) == {}
+    assert identity.stale_jobs(old, runs, plan_table.statuses(old, runs)) == {}
     monkeypatch.setattr(specs, "RESULTS_VERSION", specs.RESULTS_VERSION + 1)
     bumped = expand(grid({"rare_count": [20, 10]}))
-    status = plan.statuses(bumped, runs)
-    stale = plan.stale_jobs(bumped, runs, status)
+    status = plan_table.statuses(bumped, runs)
+    stale = identity.stale_jobs(bumped, runs, status)
     assert status[bumped[0].key] == "pending" and status[bumped[1].key] == "pending"
     assert stale == {bumped[0].key: f"result under {old[0].key}: results version {specs.RESULTS_VERSION - 1} → "
                                     f"{specs.RESULTS_VERSION}"}
-    table = plan.job_table(bumped, status, stale=stale)
+    table = plan_table.job_table(bumped, status, stale=stale)
     assert f"stale (result under {old[0].key}: results version" in table
-    assert "1 stale" in plan.summary_line(bumped, status, stale) and "0 done" in plan.summary_line(bumped, status)
+    assert "1 stale" in plan_table.summary_line(bumped, status, stale) and "0 done" in plan_table.summary_line(bumped, status)
     monkeypatch.setattr(specs, "RESULTS_VERSION", specs.RESULTS_VERSION - 1)
     change_one_pixel(data_copy)
     changed = expand(grid({"rare_count": [20, 10]}))
-    reason = plan.stale_jobs(changed, runs)[changed[0].key]
+    reason = identity.stale_jobs(changed, runs)[changed[0].key]
     assert re.fullmatch(rf"result under {old[0].key}: dataset content changed \(sha256 [0-9a-f]{{8}}… → "
                         r"[0-9a-f]{8}…\)", reason)
     longer = expand(grid({"rare_count": [20, 10]}, {"epochs": 3}))
     shutil.rmtree(runs / old[0].key)
     finished_folder(runs, changed[0])
-    assert plan.stale_jobs(longer, runs)[longer[0].key].endswith("training epochs 20 → 3")
+    assert identity.stale_jobs(longer, runs)[longer[0].key].endswith("training epochs 20 → 3")
 
 
 @pytest.mark.slow
@@ -315,13 +317,12 @@ def test_a_ratio_the_bank_cannot_hold_exits_2_before_any_job(real_data_dir, tmp_
 
 
 def test_bank_check_matches_the_generator_stage(data_env):
-    from benchmark.generators.base import synthetic_count
-    from benchmark.generators.stage import DEFAULT_BANK_MULTIPLE, bank_size
-
     """The limit is the bank the generator stage samples for the real cell (8 × 20 = 160 < 399 − 20 = 379)."""
+    from benchmark.core.training_set import DEFAULT_BANK_MULTIPLE, bank_size, synthetic_count
+
     (spec,) = expand(grid({"rare_count": [20], "generator": ["dcgan"], "synthetic_ratio": [18.95]}))
     cell = build_cell(spec)
-    bank = bank_size(cell.real, cell.rare_class, DEFAULT_BANK_MULTIPLE)
+    bank = bank_size(np.bincount(cell.real.labels), cell.rare_class, DEFAULT_BANK_MULTIPLE)
     assert bank == 379 == synthetic_count(18.95, 20, np.bincount(cell.real.labels))  # fits exactly
     with pytest.raises(UserError, match=r"synthetic_ratio 19\.0 needs 380 synthetic images but the generator's "
                                         r"bank holds 379 \(bank_multiple 8 × 20 real rare images, or the 379"):
@@ -331,7 +332,7 @@ def test_bank_check_matches_the_generator_stage(data_env):
 # --- every consumer, the same keys ----------------------------------------------------------------------------
 
 def test_dry_run_collector_and_expansion_end_with_the_same_keys(real_data_dir, tmp_path, monkeypatch):
-    from benchmark.records import collect_grid
+    from benchmark.collect.records import collect_grid
 
     monkeypatch.setenv("GENMED_DATA_DIR", str(real_data_dir))
     monkeypatch.setenv("GENMED_CACHE_DIR", str(tmp_path / "cache"))

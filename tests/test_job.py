@@ -2,15 +2,15 @@
 
 import json
 import os
-from dataclasses import replace
 
 import pytest
 
-from benchmark import run_dir as run_dir_module
 from benchmark.generators.base import Method
-from benchmark.grid import Grid, expand
-from benchmark.job import execute
-from benchmark.run_dir import status as run_dir_status, write_json_atomic
+from benchmark.plan.grid import Grid, expand
+from benchmark.run import run_dir as run_dir_module
+from benchmark.run.job import execute
+from benchmark.run.run_dir import status as run_dir_status
+from benchmark.run.run_dir import write_json_atomic
 from tests.registry_helpers import register_entry
 
 TINY = {"epochs": 1, "batch_size": 64, "save_checkpoint": True}
@@ -129,7 +129,7 @@ def hold_lock(run_dir, seconds=60):
     import subprocess
     import sys
 
-    code = ("import sys, time; from benchmark import run_dir as rd\nwith rd.lock(sys.argv[1]):\n"
+    code = ("import sys, time; from benchmark.run import run_dir as rd\nwith rd.lock(sys.argv[1]):\n"
             "    print('locked', flush=True); time.sleep(float(sys.argv[2]))")
     proc = subprocess.Popen([sys.executable, "-c", code, str(run_dir), str(seconds)], stdout=subprocess.PIPE,
                             text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
@@ -178,7 +178,7 @@ def test_two_processes_on_one_key_train_it_once(data_env, tmp_path):
 
     spec = tiny_spec("none", epochs=2)
     run_dir = tmp_path / spec.key
-    code = ("import sys\nfrom pathlib import Path\nfrom benchmark.job import execute\n"
+    code = ("import sys\nfrom pathlib import Path\nfrom benchmark.run.job import execute\n"
             "from tests.test_job import tiny_spec\n"
             "print('status:', execute(tiny_spec('none', epochs=2), Path(sys.argv[1])), flush=True)")
     repo = os.path.dirname(os.path.dirname(__file__))
@@ -202,7 +202,7 @@ def test_time_based_checkpoints_save_on_request_and_resume_to_the_same_record(da
     """checkpoint_every_s > 0: no save until it is due; a requested save (the preemption signal, deferred by
     JobBatch) happens at the end of the running epoch, then the deferred action runs; resuming from that state
     gives the uninterrupted run's record."""
-    from benchmark import train
+    from benchmark.run import train
 
     spec = tiny_spec("oversample", epochs=3, save_checkpoint=False)
     assert execute(spec, tmp_path / "straight" / spec.key) == "done"
@@ -239,7 +239,7 @@ def hold_lock_as(run_dir, env, seconds):
     import subprocess
     import sys
 
-    code = ("import sys, time; from benchmark import run_dir as rd\nwith rd.lock(sys.argv[1]):\n"
+    code = ("import sys, time; from benchmark.run import run_dir as rd\nwith rd.lock(sys.argv[1]):\n"
             "    print('locked', flush=True); time.sleep(float(sys.argv[2]))")
     proc = subprocess.Popen([sys.executable, "-c", code, str(run_dir), str(seconds)], stdout=subprocess.PIPE,
                             text=True, cwd=os.path.dirname(os.path.dirname(__file__)), env={**os.environ, **env})

@@ -7,12 +7,12 @@ import os
 import pytest
 import torch
 
-from benchmark.batch import JobBatch
-from benchmark.cluster import load_profile
-from benchmark.errors import UserError
-from benchmark.grid import Grid, expand
-from benchmark.threads import threads_per_share
-from benchmark.train import data_device, resolve_mixed_precision
+from benchmark.core.errors import UserError
+from benchmark.execute.slurm.cluster import load_profile
+from benchmark.plan.grid import Grid, expand
+from benchmark.run.batch import JobBatch
+from benchmark.run.threads import threads_per_share
+from benchmark.run.train import data_device, resolve_mixed_precision
 from tests.registry_helpers import register_entry
 
 TINY = {"epochs": 1, "batch_size": 64, "save_checkpoint": False, "track": False}
@@ -112,7 +112,7 @@ def test_preemption_signal_lets_every_worker_save_then_the_batch_requeues_and_re
     import threading
     import time
 
-    from benchmark import run_dir as rd
+    from benchmark.run import run_dir as rd
 
     EPOCHS = 3
     pack = [spec(seed=0, epochs=EPOCHS, track=True), spec(seed=1, epochs=EPOCHS, track=True)]
@@ -157,7 +157,7 @@ def test_channels_last_weights_save_and_load_through_accelerate(tmp_path):
     them (checked here on CPU, where Accelerate saves the same way), and loading restores the same values."""
     from accelerate import Accelerator
 
-    from benchmark.train import _contiguous_weights
+    from benchmark.run.train import _contiguous_weights
 
     torch.manual_seed(0)
     accelerator = Accelerator(cpu=True)

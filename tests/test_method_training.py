@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from benchmark import train
-from benchmark.job import STATE_DIR, execute
+from benchmark.run import train
+from benchmark.run.job import STATE_DIR, execute
 from tests.test_job import tiny_spec
 
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from benchmark import registry
-from benchmark.generators.base import TrainingSet
+from benchmark.core import registry
+from benchmark.core.training_set import TrainingSet
 
 
 def real_set():
@@ -45,13 +45,12 @@ def test_oversample_duplicates_rare_real_images_evenly(ratio, extra):
 
 # ------------------------------------------------------------------------------------ strong imbalance baselines
 
-import math  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from scipy import stats as scipy_stats  # noqa: E402
 
-from benchmark.errors import UserError  # noqa: E402
+from benchmark.core.errors import UserError  # noqa: E402
 from benchmark.generators.imbalance import build_batch_transform, build_criterion, focal_loss, mixup_batch  # noqa: E402
 
 LOGITS = torch.tensor([[2.0, -1.0, 0.5], [0.1, 0.2, 3.0], [-0.7, 1.5, 0.0], [0.3, 0.3, -2.0], [4.0, -3.0, 1.0]])
@@ -193,7 +192,7 @@ def test_bad_method_configs_are_user_errors(name, config, message):
 
 
 def test_method_configs_are_in_the_job_key():
-    from benchmark.grid import Grid, expand
+    from benchmark.plan.grid import Grid, expand
 
     def key(name):
         return expand(Grid("t", None, {"dataset": ["breastmnist"], "generator": [name], "backbone": ["resnet18"]},
@@ -257,7 +256,7 @@ def test_real_extra_entry_must_declare_needs_held_back(tmp_path, monkeypatch):
 
 
 def test_grid_leaves_real_extra_out_at_rare_count_all_and_says_why():
-    from benchmark.grid import Grid, expand
+    from benchmark.plan.grid import Grid, expand
 
     grid = Grid("t", None, {"dataset": ["breastmnist"], "generator": ["none", "real_extra"],
                             "backbone": ["resnet18"], "rare_count": ["all", 20, 10], "synthetic_ratio": [1, 2],
@@ -272,7 +271,7 @@ def test_grid_leaves_real_extra_out_at_rare_count_all_and_says_why():
 
 
 def test_a_bad_method_config_stops_the_grid_before_any_job(tmp_path, monkeypatch):
-    from benchmark.grid import Grid, expand
+    from benchmark.plan.grid import Grid, expand
     from tests.registry_helpers import register_entry
 
     register_entry(tmp_path, monkeypatch, "generator", "focal_bad",

@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
-from benchmark.metrics import classification_metrics
+from benchmark.run.metrics import classification_metrics
 
 
 def expected_ece(probs, targets, bins=15):
@@ -63,7 +63,7 @@ def sklearn_best_balanced_accuracy(y_rare, score):
 
 @pytest.mark.parametrize("num_classes,rare,seed", [(2, 0, 1), (2, 1, 2), (4, 3, 3), (3, 0, 4)])
 def test_threshold_chosen_on_val_maximises_balanced_accuracy_and_is_applied_to_test(num_classes, rare, seed):
-    from benchmark.metrics import choose_threshold, threshold_metrics
+    from benchmark.run.metrics import choose_threshold, threshold_metrics
 
     val_probs, val_y = scores_and_labels(seed, 150, num_classes, rare, shift=0.8)
     test_probs, test_y = scores_and_labels(seed + 100, 300, num_classes, rare, shift=0.8)
@@ -101,7 +101,7 @@ def test_threshold_chosen_on_val_maximises_balanced_accuracy_and_is_applied_to_t
     ([0.7], [], 0.5),                   # no other class: undefined, 0.5
 ])
 def test_threshold_tie_rule_on_hand_cases(pos, neg, expected):
-    from benchmark.metrics import choose_threshold
+    from benchmark.run.metrics import choose_threshold
 
     score = np.array(pos + neg)
     labels = np.r_[np.ones(len(pos), int), np.zeros(len(neg), int)]
@@ -121,7 +121,7 @@ def test_sensitivity_at_90_specificity_is_read_from_the_roc(num_classes, rare, n
 
 
 def test_threshold_metrics_are_nan_where_a_split_has_no_rare_images():
-    from benchmark.metrics import threshold_metrics
+    from benchmark.run.metrics import threshold_metrics
 
     probs = torch.tensor([[0.8, 0.2], [0.3, 0.7]])
     got = threshold_metrics(probs, torch.tensor([0, 0]), 1, 0.5)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 from tests.dataset_makers import write_png, write_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "launch"))
@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "launch"))
 @pytest.fixture
 def finished_run(data_env, tmp_path, monkeypatch):
     """A 1-epoch classifier run on the real BreastMNIST (tiny backbone), saved under results/<grid>/runs/<key>."""
-    from benchmark.grid import Grid, expand
-    from benchmark.job import execute
+    from benchmark.plan.grid import Grid, expand
+    from benchmark.run.job import execute
 
     write_registry(tmp_path, monkeypatch, {})
     axes = {"dataset": ["breastmnist"], "generator": ["none"], "backbone": ["tinynet"]}
@@ -32,14 +32,14 @@ def finished_run(data_env, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_predictions_match_the_training_evaluation_path(finished_run, data_env, tmp_path, capsys):
+    import predict as cli
     import torch
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
 
-    import predict as cli
-    from benchmark.metrics import classification_metrics
     from benchmark.predict import load_run, run_prediction
-    from benchmark.train import TensorPairs, keep_batch, predict
+    from benchmark.run.metrics import classification_metrics
+    from benchmark.run.train import TensorPairs, keep_batch, predict
 
     spec, run_dir = finished_run
     record = json.loads((run_dir / "result.json").read_text())

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from benchmark import registry
-from benchmark.cell import build_cell
-from benchmark.grid import Grid, expand
-from benchmark.job import execute
+from benchmark.core import registry
+from benchmark.plan.grid import Grid, expand
+from benchmark.run.cell import build_cell
+from benchmark.run.job import execute
 
 EPOCHS1 = {"epochs": 1, "batch_size": 64, "save_checkpoint": False, "track": False}
 

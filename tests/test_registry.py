@@ -6,9 +6,9 @@ import textwrap
 
 import pytest
 
-from benchmark import registry
-from benchmark.errors import UserError
-from benchmark.registry import Entry, Registry
+from benchmark.core import registry
+from benchmark.core.errors import UserError
+from benchmark.core.registry import Entry, Registry
 
 
 def write(path, text):
@@ -43,7 +43,7 @@ def test_duplicate_name_raises_and_names_both_sources():
 
 def test_include_merges_base_and_child_wins(tmp_path):
     write(tmp_path / "backbones" / "_base.yaml", """
-        target: benchmark.backbones:TimmBackbone
+        target: benchmark.run.backbones:TimmBackbone
         version: 3
         config: {model_name: resnet18, small_input: {below: 64, stride1: [conv1]}}
     """)
@@ -92,8 +92,8 @@ def test_listing_and_dry_run_import_nothing_heavy():
 
 
 def test_create_builds_every_kind_from_its_entry_without_the_harness_keys():
-    from benchmark.backbones import TimmBackbone
     from benchmark.generators.imbalance import Focal
+    from benchmark.run.backbones import TimmBackbone
 
     backbone = registry.create("backbone", "resnet18")
     assert isinstance(backbone, TimmBackbone) and backbone.name == "resnet18"
@@ -109,7 +109,7 @@ def test_create_refuses_a_wrong_keyword_naming_the_entry_and_what_it_accepts(tmp
     from tests.registry_helpers import register_entry
 
     register_entry(tmp_path, monkeypatch, "backbone", "typo_net",
-                   "target: benchmark.backbones:TimmBackbone\nversion: 1\nconfig: {model_name: resnet18, "
+                   "target: benchmark.run.backbones:TimmBackbone\nversion: 1\nconfig: {model_name: resnet18, "
                    "resize_belw: 32}\n")
     with pytest.raises(UserError) as info:
         registry.create("backbone", "typo_net")

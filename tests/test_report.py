@@ -1,4 +1,4 @@
-"""benchmark.report (with report_tables and report_plots): file schemas, leaderboards (md/tex/csv),
+"""benchmark.collect.report (with report_tables and report_plots): file schemas, leaderboards (md/tex/csv),
 self-contained HTML, plots, atomic writes, reading."""
 
 import html.parser
@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark import report, report_tables, stats
-from benchmark.errors import UserError
-from benchmark.run_dir import write_bytes_atomic
+from benchmark import stats
+from benchmark.collect import report, report_tables
+from benchmark.core.errors import UserError
+from benchmark.run.run_dir import write_bytes_atomic
 from tests.test_stats import make_records
 
 FAILED = [{"key": "f1", "name": "ds0-dcgan-9",
@@ -171,7 +172,7 @@ def test_records_mode_says_jobs_are_unknown(tmp_path):
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
-    """The writer every report file goes through (benchmark.run_dir.write_bytes_atomic)."""
+    """The writer every report file goes through (benchmark.run.run_dir.write_bytes_atomic)."""
     target = tmp_path / "x.csv"
     write_bytes_atomic(target, b"old\n")
     write_bytes_atomic(target, b"new\n")

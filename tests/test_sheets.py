@@ -1,14 +1,21 @@
 """The generators' picture sheets (benchmark.generators.sheets) and the report's short audit table
-(benchmark.report_figures.audit_brief): pixels against an independent upscaling, layout against the constants;
-the collector's copies of the sheets (benchmark.report_figures: copy, bring along, load, a corrupt index named)."""
+(benchmark.collect.report_figures.audit_brief): pixels against an independent upscaling, layout against the constants;
+the collector's copies of the sheets (benchmark.collect.report_figures: copy, bring along, load, a corrupt index named)."""
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
+from benchmark.collect.report_figures import (
+    AUDIT_BRIEF,
+    SAMPLES_DIR,
+    SAMPLES_INDEX,
+    audit_brief,
+    copy_sheets,
+    load_sheets,
+    sheets_in,
+)
 from benchmark.generators import sheets
-from benchmark.report_figures import (AUDIT_BRIEF, SAMPLES_DIR, SAMPLES_INDEX, audit_brief, copy_sheets,
-                                      load_sheets, sheets_in)
 
 
 def images(n, seed, size=28):

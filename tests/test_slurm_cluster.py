@@ -17,8 +17,8 @@ import cloudpickle
 import pytest
 import submitit
 
-from benchmark.cluster import load_profile
-from benchmark.slurm.reachable import slurm_available
+from benchmark.execute.slurm.cluster import load_profile
+from benchmark.execute.slurm.reachable import slurm_available
 
 pytestmark = pytest.mark.slurm
 

@@ -364,8 +364,8 @@ def test_a_classifier_blocked_by_a_cancelled_generator_task_reruns_without_it(en
     args = ("--grid", grid, "--executor", "slurm", "--cluster-profile", held_generators(tmp_path))
     ok(cli(*args, env=env))
     gen, cls = sorted(manifest(out_dir), key=lambda e: e["stage"] != "generator")
-    code = ("import sys\nfrom pathlib import Path\nfrom benchmark.grid import expand, generator_jobs, load_grid\n"
-            "from benchmark.job import execute\n(g,) = generator_jobs(expand(load_grid(sys.argv[1])))\n"
+    code = ("import sys\nfrom pathlib import Path\nfrom benchmark.plan.grid import expand, generator_jobs, load_grid\n"
+            "from benchmark.run.job import execute\n(g,) = generator_jobs(expand(load_grid(sys.argv[1])))\n"
             "print(execute(g, Path(sys.argv[2]) / g.key))")
     done = subprocess.run([sys.executable, "-c", code, grid, str(out_dir / "runs")], capture_output=True, text=True,
                           cwd=REPO, env=env, timeout=300)
@@ -393,9 +393,9 @@ def test_two_submitted_jobs_on_one_key_train_it_once(env, tmp_path, monkeypatch)
     one trains, the other exits 'running elsewhere' without touching the folder, which ends with one record."""
     import submitit
 
-    from benchmark.batch import JobBatch
-    from benchmark.cluster import load_profile
-    from benchmark.grid import expand, load_grid
+    from benchmark.execute.slurm.cluster import load_profile
+    from benchmark.plan.grid import expand, load_grid
+    from benchmark.run.batch import JobBatch
 
     for key in ("GENMED_DATA_DIR", "GENMED_REGISTRY_PATH"):
         monkeypatch.setenv(key, env[key])  # expand() resolves the spec on this data; the jobs inherit it

@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from benchmark import plan
-from benchmark.executors import run_stages
+from benchmark.core.errors import UserError
+from benchmark.execute.executors import run_stages
 from benchmark.generators.base import Generator, TrainingSet
 from benchmark.generators.stage import SyntheticMix, write_bank
-from benchmark.errors import UserError
-from benchmark.grid import Grid, expand, generator_jobs
+from benchmark.plan import table as plan_table
+from benchmark.plan.grid import Grid, expand, generator_jobs
 from tests.registry_helpers import register_entry
 
 
@@ -48,10 +48,10 @@ def test_failed_generator_blocks_its_classifiers(failing_registry, data_env, tmp
     run_stages(gens, jobs, tmp_path, "debug", tmp_path / "logs")
     error = json.loads((tmp_path / gens[0].key / "error.json").read_text())
     assert "generator diverged" in error["error"]
-    status = plan.statuses(gens + jobs, tmp_path)
+    status = plan_table.statuses(gens + jobs, tmp_path)
     assert status[gens[0].key] == "failed" and status[jobs[0].key] == "blocked"
     assert not (tmp_path / jobs[0].key).exists()  # never run, never done
-    assert "1 classifier jobs: 0 done, 0 pending, 0 failed, 1 blocked" in plan.summary_line(gens + jobs, status)
+    assert "1 classifier jobs: 0 done, 0 pending, 0 failed, 1 blocked" in plan_table.summary_line(gens + jobs, status)
 
 
 def test_synthetic_mix_takes_a_prefix_of_the_bank_and_checks_it(tmp_path):
@@ -70,8 +70,8 @@ def test_synthetic_mix_takes_a_prefix_of_the_bank_and_checks_it(tmp_path):
 
 
 def test_leakage_guard_catches_a_planted_test_image(data_env):
-    from benchmark.cell import build_cell
     from benchmark.generators.stage import check_no_leakage
+    from benchmark.run.cell import build_cell
 
     spec = expand(Grid("t", None, {"dataset": ["breastmnist"], "generator": ["none"], "backbone": ["resnet18"],
                                    "rare_count": [20]}, [], [], {}, "test"))[0]
@@ -151,7 +151,7 @@ def _generator_specs(dataset, generator, rare_counts, image_size=28, rare_class=
 @pytest.mark.slow
 def test_audit_uses_the_full_rare_training_set_and_one_extractor_for_every_cell(tmp_path, monkeypatch, data_env):
     from benchmark.generators import extractor as E
-    from benchmark.job import execute
+    from benchmark.run.job import execute
 
     monkeypatch.delenv(E.ROOT_ENV, raising=False)
     _register_tiny(tmp_path, monkeypatch, ["dcgan"])
@@ -212,14 +212,14 @@ def test_generators_run_at_64_and_128_px(generator, size, resized, tmp_path, mon
     """BreastMNIST resized to 64 / 128 px (PIL, in the test), two training steps of each generator through the
     generator stage: bank and audit written, shapes and ranges right, the networks deeper at larger sizes."""
     from benchmark.generators import extractor as E
-    from benchmark.job import execute
+    from benchmark.run.job import execute
 
     register_entry(tmp_path, monkeypatch, "dataset", f"breast{size}",
                    f"target: benchmark.data.npz:NpzDataset\nversion: 1\n"
                    f"config: {{path: {resized[size]}, image_size: {size}, label_names: [malignant, normal]}}\n")
     _register_tiny(tmp_path, monkeypatch, [generator])
     monkeypatch.setenv(E.ROOT_ENV, str(tmp_path / "extractors"))
-    from benchmark.cell import load_bundle
+    from benchmark.run.cell import load_bundle
 
     load_bundle.cache_clear()
     (spec,) = _generator_specs(f"breast{size}", f"tiny_{generator}", [20], image_size=size, rare_class=0)
@@ -253,7 +253,7 @@ def test_generators_run_at_64_and_128_px(generator, size, resized, tmp_path, mon
 def test_local_packs_deal_every_kind_of_job_to_every_worker():
     """One pack per worker, round-robin: 8 long fits then 8 short ones give each of 2 workers 4 of each (contiguous
     shares gave one worker every long fit); an explicit runs_per_task keeps consecutive packs."""
-    from benchmark.executors import pack
+    from benchmark.execute.executors import pack
 
     jobs = [f"long{i}" for i in range(8)] + [f"short{i}" for i in range(8)]
     packs = pack(jobs, None, parallel=2)

@@ -19,8 +19,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 
 from benchmark import stats
-from benchmark.errors import UserError
-
+from benchmark.core.errors import UserError
 
 N_MAJORITY = 399          # BreastMNIST-like training split: 399 benign (majority), 147 malignant (rare)
 N_RARE_ALL = 147
@@ -28,7 +27,7 @@ N_RARE_ALL = 147
 
 def added_images(ratio, n_rare: int, n_majority: int = N_MAJORITY) -> int:
     """Rare images a job adds for a ratio form, as benchmark.generators.base.synthetic_count counts them."""
-    from benchmark.generators.base import synthetic_count
+    from benchmark.core.training_set import synthetic_count
 
     return synthetic_count(ratio, n_rare, np.array([n_majority, n_rare]))
 
@@ -602,7 +601,7 @@ def test_every_ratio_form_flows_through_every_table(ratio_forms, tmp_path):
     df, a = ratio_forms
     path = tmp_path / "records.csv"
     df.to_csv(path, index=False)                                   # as the collector reads records.csv back
-    from benchmark import report
+    from benchmark.collect import report
 
     back = stats.analyse(report.read_records(path))
     for table in (back.tests, back.leaderboard, back.hierarchical):
@@ -912,7 +911,7 @@ def test_rare_sweep_description_states_the_seeds_wilcoxon_needs_for_the_grid_as_
     """The grid's own argument for its seed count must hold under Holm over the comparisons it configures."""
     import yaml
 
-    from benchmark.grid import expand, load_grid
+    from benchmark.plan.grid import expand, load_grid
 
     grid = load_grid("rare_sweep", None)
     jobs = expand(grid)

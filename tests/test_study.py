@@ -53,7 +53,7 @@ def test_every_study_method_has_at_least_8_paired_seeds():
 
 
 def test_study_md_tables_are_what_the_records_give(recollected):
-    from benchmark.study import STUDY_TABLES_BEGIN, STUDY_TABLES_END, study_tables
+    from benchmark.collect.study import STUDY_TABLES_BEGIN, STUDY_TABLES_END, study_tables
 
     text = (REPO / "docs" / "study.md").read_text()
     committed = text.split(STUDY_TABLES_BEGIN, 1)[1].split(STUDY_TABLES_END, 1)[0]

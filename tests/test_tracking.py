@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from benchmark.grid import Grid, expand
+from benchmark.plan.grid import Grid, expand
 from tests.dataset_makers import make_folders, write_png, write_registry
 
 
@@ -37,7 +37,7 @@ def test_track_is_a_training_setting_outside_the_key(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_classifier_job_logs_loss_lr_and_val_metrics_per_epoch(tmp_path, monkeypatch):
-    from benchmark.job import execute
+    from benchmark.run.job import execute
 
     spec = tiny_job(tmp_path, monkeypatch, epochs=2)
     run_dir = tmp_path / "runs" / spec.key
@@ -63,7 +63,7 @@ def test_classifier_job_logs_loss_lr_and_val_metrics_per_epoch(tmp_path, monkeyp
 
 
 def test_generator_fit_losses_and_sample_grids_become_scalars_and_images(tmp_path):
-    from benchmark.tracking import log_generator_fit
+    from benchmark.run.tracking import log_generator_fit
 
     grid = write_png(tmp_path / "grid_step000200.png", np.arange(24 * 36, dtype=np.uint8).reshape(24, 36))
     audit = write_png(tmp_path / "audit_real_vs_synthetic.png", np.zeros((10, 10, 3), dtype=np.uint8))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from benchmark import registry
+from benchmark.core import registry
 
 
 def data_dir() -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 
 SPLITS = ("train", "val", "test")
 
@@ -125,7 +125,7 @@ def _cached_digest(cache_key: str, compute, cacheable: bool = True) -> str:
         return cache[cache_key]
     cache[cache_key] = compute()
     try:
-        from benchmark.run_dir import write_bytes_atomic
+        from benchmark.run.run_dir import write_bytes_atomic
 
         write_bytes_atomic(cache_file, json.dumps(cache).encode())
     except OSError:

@@ -27,10 +27,18 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmark.core.errors import UserError
 from benchmark.data.bundle import SPLITS, DataBundle, Split, files_sha256
-from benchmark.data.images import (IMAGE_SUFFIXES, check_channels, expand_path, group_ids, load_images, parse_ratios,
-                                   scan_class_folders, stratified_split)
-from benchmark.errors import UserError
+from benchmark.data.images import (
+    IMAGE_SUFFIXES,
+    check_channels,
+    expand_path,
+    group_ids,
+    load_images,
+    parse_ratios,
+    scan_class_folders,
+    stratified_split,
+)
 
 
 class FileDataset:

@@ -4,7 +4,7 @@ Fold ``f`` (1..k) of a bundle has as training split the train+val images outside
 (model selection) part ``f``; the test split is the dataset's own, unchanged. The partition depends only on the
 labels and a seed derived from (dataset, k, seed) (``JobSpec.fold_seed``), never on the method or the backbone,
 so every method of a (cell, seed, fold) trains on the same images. Rarity subsampling happens afterwards, inside
-the fold's training part (``benchmark.cell.build_cell``).
+the fold's training part (``benchmark.run.cell.build_cell``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from dataclasses import replace
 
 import numpy as np
 
+from benchmark.core.errors import UserError
 from benchmark.data.bundle import DataBundle, Split
-from benchmark.errors import UserError
 
 
 def fold_assignment(labels: np.ndarray, k_folds: int, seed: int, where: str = "dataset") -> np.ndarray:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
@@ -178,7 +178,7 @@ def stratified_split(labels: np.ndarray, groups: list, ratios: dict, seed: int, 
                      where: str) -> np.ndarray:
     """'train'/'val'/'test' per item: within each class its groups are shuffled (seed derived from `seed` and the
     class name) and cut by `ratios`, so a group's items share a split and each split holds every class."""
-    from benchmark.seeding import derive_seed
+    from benchmark.core.seeding import derive_seed
 
     labels = np.asarray(labels)
     by_group: dict = {}

@@ -9,9 +9,9 @@ import urllib.request
 from functools import lru_cache
 from pathlib import Path
 
+from benchmark.core.errors import UserError
 from benchmark.data import data_dir
 from benchmark.data.bundle import DataBundle, file_md5, file_sha256, read_npz, splits_from_arrays
-from benchmark.errors import UserError
 
 SIZES = (28, 64, 128, 224)
 
@@ -84,7 +84,7 @@ class MedMNIST:
         path, url, md5 = self.path(size), self.url(size), self.md5(size)
         how_to_fix = (f"Download it by hand from {url} (MD5 {md5}) and save it as {path}, "
                       "or point GENMED_DATA_DIR at the folder that holds it.")
-        from benchmark.run_dir import atomic_path
+        from benchmark.run.run_dir import atomic_path
 
         with atomic_path(path, suffix=".part") as tmp:  # a failed or wrong download leaves nothing behind
             try:

@@ -23,9 +23,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from benchmark.core.errors import UserError
 from benchmark.data.folders import FileDataset
 from benchmark.data.images import SPLIT_NAMES, check_inside
-from benchmark.errors import UserError
 
 DEFAULT_COLUMNS = {"path": "path", "label": "label", "split": "split"}
 

@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmark.core.errors import UserError
 from benchmark.data.folders import FileDataset
 from benchmark.data.images import check_inside, conform_image, scan_class_folders
-from benchmark.errors import UserError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 SLICE_POLICIES = "middle | all | every_<k>"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmark.core.errors import UserError
 from benchmark.data.bundle import DataBundle, file_sha256, flat_labels, read_npz, splits_from_arrays
-from benchmark.errors import UserError
 
 
 class NpzDataset:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 
 
 def resolve_rare_class(rare_class, train_labels: np.ndarray, num_classes: int) -> int:

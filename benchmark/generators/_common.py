@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
+
 
 class GeneratorConfigError(UserError, ValueError):
     """A bad generator config value (unknown key, sampler, negative guidance …), raised before anything runs."""
@@ -30,18 +31,6 @@ def resolve_config(name: str, defaults: dict, config: dict) -> dict:
             f"{name}: unknown config key(s) {', '.join(hints)}. Valid keys: {', '.join(sorted(defaults))}."
         )
     return {**defaults, **config}
-
-
-def check_audit_extractor(overrides) -> None:
-    """A generator entry's ``audit_extractor`` (a harness key: overrides of the in-domain audit extractor's config,
-    extractor.DEFAULTS, e.g. {max_steps: 20} for tests): a mapping whose keys the extractor knows, or None."""
-    if overrides is None:
-        return
-    if not isinstance(overrides, dict):
-        raise GeneratorConfigError(f"audit_extractor must be a mapping of extractor settings, got {overrides!r}.")
-    from benchmark.generators.extractor import resolve as resolve_extractor
-
-    resolve_extractor(overrides)
 
 
 def choose_device(requested=None):

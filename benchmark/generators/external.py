@@ -5,7 +5,7 @@ pipeline's ``synthetic_guide8.0/benign/…``) or an ``.npz`` with ``images`` (ui
 (N, C, H, W)) and ``labels`` (class indices, or class names) and optionally ``label_names``. It is for one dataset
 and image size: every image must have the dataset's size and channel count and every class name must be one of the
 dataset's (each mismatch is a UserError; launch/grid.py exits 2 before any job). Its content hash enters the key of
-every job that uses it (:func:`external_identities`, called by ``benchmark.grid.expand``); a bank changed after
+every job that uses it (:func:`external_identities`, called by ``benchmark.plan.grid.expand``); a bank changed after
 planning stops the job. An optional ``manifest.json`` beside the bank (in the folder, or next to the .npz) says
 what the external generator saw: ``{"dataset": "breastmnist", "splits": ["train"]}``; one that admits val or test
 images is refused. The harness cannot verify what an external generator was trained on: every record says so.
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 from benchmark.generators.base import Method, TrainingSet, synthetic_count
 
 KIND = "external"
@@ -278,10 +278,10 @@ class ExternalBank(Method):
 
     def audit(self, spec, cell, runs_dir) -> dict:
         """The bank's audit for `spec`'s cell (see the module docstring), cached under ``<runs_dir>/../audits``."""
+        from benchmark.core.specs import short_hash
         from benchmark.generators import extractor
         from benchmark.generators.audit import audit
-        from benchmark.run_dir import write_json_atomic
-        from benchmark.specs import short_hash
+        from benchmark.run.run_dir import write_json_atomic
 
         where = f"external bank {self.config.get('path')!r}"
         path = _bank_path(self.config, where)

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.run_dir import replace_dir
-from benchmark.generators._common import CorruptArtifactError, resolve_config
+from benchmark.generators._common import CorruptArtifactError, GeneratorConfigError, resolve_config
+from benchmark.run.run_dir import replace_dir
 
 NAME = "domain_cnn_v1"
 VERSION = 1
@@ -81,7 +81,7 @@ def identity(dataset_entry, image_size: int, dataset_sha256: str, train_labels: 
 
 
 def extractor_key(ident: dict) -> str:
-    from benchmark.specs import short_hash
+    from benchmark.core.specs import short_hash
 
     return short_hash(ident)
 
@@ -229,3 +229,13 @@ def for_cell(spec, bundle, runs_dir, config: dict | None = None, device=None):
     ident = identity(spec.entries["dataset"], spec.image_size, bundle.sha256, train_split.labels, fold, cfg)
     return ensure_extractor(extractors_root(runs_dir), train_split.images, train_split.labels, bundle.num_classes,
                             ident, device)
+
+
+def check_audit_extractor(overrides) -> None:
+    """A generator entry's ``audit_extractor`` (a harness key: overrides of the in-domain audit extractor's config,
+    extractor.DEFAULTS, e.g. {max_steps: 20} for tests): a mapping whose keys the extractor knows, or None."""
+    if overrides is None:
+        return
+    if not isinstance(overrides, dict):
+        raise GeneratorConfigError(f"audit_extractor must be a mapping of extractor settings, got {overrides!r}.")
+    resolve(overrides)

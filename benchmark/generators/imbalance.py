@@ -1,7 +1,7 @@
 """Strong imbalance baselines: focal loss, logit-adjusted cross-entropy, mixup — methods and the losses they choose.
 
 A method here leaves the real images as they are and sets ``TrainingSet.loss`` or ``TrainingSet.batch_transform``;
-the one training function (``benchmark.train``) builds the criterion with :func:`build_criterion` and applies the
+the one training function (``benchmark.run.train``) builds the criterion with :func:`build_criterion` and applies the
 transform with :func:`build_batch_transform`. Torch is imported inside the functions only, so loading a method
 (the registry, a dry run) stays light.
 """
@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 from benchmark.generators.base import Method, TrainingSet
 from benchmark.generators.baselines import inverse_frequency_weights
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 from benchmark.generators.base import Method, TrainingSet, synthetic_count
 
 

@@ -123,7 +123,7 @@ def closest_pairs_sheet(synthetic: np.ndarray, train: np.ndarray, nearest_index:
 def _save(image, path) -> Path:
     import io
 
-    from benchmark.run_dir import write_bytes_atomic
+    from benchmark.run.run_dir import write_bytes_atomic
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

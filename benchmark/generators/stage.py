@@ -8,22 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.errors import UserError
-from benchmark.generators.base import Method, TrainingSet, synthetic_count
+from benchmark.core.errors import UserError
+from benchmark.core.training_set import DEFAULT_BANK_MULTIPLE, TrainingSet, bank_size, synthetic_count
+from benchmark.generators.base import Method
 
 BANK_FILE = "samples.npz"
 MODEL_DIR = "model"
-DEFAULT_BANK_MULTIPLE = 8  # bank = max(8 × real rare count, images needed to balance the classes)
-
-
-def bank_size(real: TrainingSet, rare_class: int, multiple: int) -> int:
-    counts = np.bincount(real.labels, minlength=rare_class + 1)
-    n_rare = int(counts[rare_class])
-    return max(multiple * n_rare, int(counts.max()) - n_rare, 1)
-
 
 def write_bank(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    from benchmark.run_dir import atomic_path
+    from benchmark.run.run_dir import atomic_path
 
     with atomic_path(path, suffix=".tmp.npz") as tmp:
         np.savez_compressed(tmp, images=images, labels=labels)
@@ -67,12 +60,11 @@ def run_generator(spec, run_dir: Path) -> dict:
     The audit's distribution reference is every rare-class image of the training split (before rarity
     subsampling; evaluation only), its memorisation checks use the fit set, and its in-domain features come from
     the dataset's cached extractor (:mod:`benchmark.generators.extractor`, trained once per dataset and size)."""
-    from benchmark import registry
-    from benchmark.cell import build_cell
+    from benchmark.core import registry
     from benchmark.generators import extractor
     from benchmark.generators.audit import audit
-
-    from benchmark.threads import apply_thread_limit
+    from benchmark.run.cell import build_cell
+    from benchmark.run.threads import apply_thread_limit
 
     apply_thread_limit()
     started = time.perf_counter()
@@ -81,12 +73,12 @@ def run_generator(spec, run_dir: Path) -> dict:
     entry = registry.get("generator", spec.generator)
     generator = registry.create("generator", entry, num_classes=cell.bundle.num_classes,
                                 image_shape=real.images.shape[1:])
-    seed = spec.generator_seed  # the cell's, seed, fold and generator: benchmark.seeding
+    seed = spec.generator_seed  # the cell's, seed, fold and generator: benchmark.core.seeding
     check_no_leakage(real.images, cell.bundle)
     fit_log = generator.fit(real.images, real.labels, seed, out_dir=run_dir)
     fit_seconds = time.perf_counter() - started
     generator.save(Path(run_dir) / MODEL_DIR)
-    n_bank = bank_size(real, cell.rare_class, int(entry.config.get("bank_multiple", DEFAULT_BANK_MULTIPLE)))
+    n_bank = bank_size(np.bincount(real.labels, minlength=cell.rare_class + 1), cell.rare_class, int(entry.config.get("bank_multiple", DEFAULT_BANK_MULTIPLE)))
     sample_started = time.perf_counter()
     bank = generator.sample(n_bank, cell.rare_class, seed + 1)
     sample_seconds = time.perf_counter() - sample_started
@@ -104,7 +96,7 @@ def run_generator(spec, run_dir: Path) -> dict:
     audit_seconds = time.perf_counter() - audit_started
     if getattr(spec, "track", True) and isinstance(fit_log, dict):
         from benchmark.generators.audit import REAL_VS_SYNTHETIC_PNG
-        from benchmark.tracking import log_generator_fit
+        from benchmark.run.tracking import log_generator_fit
 
         log_generator_fit(run_dir, fit_log, {"audit/real_vs_synthetic": Path(run_dir) / REAL_VS_SYNTHETIC_PNG})
     return {

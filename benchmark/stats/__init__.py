@@ -2,11 +2,11 @@
 across independent blocks, dose-response on the effective ratio, power under correction.
 
 Everything here is pure pandas / numpy / scipy / statsmodels and returns DataFrames; nothing writes files
-(``benchmark.report`` does). The methods, the columns of every table and the references are documented in
+(``benchmark.collect.report`` does). The methods, the columns of every table and the references are documented in
 ``docs/statistics.md``. Entry point: :func:`analyse`. Every name below is importable from ``benchmark.stats``.
 
 Modules, in the order a records table flows through them
-    vocabulary    metric names (from benchmark.metrics), cell / variant / unit keys, directions, ratio labels
+    vocabulary    metric names (from benchmark.run.metrics), cell / variant / unit keys, directions, ratio labels
     prepare       validation and normalisation of a records table, table order (sort_frame)
     inference     per-group statistics of paired differences: t, Wilcoxon, power, bootstrap, corrections
     paired        pairing each variant with its baseline and the paired tests
@@ -86,7 +86,7 @@ from benchmark.stats.vocabulary import (
     SPLITS,
     UNIT,
     VARIANT,
-    _natural_key,  # benchmark.report sorts axis values with it (stats._natural_key)
+    _natural_key,  # benchmark.collect.report sorts axis values with it (stats._natural_key)
     higher_is_better,
     ratio_label,
     ratio_problem,

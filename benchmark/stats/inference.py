@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from benchmark.errors import unknown_name_error
+from benchmark.core.errors import unknown_name_error
 from benchmark.stats.vocabulary import BOUNDED_METRICS, SPLITS
 
 CORRECTIONS = ("holm", "fdr_bh")

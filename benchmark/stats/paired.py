@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from benchmark.errors import unknown_name_error
+from benchmark.core.errors import unknown_name_error
 from benchmark.stats.inference import (
     CORRECTIONS,
     N_BOOT,

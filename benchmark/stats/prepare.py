@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from benchmark.errors import UserError, unknown_name_error
+from benchmark.core.errors import UserError, unknown_name_error
 from benchmark.stats.vocabulary import (
     CELL,
     KNOWN_METRIC_COLUMNS,

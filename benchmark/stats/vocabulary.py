@@ -16,10 +16,10 @@ import math
 
 import numpy as np
 
-from benchmark.generators.base import REAL_PERCENTAGE_PREFIX, mixing_mode_problem
-from benchmark.metrics import SCALAR_METRICS
+from benchmark.core.training_set import REAL_PERCENTAGE_PREFIX, mixing_mode_problem
+from benchmark.run.metrics import SCALAR_METRICS
 
-METRICS = SCALAR_METRICS  # the harness's metric names: benchmark.metrics is their one source (order: records.csv's)
+METRICS = SCALAR_METRICS  # the harness's metric names: benchmark.run.metrics is their one source (order: records.csv's)
 SPLITS = ("val", "test")
 KNOWN_METRIC_COLUMNS = tuple(f"{s}_{m}" for s in SPLITS for m in METRICS)
 DEFAULT_METRICS = ("test_auroc", "test_balanced_accuracy", "test_thr_balanced_accuracy",

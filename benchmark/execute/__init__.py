@@ -1,0 +1,1 @@
+"""Executing planned jobs: the executors (debug, local) and SLURM (slurm/)."""

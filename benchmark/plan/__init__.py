@@ -1,0 +1,1 @@
+"""Planning a grid before anything runs: grid files to keyed jobs (grid), the data check and identity (identity), config checks (checks), the job table and statuses (table), the cost estimate (cost)."""

@@ -1,0 +1,141 @@
+"""What a grid's classifier stage will cost, for ``--dry-run``: jobs × epochs × images, and device-hours from the
+training throughput that earlier records of the same backbone and image size measured (per device; a record of a
+job that shared its device with K - 1 others, ``jobs_per_device`` K, counts K × its rate), or else from
+the CPU figures of docs/benchmarks.md. An estimate: the images per epoch come from an earlier record of the same
+cell and method when there is one, else from the dataset's label counts after rarity subsampling plus the
+synthetic images a numeric ratio or ``balance`` adds (``real_percentage`` and methods whose additions depend on
+their own pools count real images only); cross-validated jobs are counted on the fixed split. Light: no torch, no
+pandas.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from benchmark.run.run_dir import RESULT_FILE
+
+# docs/benchmarks.md: resnet18 at 28 px on this project's 2-core CPU host of 2026-12-01, two single-thread local
+# workers at ≈ 50 images/s each (the host of the earlier "Training work" figure, 152, was faster), and the other
+# backbones' step time relative to it. Used only when the results folder has no record of a backbone and size.
+CPU_IMAGES_PER_S_RESNET18_28PX = 100.0
+CPU_RELATIVE_STEP_TIME = {"resnet18": 1.0, "efficientnet_b0": 1.37, "densenet121": 1.75, "resnet50": 2.73}
+EVAL_COST = 1 / 3  # a forward pass only: an evaluated image costs about a third of a trained one
+
+
+def _earlier_records(runs_dir: Path) -> list[dict]:
+    records = []
+    for path in sorted(Path(runs_dir).glob(f"*/{RESULT_FILE}")) if Path(runs_dir).is_dir() else []:
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("stage") == "classifier":
+            records.append(record)
+    return records
+
+
+def _cell(spec_like) -> tuple:
+    get = spec_like.get if isinstance(spec_like, dict) else lambda k, d=None: getattr(spec_like, k, d)
+    return (get("dataset"), get("image_size"), str(get("rare_class")), str(get("rare_count")), get("generator"),
+            str(get("synthetic_ratio")))
+
+
+def _label_counts(dataset: str, size: int, cache: dict):
+    from benchmark.data import dataset_source
+
+    if (dataset, size) not in cache:
+        source = dataset_source(dataset)
+        cache[(dataset, size)] = source.load_labels(size) if source.is_present(size) else None
+    return cache[(dataset, size)]
+
+
+def _images_per_epoch(spec, labels) -> tuple[int, int, int] | None:
+    """(training images, val images, test images) of one job from the label counts."""
+    import numpy as np
+
+    from benchmark.data.rarity import resolve_rare_class, resolve_rare_count
+
+    train = labels["train"]
+    num_classes = int(max(int(v.max()) for v in labels.values()) + 1)
+    counts = np.bincount(train, minlength=num_classes)
+    try:
+        rare = resolve_rare_class(spec.rare_class, train, num_classes)
+        kept = resolve_rare_count(spec.rare_count, int(counts[rare]))
+    except Exception:  # noqa: BLE001 - infeasible settings are check_data's to report
+        return None
+    real = int(counts.sum() - counts[rare] + kept)
+    ratio, added = spec.synthetic_ratio, 0
+    if isinstance(ratio, (int, float)) and not isinstance(ratio, bool):
+        added = int(round(float(ratio) * kept))
+    elif ratio == "balance":
+        added = int(max(0, max(c for i, c in enumerate(counts) if i != rare) - kept))
+    return real + added, len(labels.get("val", ())), len(labels.get("test", ()))
+
+
+def estimate(jobs: list, runs_dir: Path) -> list[str]:
+    """Lines for --dry-run: the classifier stage's work and device-hours per backbone and size."""
+    classifiers = [j for j in jobs if getattr(j, "stage", "") == "classifier"]
+    if not classifiers:
+        return []
+    records = _earlier_records(runs_dir)
+    seen_images = {}
+    speeds: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        spec, counts = record.get("spec", {}), record.get("counts", {})
+        if counts.get("n_train_real") is not None:
+            seen_images[_cell(spec)] = int(counts["n_train_real"]) + int(counts.get("n_train_synthetic") or 0)
+        rate = (record.get("timings") or {}).get("train_images_per_s")
+        compute = record.get("compute") or {}
+        device = str(compute.get("device") or "?").split(":")[0]
+        if isinstance(rate, (int, float)) and rate == rate and rate > 0:
+            # K jobs that shared one device (jobs_per_device) each measured 1/K-ish of it: the device did K × rate
+            shared = compute.get("jobs_per_device") or 1
+            speeds[(spec.get("backbone"), spec.get("image_size"))][device].append(float(rate) * int(shared))
+    labels_cache: dict = {}
+    groups: dict[tuple, dict] = defaultdict(lambda: {"jobs": 0, "epochs": 0, "train": 0, "eval": 0, "unknown": 0})
+    for spec in classifiers:
+        group = groups[(spec.backbone, spec.image_size)]
+        epochs = int(spec.training.get("epochs", 0))
+        group["jobs"] += 1
+        group["epochs"] += epochs
+        labels = _label_counts(spec.dataset, spec.image_size, labels_cache)
+        sizes = _images_per_epoch(spec, labels) if labels is not None else None
+        per_epoch = seen_images.get(_cell(spec), sizes[0] if sizes else None)
+        if per_epoch is None:
+            group["unknown"] += 1
+            continue
+        group["train"] += epochs * per_epoch
+        if sizes:
+            group["eval"] += epochs * sizes[1] + sizes[2]
+    lines = []
+    totals: dict[str, float] = defaultdict(float)
+    for (backbone, size), g in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        work = g["train"] + EVAL_COST * g["eval"]
+        head = (f"{backbone} @{size}px: {g['jobs']} jobs, {g['epochs']:,} epochs, {g['train']:,} training images"
+                + (f" (+{g['eval']:,} evaluated)" if g["eval"] else "")
+                + (f", {g['unknown']} job(s) of unknown size (data not downloaded)" if g["unknown"] else ""))
+        measured = speeds.get((backbone, size))
+        if measured:
+            parts = []
+            for device, rates in sorted(measured.items()):
+                rate = statistics.median(rates)
+                hours = work / rate / 3600
+                totals[device] += hours
+                parts.append(f"{device} {hours:,.1f} h at {rate:,.0f} images/s (median of {len(rates)} record(s))")
+            lines.append(f"{head}; " + "; ".join(parts))
+        elif backbone in CPU_RELATIVE_STEP_TIME:
+            rate = CPU_IMAGES_PER_S_RESNET18_28PX / CPU_RELATIVE_STEP_TIME[backbone] / (size / 28) ** 2
+            hours = work / rate / 3600
+            totals["cpu (docs)"] += hours
+            lines.append(f"{head}; cpu ~{hours:,.1f} h at ~{rate:,.0f} images/s (docs/benchmarks.md, 2-core CPU, "
+                         "scaled by pixels); no GPU figure measured yet")
+        else:
+            lines.append(f"{head}; no throughput known (no earlier record of it in {runs_dir})")
+    if totals:
+        lines.append("total: " + ", ".join(f"{device} ~{hours:,.1f} device-hours" for device, hours in
+                                           sorted(totals.items())) + " of training (start-up, generator jobs and "
+                     "state saving not included)")
+    return lines

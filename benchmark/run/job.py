@@ -1,0 +1,188 @@
+"""Jobs: run one classifier spec into its run folder (result.json atomically and last; error.json on failure)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import time
+import traceback
+from functools import lru_cache
+from pathlib import Path
+
+from benchmark import REPO_ROOT
+from benchmark.core.specs import JobSpec
+from benchmark.run import run_dir as rd
+from benchmark.run.run_dir import ERROR_FILE, RESULT_FILE, SPEC_FILE, STATE_DIR, now_iso, write_json_atomic
+from benchmark.run.threads import JOBS_PER_DEVICE_ENV
+
+RESULT_SCHEMA = 1
+
+
+@lru_cache(maxsize=1)
+def git_state() -> dict:
+    repo = REPO_ROOT
+
+    def git(*args):
+        try:
+            done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    sha = git("rev-parse", "HEAD")
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if sha else None
+    return {"git_sha": sha or None, "git_dirty": dirty}
+
+
+def environment() -> dict:
+    """Versions and host: how a result was produced."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for package in ("torch", "torchvision", "timm", "accelerate", "torchmetrics", "numpy", "diffusers", "medmnist",
+                    "genmed-rare"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    return {"python": platform.python_version(), "versions": versions, "host": socket.gethostname(),
+            "platform": platform.platform(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "pid": os.getpid(),
+            **git_state()}
+
+
+def run_classifier(spec: JobSpec, run_dir: Path, progress: bool = False, resumable: bool = False,
+                   checkpoint_every_s: float = 0.0) -> dict:
+    """Train and evaluate one classifier job; returns the record (written by the caller)."""
+    from benchmark.core import registry
+    from benchmark.run.cell import build_cell
+    from benchmark.run.train import train_classifier
+
+    started_at, started = now_iso(), time.perf_counter()
+    cell = build_cell(spec)
+    bundle = cell.bundle
+    seed = spec.init_seed  # the cell's (not its rare count's), seed, fold and backbone: benchmark.core.seeding
+    method_entry = registry.get("generator", spec.generator)
+    audit = None
+    if spec.is_generative:
+        from benchmark.generators.stage import SyntheticMix
+
+        artifact_dir = Path(run_dir).parent / spec.generator_key
+        if rd.status(artifact_dir) != rd.DONE:
+            raise RuntimeError(f"blocked by {spec.generator_key}: generator job {spec.generator_spec.name} "
+                               f"has not finished ({rd.status(artifact_dir)})")
+        method = SyntheticMix(artifact_dir)
+        audit = rd.read_record(artifact_dir).get("audit")
+    else:
+        method = registry.create("generator", method_entry, config=spec.entries["generator"]["config"])  # the key's
+    training_set = method.build_training_set(cell.real, cell.rare_class, spec.synthetic_ratio,
+                                             bundle.num_classes, seed, held_back=cell.held_back)
+    if hasattr(method, "audit"):  # a bank made elsewhere: the same audit as a harness generator's bank
+        audit = method.audit(spec, cell, Path(run_dir).parent)
+    backbone = registry.create("backbone", spec.backbone)
+    outcome = train_classifier(training_set, bundle, cell.rare_class, backbone, spec.training, seed,
+                               run_dir=run_dir, progress=progress,
+                               state_dir=Path(run_dir) / STATE_DIR if resumable else None,
+                               checkpoint_every_s=checkpoint_every_s)
+    counts = training_set.counts(bundle.num_classes)
+    return {
+        "schema": RESULT_SCHEMA,
+        "key": spec.key,
+        "name": spec.name,
+        "stage": spec.stage,
+        "spec": spec.to_dict(),
+        "resolved": {
+            "rare_class": cell.rare_class,
+            "rare_class_name": bundle.label_names[cell.rare_class],
+            "n_rare_train": cell.n_rare,
+            "n_rare_available": int((bundle.splits["train"].labels == cell.rare_class).sum()),
+            "init_seed": seed,
+            "backbone_adaptation": backbone.adaptation(bundle.image_size),
+        },
+        "counts": {**counts, "n_train_real": int(sum(counts["real_per_class"])),
+                   "n_train_synthetic": int(sum(counts["synthetic_per_class"]))},
+        "method_info": training_set.info,
+        "generator_key": spec.generator_key,
+        "audit": audit,
+        "metrics": outcome["metrics"],
+        "best_epoch": outcome["best_epoch"],
+        "history": outcome["history"],
+        "timings": {"started_at": started_at, "finished_at": now_iso(),
+                    "wall_s": time.perf_counter() - started, "train_s": outcome["train_seconds"],
+                    "train_images_per_s": outcome["train_images_per_s"]},
+        "compute": {"device": outcome["device"], "num_processes": outcome["num_processes"],
+                    "mixed_precision": outcome["mixed_precision"],
+                    # jobs sharing the device at once (cluster profile jobs_per_device): per-job images/s is lower
+                    "jobs_per_device": int(os.environ.get(JOBS_PER_DEVICE_ENV) or 1),
+                    **({"mixed_precision_note": outcome["mixed_precision_note"]}
+                       if outcome.get("mixed_precision_note") else {})},
+        "dataset": {"name": bundle.name, "file": Path(bundle.path).name, "sha256": bundle.sha256,
+                    "task": bundle.task, "num_classes": bundle.num_classes, "label_names": bundle.label_names,
+                    "split_sizes": {s: len(v) for s, v in bundle.splits.items()}},
+        "environment": environment(),
+        "checkpoints": outcome.get("checkpoints"),  # state saves (resumable runs): count, seconds, bytes
+        "_is_main_process": outcome["is_main_process"],
+    }
+
+
+def execute(spec: JobSpec, run_dir: Path, force: bool = False, progress: bool = False,
+            resumable: bool = False, rank: int = 0, checkpoint_every_s: float = 0.0) -> str:
+    """Run `spec` unless done. Returns 'skipped', 'done', 'failed' or 'running elsewhere'. Never raises for a job's
+    own failure: the traceback goes to error.json, and an earlier result.json is never removed or overwritten by a
+    failure. `resumable`: save the training state and resume from it (preemption, requeue): after every epoch, or
+    at most every `checkpoint_every_s` seconds when that is > 0 (benchmark.run.train.Checkpointing).
+
+    One process per key: the run folder's lock (benchmark.run.run_dir.lock) is taken before anything there is read or
+    written; when another live process holds it, this returns 'running elsewhere' and leaves the folder alone. A
+    corrupt result.json is moved aside (result.json.corrupt-<time>) and the job runs again. Ranks > 0 of a
+    multi-task job do not lock: they follow what rank 0 of the same SLURM job decided."""
+    run_dir = Path(run_dir)
+    if rank > 0:
+        verdict = rd.follow_lock(run_dir, force)
+        return verdict if verdict != "run" else _run(spec, run_dir, progress, resumable, checkpoint_every_s)
+    try:
+        with rd.lock(run_dir):
+            found = rd.status(run_dir, probe_lock=False)
+            if found == rd.DONE and not force:
+                return "skipped"
+            if found == rd.CORRUPT:
+                reason = rd.corrupt_reason(run_dir)
+                moved = rd.move_aside_corrupt(run_dir)
+                print(f"corrupt record {reason}; moved aside to {moved.name}, running {spec.name} again", flush=True)
+            return _run(spec, run_dir, progress, resumable, checkpoint_every_s)
+    except rd.RunningElsewhere as exc:
+        print(f"running elsewhere: {spec.name} ({spec.key}) is locked by {rd.describe_holder(exc.holder)}; "
+              "left alone", flush=True)
+        return rd.RUNNING_ELSEWHERE
+
+
+def _run(spec: JobSpec, run_dir: Path, progress: bool, resumable: bool, checkpoint_every_s: float) -> str:
+    write_json_atomic(run_dir / SPEC_FILE, spec.to_dict())
+    try:
+        record = run_classifier(spec, run_dir, progress=progress, resumable=resumable,
+                                checkpoint_every_s=checkpoint_every_s) \
+            if spec.stage == "classifier" else run_generator_record(spec, run_dir)
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded, never cached as done
+        write_json_atomic(run_dir / ERROR_FILE, {
+            "key": spec.key, "name": spec.name, "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(), "failed_at": now_iso(), "host": socket.gethostname(),
+        })
+        return "failed"
+    if record.pop("_is_main_process", True):
+        write_json_atomic(run_dir / RESULT_FILE, record)
+        (run_dir / ERROR_FILE).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / STATE_DIR, ignore_errors=True)
+    return "done"
+
+
+def run_generator_record(spec, run_dir: Path) -> dict:
+    from benchmark.generators.stage import run_generator
+
+    started_at = now_iso()
+    outcome = run_generator(spec, run_dir)
+    outcome["timings"].update(started_at=started_at, finished_at=now_iso())
+    return {"schema": RESULT_SCHEMA, "key": spec.key, "name": spec.name, "stage": spec.stage,
+            "spec": spec.to_dict(), **outcome, "environment": environment()}
+

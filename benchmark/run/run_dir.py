@@ -1,0 +1,325 @@
+"""A run folder (``runs/<key>/``): its file names, its status, the lock that lets one process at a time work in it,
+corrupt records, and the one atomic writer for files that other processes read.
+
+Status of a folder (``status``), from its files only:
+  done      ``result.json`` parses and has the required fields (``REQUIRED_FIELDS``) of its key
+  corrupt   ``result.json`` exists but does not parse or lacks a required field (a torn write, a full disk, a hand
+            edit): never counted as done; the next run of the job moves it aside (``result.json.corrupt-<UTC time>``,
+            never deleted) and runs the job again
+  running   another live process holds the folder's lock (a job running now, here or on another node)
+  blocked   ``error.json`` written by the SLURM launcher for a job that SLURM cancelled because a job it depended on
+            failed or was cancelled (the file names that dependency: ``blocked_by``)
+  failed    ``error.json`` (a failed attempt), no valid result
+  pending   none of these
+
+The lock (``lock`` in the folder): a job takes ``fcntl.flock(LOCK_EX)`` on it before it reads or writes anything
+else there, and writes into it who holds it (host, pid, SLURM job id, start time). A second process that finds the
+lock held exits "running elsewhere" without touching the folder. The kernel releases a flock when its process dies
+(SIGKILL, out of memory, node reboot), so there is no stale-lock rule on a local filesystem; the file itself stays
+(removing it would race with a process that has just opened it). On network filesystems see ``lock``.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from benchmark.core.status import BLOCKED, CORRUPT, DONE, FAILED, PENDING, RUNNING  # noqa: F401 (rd.DONE …)
+
+RESULT_FILE = "result.json"
+ERROR_FILE = "error.json"
+SPEC_FILE = "spec.json"
+STATE_DIR = "state"
+PROGRESS_FILE = "progress.json"  # inside STATE_DIR: the epoch the saved training state belongs to
+LOCK_FILE = "lock"
+RESULTS_ENV = "GENMED_RESULTS_DIR"  # the results root when no --results is given; else ./results
+RESULTS_HELP = f"results root (default: ${RESULTS_ENV} or ./results)"
+CORRUPT_SUFFIX = ".corrupt-"     # result.json.corrupt-20261201T101500Z
+REQUIRED_FIELDS = ("schema", "key", "name", "stage", "spec")  # every record (classifier and generator)
+REQUIRED_BY_STAGE = {"classifier": ("metrics",)}
+
+RUNNING_ELSEWHERE = "running elsewhere"  # what execute() returns when another process holds the lock
+
+# After a requeue the previous run of the same SLURM job may still hold the lock for SLURM's KillWait: wait for it.
+PREDECESSOR_WAIT_S = float(os.environ.get("GENMED_LOCK_PREDECESSOR_WAIT_S", "180"))
+LOCK_PATIENCE_S = 2.0  # a status probe (``lock_holder``) holds the lock for microseconds: retry this long first
+
+
+def results_root(path: str | os.PathLike | None = None) -> Path:
+    """The results root: `path`, else $GENMED_RESULTS_DIR (an empty value counts as unset), else ./results."""
+    return Path(path or os.environ.get(RESULTS_ENV) or "results")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ------------------------------------------------------------------------------------------------ atomic writes
+@contextmanager
+def atomic_path(path: Path, suffix: str = ".tmp"):
+    """A temporary path beside ``path`` for a writer that needs a file name (numpy, safetensors, pandas, a
+    download): when the ``with`` block succeeds the file is fsynced and renamed over ``path`` (readers never see
+    a partial file); when it raises, the temporary file is removed and ``path`` is left as it was. ``suffix``
+    ends the temporary name (numpy's savez appends ``.npz`` to any other)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{suffix}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` via a temporary file in the same folder + fsync + rename (``atomic_path``)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def replace_dir(tmp: Path, folder: Path) -> None:
+    """Swap a fully written folder ``tmp`` in as ``folder``: the old one (if any) is renamed aside first and
+    removed after, so ``folder`` is at every moment either the old complete folder or the new one."""
+    import shutil
+
+    tmp, folder = Path(tmp), Path(folder)
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    """JSON (indented, sorted keys) written atomically (``write_bytes_atomic``)."""
+    write_bytes_atomic(path, json.dumps(payload, indent=1, sort_keys=True, default=str).encode())
+
+
+# ------------------------------------------------------------------------------------------------ records
+class CorruptRecord(Exception):
+    """A result.json that does not parse or lacks a required field."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = Path(path), reason
+
+
+def check_record(record, key: str | None = None) -> str | None:
+    """Why `record` (parsed result.json) is not a valid record of `key`, or None when it is."""
+    if not isinstance(record, dict):
+        return f"not a JSON object ({type(record).__name__})"
+    missing = [f for f in (*REQUIRED_FIELDS, *REQUIRED_BY_STAGE.get(record.get("stage"), ())) if f not in record]
+    if missing:
+        return f"lacks required field(s) {', '.join(missing)}"
+    if key is not None and record["key"] != key:
+        return f"holds the record of key {record['key']!r}, not of its folder's key {key!r}"
+    return None
+
+
+def read_record(run_dir: Path) -> dict | None:
+    """The folder's record, None when it has no result.json; raises CorruptRecord when the file is not valid."""
+    path = Path(run_dir) / RESULT_FILE
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CorruptRecord(path, f"cannot be read ({exc})") from None
+    try:
+        record = json.loads(text)
+    except ValueError as exc:
+        raise CorruptRecord(path, f"is not valid JSON ({exc}; {len(text)} bytes)") from None
+    problem = check_record(record, Path(run_dir).name)
+    if problem:
+        raise CorruptRecord(path, problem)
+    return record
+
+
+def corrupt_reason(run_dir: Path) -> str | None:
+    """'<path>: <why>' for a corrupt result.json, else None."""
+    try:
+        read_record(run_dir)
+    except CorruptRecord as exc:
+        return str(exc)
+    return None
+
+
+def move_aside_corrupt(run_dir: Path) -> Path:
+    """Rename a corrupt result.json to ``result.json.corrupt-<UTC time>`` (kept for inspection, never deleted)."""
+    path = Path(run_dir) / RESULT_FILE
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    target = path.with_name(f"{RESULT_FILE}{CORRUPT_SUFFIX}{stamp}")
+    os.replace(path, target)
+    return target
+
+
+# ------------------------------------------------------------------------------------------------ status
+def status(run_dir: Path, probe_lock: bool = True) -> str:
+    """done / corrupt / running / blocked / failed / pending (module docstring). ``probe_lock``: say 'running'
+    when another process holds the lock (off for the process that holds it)."""
+    run_dir = Path(run_dir)
+    try:
+        if read_record(run_dir) is not None:
+            return DONE
+    except CorruptRecord:
+        if not (probe_lock and lock_holder(run_dir) is not None):
+            return CORRUPT
+    if probe_lock and lock_holder(run_dir) is not None:
+        return RUNNING
+    error_path = run_dir / ERROR_FILE
+    if error_path.is_file():
+        try:
+            blocked = "blocked_by" in json.loads(error_path.read_text())
+        except (OSError, ValueError, TypeError):
+            blocked = False
+        return BLOCKED if blocked else FAILED
+    return PENDING
+
+
+# ------------------------------------------------------------------------------------------------ the lock
+class RunningElsewhere(Exception):
+    """Another live process holds the run folder's lock."""
+
+    def __init__(self, run_dir: Path, holder: dict):
+        self.run_dir, self.holder = Path(run_dir), holder
+        super().__init__(f"{run_dir} is locked by {describe_holder(holder)}")
+
+
+def owner_token() -> str:
+    """Who this process works for: the SLURM job (and its restart) or this host and pid. Every task of a
+    multi-task SLURM job has the same token, so ranks > 0 recognise the lock their rank 0 took."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if job:
+        return f"slurm:{job}/{os.environ.get('SLURM_RESTART_COUNT', '0') or '0'}"
+    return f"pid:{socket.gethostname()}/{os.getpid()}"
+
+
+def _holder_info() -> dict:
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    slurm_id = f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+    return {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": slurm_id,
+            "slurm_restart_count": os.environ.get("SLURM_RESTART_COUNT"), "owner": owner_token(),
+            "since": now_iso()}
+
+
+def describe_holder(holder: dict) -> str:
+    slurm = f", SLURM job {holder['slurm_job_id']}" if holder.get("slurm_job_id") else ""
+    return (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}{slurm} since {holder.get('since', '?')}"
+            if holder else "another process")
+
+
+def _read_holder(fd: int) -> dict:
+    try:
+        data = os.pread(fd, 4096, 0)
+        return json.loads(data) if data.strip() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _is_predecessor(holder: dict) -> bool:
+    """The holder is an earlier run of this same SLURM job (before a requeue), still being killed."""
+    mine, theirs = owner_token(), str(holder.get("owner", ""))
+    return mine.startswith("slurm:") and theirs.startswith("slurm:") and theirs != mine and \
+        theirs.split("/")[0] == mine.split("/")[0]
+
+
+def lock_holder(run_dir: Path) -> dict | None:
+    """Who holds the folder's lock now ({} when the holder wrote nothing yet), or None when nobody does. Never
+    creates the lock file; takes a shared lock for an instant to find out."""
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _read_holder(fd)
+    except OSError:  # locks not supported on this filesystem: nobody can be seen holding it
+        return None
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+_warned_no_locks = False
+
+
+@contextmanager
+def lock(run_dir: Path, patience_s: float = LOCK_PATIENCE_S):
+    """Hold the run folder's exclusive lock for the ``with`` block, or raise RunningElsewhere when another live
+    process holds it. An earlier run of the same SLURM job (a requeue whose predecessor is still being killed) is
+    waited for, up to PREDECESSOR_WAIT_S.
+
+    Network filesystems: Linux NFS clients (v3 with lockd, v4) implement flock as a whole-file POSIX lock held by
+    the server, so it works across nodes — unless the filesystem is mounted with ``local_lock=flock`` or ``nolock``
+    (then each node sees only its own locks). Lustre needs the ``flock`` mount option (``localflock`` is node-local;
+    without either, flock fails). A node that dies holding a lock on NFS keeps it until the server's lease expires
+    (NFSv4: typically 90 s). Where locks are not supported at all the job runs unlocked with a warning."""
+    global _warned_no_locks
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline, predecessor_deadline = time.monotonic() + patience_s, None
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = True
+                break
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                if _is_predecessor(holder) and predecessor_deadline is None:
+                    predecessor_deadline = time.monotonic() + PREDECESSOR_WAIT_S
+                    deadline = max(deadline, predecessor_deadline)
+                if time.monotonic() >= deadline:
+                    raise RunningElsewhere(run_dir, holder) from None
+                time.sleep(0.1)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                if not _warned_no_locks:
+                    print(f"warning: this filesystem does not support file locks ({exc}): {run_dir} is not "
+                          "protected against a second process running the same job (see benchmark/run/run_dir.py)",
+                          file=sys.stderr, flush=True)
+                    _warned_no_locks = True
+                locked = False
+                break
+        if locked:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(_holder_info()).encode(), 0)
+            os.fsync(fd)
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor releases the flock
+
+
+def follow_lock(run_dir: Path, force: bool = False, timeout_s: float | None = None) -> str:
+    """For ranks > 0 of a multi-task job, which never take the lock: wait until rank 0 decided. Returns 'run' (rank
+    0 of this job holds the lock), 'skipped' (the job is done and not forced) or RUNNING_ELSEWHERE."""
+    run_dir = Path(run_dir)
+    deadline = time.monotonic() + (PREDECESSOR_WAIT_S + 60 if timeout_s is None else timeout_s)
+    while True:
+        holder = lock_holder(run_dir)
+        if holder is not None and holder.get("owner") == owner_token():
+            return "skipped" if status(run_dir, probe_lock=False) == DONE and not force else "run"
+        if holder and not _is_predecessor(holder):
+            return RUNNING_ELSEWHERE
+        if holder is None and status(run_dir, probe_lock=False) == DONE and not force:
+            return "skipped"
+        if time.monotonic() >= deadline:
+            return RUNNING_ELSEWHERE
+        time.sleep(0.2)
