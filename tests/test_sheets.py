@@ -7,13 +7,7 @@ import pandas as pd
 from PIL import Image
 
 from benchmark.collect.report_figures import (
-    AUDIT_BRIEF,
-    SAMPLES_DIR,
-    SAMPLES_INDEX,
-    audit_brief,
-    copy_sheets,
-    load_sheets,
-    sheets_in,
+    AUDIT_BRIEF, SAMPLES_DIR, SAMPLES_INDEX, audit_brief, copy_sheets, load_sheets, sheets_in
 )
 from benchmark.generators import sheets
 

@@ -17,16 +17,8 @@ import pandas as pd
 from benchmark import stats
 from benchmark.collect import report_figures, report_plots
 from benchmark.collect.report_tables import (
-    cell_title,
-    fnum,
-    format_frame,
-    fp,
-    fratio,
-    jobs_sections,
-    leaderboard_latex,
-    leaderboard_markdown,
-    md_table,
-    metric_title,
+    cell_title, fnum, format_frame, fp, fratio, jobs_sections, leaderboard_latex, leaderboard_markdown, md_table,
+    metric_title
 )
 from benchmark.core.errors import UserError
 from benchmark.run.run_dir import write_bytes_atomic

@@ -30,14 +30,8 @@ import numpy as np
 from benchmark.core.errors import UserError
 from benchmark.data.bundle import SPLITS, DataBundle, Split, files_sha256
 from benchmark.data.images import (
-    IMAGE_SUFFIXES,
-    check_channels,
-    expand_path,
-    group_ids,
-    load_images,
-    parse_ratios,
-    scan_class_folders,
-    stratified_split,
+    IMAGE_SUFFIXES, check_channels, expand_path, group_ids, load_images, parse_ratios, scan_class_folders,
+    stratified_split
 )
 
 

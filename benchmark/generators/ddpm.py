@@ -28,15 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.generators._common import (
-    GeneratorConfigError,
-    check_class_index,
-    check_training_data,
-    choose_device,
-    class_balanced_probabilities,
-    resolve_config,
-    save_grid,
-    to_signed,
-    to_uint8,
+    GeneratorConfigError, check_class_index, check_training_data, choose_device, class_balanced_probabilities,
+    resolve_config, save_grid, to_signed, to_uint8
 )
 from benchmark.generators.base import Generator
 

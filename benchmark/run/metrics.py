@@ -21,17 +21,9 @@ def classification_metrics(probs, targets, num_classes: int, rare_class: int) ->
     """
     import torch
     from torchmetrics.functional.classification import (
-        binary_auroc,
-        binary_average_precision,
-        binary_sensitivity_at_specificity,
-        multiclass_accuracy,
-        multiclass_auroc,
-        multiclass_average_precision,
-        multiclass_calibration_error,
-        multiclass_confusion_matrix,
-        multiclass_f1_score,
-        multiclass_precision,
-        multiclass_recall,
+        binary_auroc, binary_average_precision, binary_sensitivity_at_specificity, multiclass_accuracy,
+        multiclass_auroc, multiclass_average_precision, multiclass_calibration_error, multiclass_confusion_matrix,
+        multiclass_f1_score, multiclass_precision, multiclass_recall
     )
 
     probs = probs.float().cpu()
