@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from benchmark.core.errors import exits_on_user_error
+from benchmark.execute import AUTO, CHOICES, EXECUTORS, SLURM
 from benchmark.run import run_dir as rd
 
 
@@ -32,7 +33,7 @@ def parse_args(argv=None):
     add("--profile", help="named profile of the grid, e.g. smoke")
     add("--list", action="store_true", help="print registered datasets, generators, backbones, grids")
     add("--dry-run", action="store_true", help="print the job table and counts; run nothing")
-    add("--executor", default="auto", choices=["auto", "local", "debug", "slurm"],
+    add("--executor", default=AUTO, choices=CHOICES,
         help="auto: slurm when a cluster answers, else local worker processes; debug: in-process")
     add("--only", metavar="PATTERN", help="only jobs whose name or key matches (glob or substring)")
     add("--force", action="store_true", help="re-run jobs even if done (results are replaced only by a success)")
@@ -96,10 +97,10 @@ def main(argv=None):
         return 0
     jobs = identity.resolve_jobs(jobs, download=True)  # downloads missing data; then every job has its final key
     status = plan_table.statuses(jobs, runs_dir)
-    from benchmark.execute import executors
+    from benchmark.execute import create_executor, resolve_executor
 
-    executor = executors.resolve_executor(args.executor)
-    if executor == "slurm":
+    executor = resolve_executor(args.executor)
+    if executor == SLURM:
         return submit_to_slurm(args, grid, jobs, out_dir, results_root)
     if args.cluster_profile or args.wait:
         raise grids.UserError(f"--cluster-profile and --wait need SLURM, but the executor is {executor}.")
@@ -113,9 +114,9 @@ def main(argv=None):
     os.environ.setdefault(THREADS_ENV, str(threads_per_worker(parallel)))
     try:
         with signals_as_keyboard_interrupt():
-            executors.run_stages([j for j in todo if j.stage == "generator"],
-                                 [j for j in todo if j.stage == "classifier"], runs_dir, executor, out_dir / "logs",
-                                 force=args.force, parallel=parallel, runs_per_task=args.runs_per_task)
+            create_executor(executor, runs_dir=runs_dir, logs_dir=out_dir / "logs", force=args.force,
+                            parallel=parallel, runs_per_task=args.runs_per_task).run_stages(
+                [j for j in todo if j.stage == "generator"], [j for j in todo if j.stage == "classifier"])
     except KeyboardInterrupt as exc:
         signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
         print(f"stopped by {signal.Signals(signum).name}: {plan_table.summary_line(jobs, plan_table.statuses(jobs, runs_dir))}",
@@ -205,14 +206,14 @@ def check_executor_options(args, jobs, UserError) -> None:
     """What a real run checks about the executor and its options, so --dry-run fails where the run would: the
     cluster profiles of every stage (unknown names, bad files) whenever --cluster-profile is given or the executor
     is slurm; SLURM-only options with a local executor."""
-    if args.executor in ("local", "debug") and (args.cluster_profile or args.wait):
+    if args.executor in EXECUTORS and (args.cluster_profile or args.wait):
         raise UserError(f"--cluster-profile and --wait need SLURM, but the executor is {args.executor}.")
-    if args.cluster_profile or args.executor == "slurm":
+    if args.cluster_profile or args.executor == SLURM:
         from benchmark.execute.slurm.profiles import needed_stages, stage_profiles
         from benchmark.execute.slurm.reachable import require_slurm
 
         stage_profiles(args.grid, args.cluster_profile, needed_stages(jobs))
-        if args.executor == "slurm" and args.dry_run:
+        if args.executor == SLURM and args.dry_run:
             require_slurm()
 
 

@@ -412,7 +412,7 @@ def test_cli_sigterm_to_the_local_launcher_stops_its_workers(data_env, tmp_path)
     assert "stopped by SIGTERM" in err, err
     # the launcher ends without a traceback of its own (the interrupted submitit controller prints its
     # KeyboardInterrupt, as on Ctrl-C)
-    assert "launch/grid.py" not in err and 'benchmark/execute/executors.py"' not in err, err
+    assert "launch/grid.py" not in err and "benchmark/execute/local.py" not in err, err
     alive = [pid for pid in seen if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
     assert not alive, alive
     assert not (run_dir / "result.json").exists() and not (run_dir / "error.json").exists()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchmark.core.errors import UserError
-from benchmark.execute.executors import run_stages
+from benchmark.execute import create_executor
 from benchmark.generators.base import Generator, TrainingSet
 from benchmark.generators.stage import SyntheticMix, write_bank
 from benchmark.plan import table as plan_table
@@ -45,7 +45,7 @@ def test_generator_jobs_are_one_per_cell(failing_registry):
 def test_failed_generator_blocks_its_classifiers(failing_registry, data_env, tmp_path):
     jobs = expand(grid(backbone=["resnet18"], synthetic_ratio=[1], seed=[0], generator=["failing_gan"]))
     gens = generator_jobs(jobs)
-    run_stages(gens, jobs, tmp_path, "debug", tmp_path / "logs")
+    create_executor("debug", runs_dir=tmp_path, logs_dir=tmp_path / "logs").run_stages(gens, jobs)
     error = json.loads((tmp_path / gens[0].key / "error.json").read_text())
     assert "generator diverged" in error["error"]
     status = plan_table.statuses(gens + jobs, tmp_path)
@@ -253,7 +253,7 @@ def test_generators_run_at_64_and_128_px(generator, size, resized, tmp_path, mon
 def test_local_packs_deal_every_kind_of_job_to_every_worker():
     """One pack per worker, round-robin: 8 long fits then 8 short ones give each of 2 workers 4 of each (contiguous
     shares gave one worker every long fit); an explicit runs_per_task keeps consecutive packs."""
-    from benchmark.execute.executors import pack
+    from benchmark.execute.packing import pack
 
     jobs = [f"long{i}" for i in range(8)] + [f"short{i}" for i in range(8)]
     packs = pack(jobs, None, parallel=2)

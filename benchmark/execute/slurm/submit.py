@@ -12,7 +12,7 @@ from pathlib import Path
 
 from benchmark import REPO_ROOT
 from benchmark.core.errors import UserError
-from benchmark.execute.executors import pack
+from benchmark.execute.packing import pack
 from benchmark.execute.slurm.manifest import COLLECTOR_KEY, Manifest, slurm_command
 from benchmark.execute.slurm.state import grid_state
 from benchmark.run.run_dir import now_iso

@@ -1,87 +1,27 @@
-"""Executors: run a list of jobs in-process (debug) or in worker processes through submitit (local)."""
+"""The local executor: packs of jobs in worker processes through submitit's LocalExecutor; Ctrl-C (or SIGTERM /
+SIGHUP to the launcher) stops the workers, and finished results stay."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from benchmark.core import status as job_status
-from benchmark.core.errors import UserError
-from benchmark.core.specs import JobSpec
+from benchmark.execute.base import Executor, _progress_bar
+from benchmark.execute.packing import pack
 from benchmark.run import run_dir as rd
-from benchmark.run.job import execute
 
-EXECUTORS = ("auto", "local", "debug", "slurm")
 POLL_SECONDS = 1.0
 
 
-def pack(jobs: list[JobSpec], runs_per_task: int | None, parallel: int = 1) -> list[list[JobSpec]]:
-    """The jobs in packs, each run by one process: a local worker or a SLURM array task. Without `runs_per_task`
-    (the local default): one pack per worker, dealt round-robin, so that each worker gets its share of every kind of
-    job (a grid lists its jobs by method: contiguous shares would give one worker all the long generator fits). With
-    it (always on SLURM: 1 unless --runs-per-task): packs of that many consecutive jobs, taken as workers or array
-    tasks become free."""
-    if not runs_per_task:
-        parallel = max(1, min(parallel, len(jobs)))
-        return [jobs[i::parallel] for i in range(parallel)]
-    return [jobs[i:i + runs_per_task] for i in range(0, len(jobs), runs_per_task)]
+class LocalExecutor(Executor):
+    name = "local"
+
+    def run(self, jobs: list) -> dict[str, str]:
+        return run_local(jobs, self.runs_dir, self.logs_dir, force=self.force, parallel=self.parallel,
+                         runs_per_task=self.runs_per_task)
 
 
-def resolve_executor(name: str) -> str:
-    if name not in EXECUTORS:
-        raise UserError(f"Unknown executor {name!r}. Available: {', '.join(EXECUTORS)}.")
-    if name == "auto":
-        try:
-            from benchmark.execute.slurm.reachable import slurm_available
-        except ImportError:
-            return "local"
-        available, reason = slurm_available()
-        if not available and reason:
-            print(f"note: {reason}; running locally.")
-        return "slurm" if available else "local"
-    return name
-
-
-def run_stages(generator_jobs: list, classifier_jobs: list, runs_dir: Path, executor: str, logs_dir: Path,
-               force: bool = False, parallel: int = 1, runs_per_task: int | None = None) -> None:
-    """Generator jobs first; then the classifier jobs whose generator job is done (the rest wait, or are blocked
-    when it failed: core.status)."""
-    def run(jobs, desc):
-        if not jobs:
-            return
-        print(f"{desc}: {len(jobs)} jobs")
-        if executor == "debug":
-            run_debug(jobs, runs_dir, force=force)
-        else:
-            run_local(jobs, runs_dir, logs_dir, force=force, parallel=parallel, runs_per_task=runs_per_task)
-
-    run(generator_jobs, "generator stage")
-    generators = {j.generator_key: rd.status(runs_dir / j.generator_key) for j in classifier_jobs if j.generator_key}
-    ready = [j for j in classifier_jobs if job_status.ready(generators.get(j.generator_key))]
-    for spec in classifier_jobs:
-        if not job_status.ready(generators.get(spec.generator_key)):
-            print(job_status.waiting_line(spec.name, spec.generator_key, generators[spec.generator_key]))
-    run(ready, "classifier stage")
-
-
-def _progress_bar(total: int, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="job", dynamic_ncols=True)
-
-
-def run_debug(jobs: list[JobSpec], runs_dir: Path, force: bool = False) -> dict:
-    """Every job in this process, one after another (breakpoints work)."""
-    statuses = {}
-    with _progress_bar(len(jobs), "jobs") as bar:
-        for spec in jobs:
-            bar.set_postfix_str(spec.name, refresh=True)
-            statuses[spec.key] = execute(spec, runs_dir / spec.key, force=force)
-            bar.update(1)
-    return statuses
-
-
-def run_local(jobs: list[JobSpec], runs_dir: Path, logs_dir: Path, force: bool = False, parallel: int = 1,
+def run_local(jobs: list, runs_dir: Path, logs_dir: Path, force: bool = False, parallel: int = 1,
               runs_per_task: int | None = None, timeout_min: int = 24 * 60) -> dict:
     """Jobs in `parallel` worker processes via submitit's LocalExecutor. Each worker runs a pack of jobs, so torch
     and the dataset are loaded once per pack; progress is read from the run folders as jobs finish."""
