@@ -63,8 +63,10 @@ def test_stats_csv_schemas(written):
     ranks = pd.read_csv(out / "stats" / "ranks.csv")
     assert {"metric", "variant", "avg_rank", "p_holm", "is_control"} <= set(ranks.columns)
     dose = pd.read_csv(out / "stats" / "dose_response.csv")
-    assert list(dose.columns) == ["metric", "generator", "slope", "se", "ci_low", "ci_high", "p", "p_holm", "n_obs",
-                                  "n_ratios", "ratios", "model", "scale"]
+    assert list(dose.columns) == list(stats.DOSE_COLUMNS)
+    assert {"metric", "generator", "slope", "ci_low", "ci_high", "p", "p_holm", "kind", "df"} <= set(dose.columns)
+    answer = pd.read_csv(out / "stats" / "answer.csv")
+    assert list(answer.columns) == list(stats.ANSWER_COLUMNS)
     hier = pd.read_csv(out / "stats" / "hierarchical.csv")
     assert list(hier.columns) == list(stats.HIERARCHICAL_COLUMNS) and len(hier) == 4 * len(stats.DEFAULT_METRICS)
     power = pd.read_csv(out / "stats" / "power.csv")
@@ -89,7 +91,7 @@ def test_leaderboard_csv_and_markdown(written):
                f"[{r['test_auroc_ci_low']:.3f}, {r['test_auroc_ci_high']:.3f}]")
     assert cellstr in md
     # significance marks where the tests say so
-    better = a.leaderboard[a.leaderboard["test_balanced_accuracy_vs_baseline"] == "better"]
+    better = a.leaderboard[a.leaderboard[f"{a.metrics[1]}_vs_baseline"] == "better"]
     assert len(better) and md.count("▲") >= len(better)
     assert "## Failed jobs (1)" in md and "| f1 | ds0-dcgan-9 | RuntimeError: CUDA out of memory |" in md
     assert "## Missing jobs (2)" in md and "ds1-dcgan-8" in md and "## Blocked jobs (0)" in md
@@ -241,3 +243,23 @@ def test_ratio_forms_and_few_seeds_in_the_leaderboard_and_plots(tmp_path):
     curves = pd.read_csv(tmp_path / "stats" / "dose_curves.csv", keep_default_na=False, na_values=[""])
     c = curves[(curves.metric == "test_auroc") & (curves.dataset == "ds0")].set_index("variant")
     assert c.loc["dcgan@balance", "effective_ratio"] == pytest.approx(eff) and c.loc["none", "effective_ratio"] == 0
+
+
+def test_the_answer_table_opens_the_report(tmp_path):
+    """The first section of the committed study's report is the answer table: each image source against none and
+    against duplication, Δ [95 % t interval] and a verdict per metric, the margin beside each metric."""
+    from pathlib import Path
+
+    records = pd.read_csv(Path(__file__).resolve().parents[1] / "docs" / "study" / "records.csv")
+    a = stats.analyse(records)
+    report.write_all(a, tmp_path, title="study")
+    md = (tmp_path / "report.md").read_text()
+    sections = [line for line in md.splitlines() if line.startswith("## ")]
+    assert sections[0].startswith("## The answer: does each image source beat duplicating")
+    first = md.split("\n## ", 2)[1]
+    row = next(line for line in first.splitlines() if line.startswith("| dcgan@balance | oversample@balance |"))
+    assert "| 8 | -0.025 [-0.055, +0.005] **inconclusive** |" in row
+    assert "test AUROC (±0.02)" in first and "Against duplication: 9 inconclusive" in first
+    shown = report.answer_rows(a)
+    assert set(shown["compared with"]) == {"none", "oversample@balance"}
+    assert (pd.read_csv(tmp_path / "stats" / "answer.csv")["verdict"].isin(stats.VERDICTS)).all()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -17,14 +18,22 @@ import pandas as pd
 from benchmark import stats
 from benchmark.collect import report_figures, report_plots
 from benchmark.collect.report_tables import (
-    cell_title, fnum, format_frame, fp, fratio, jobs_sections, leaderboard_latex, leaderboard_markdown, md_table,
-    metric_title
+    cell_title,
+    fnum,
+    format_frame,
+    fp,
+    fratio,
+    jobs_sections,
+    leaderboard_latex,
+    leaderboard_markdown,
+    md_table,
+    metric_title,
 )
 from benchmark.core.errors import UserError
 from benchmark.run.run_dir import write_bytes_atomic
 
 NA_VALUES = ["", "nan", "NaN", "-nan", "-NaN", "NULL", "null", "<NA>", "N/A", "n/a", "#N/A"]  # not None/none/NA
-STATS_FILES = ("paired_tests", "hierarchical", "power", "missing_baseline", "seed_mismatch", "nan_metrics",
+STATS_FILES = ("answer", "paired_tests", "hierarchical", "power", "missing_baseline", "seed_mismatch", "nan_metrics",
                "duplicates", "friedman", "ranks", "dose_response", "dose_curves", "audit", "gap_closed")
 PRIOR_SHIFT_NOTE = (
     "Adding rare images (synthetic, duplicated or extra real ones) raises the rare class's share of the training set, "
@@ -260,11 +269,26 @@ def _power_lines(a: stats.Analysis, design=None) -> list[str]:
     return lines
 
 
-def build_report(a: stats.Analysis, title: str, plots: dict, design=None, failed=None, missing=None, blocked=None,
-                 files=(), sheets=None) -> Doc:
-    o = a.options
-    doc = Doc()
-    d = a.records
+@dataclass
+class ReportInputs:
+    """What the report's sections read: the analysis, the plots (from report_plots) and what the collector knows
+    about the grid and its jobs."""
+    analysis: stats.Analysis
+    title: str
+    plots: dict
+    design: dict | None = None
+    failed: list | None = None
+    missing: list | None = None
+    blocked: list | None = None
+    files: tuple = ()
+    sheets: dict | None = None
+
+
+def _section_title(doc: Doc, r: ReportInputs) -> None:
+    o = r.analysis.options
+    d = r.analysis.records
+    a = r.analysis
+    title = r.title
     doc.h(1, f"GenMed-Rare statistical report — {title}")
     doc.p(f"{len(d)} records · {d['dataset'].nunique()} dataset(s) · {d.groupby(list(stats.CELL)).ngroups} cell(s) · "
           f"{d['generator'].nunique()} method(s) · baseline `{a.baseline}` · metrics "
@@ -272,12 +296,80 @@ def build_report(a: stats.Analysis, title: str, plots: dict, design=None, failed
           f"{'paired t-test' if o['test'] == 't' else 'Wilcoxon signed-rank test'}, {o['correction']} correction "
           f"over each {o['family']} family, α = {o['alpha']:g}; "
           f"Wilcoxon zeros: {o['zero_method']}; bootstrap: {o['n_boot']} resamples, seed {o['bootstrap_seed']}. "
-          f"Across the sweep: a hierarchical mixed model per method; ranks over datasets. "
+          f"Image sources against duplication: paired t tests and two one-sided tests (TOST) within a declared "
+          f"margin. Across the sweep: seed means with small-sample t intervals per method; ranks over datasets. "
           f"Methods and columns: docs/statistics.md.")
+
+
+def _section_summary(doc: Doc, r: ReportInputs) -> None:
+    a, plots = r.analysis, r.plots
     if plots.get("summary"):
         doc.h(2, "Summary")
         rel, data = plots["summary"]
         doc.image(rel, data, f"effect of each method vs {a.baseline}, with 95 % intervals")
+
+
+def answer_rows(a: stats.Analysis) -> pd.DataFrame:
+    """The answer table as shown: one row per image source and reference (none, duplication), one column per
+    metric with Δ [95 % interval] and the verdict; across all cells (stats/answer.csv has the per-cell rows)."""
+    x = a.answer[a.answer["scope"] == stats.ALL_CELLS_SCOPE] if len(a.answer) else a.answer
+    if x is None or x.empty:
+        return pd.DataFrame()
+    rows = {}
+    for _, row in x.iterrows():
+        key = (row["source"], row["reference_variant"])
+        out = rows.setdefault(key, {"image source": row["source"], "compared with": row["reference_variant"],
+                                    "seeds": int(row["n_pairs"])})
+        margin = f" (±{row['margin']:g})" if pd.notna(row["margin"]) else ""
+        cell = f"{row['mean_diff']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}] **{row['verdict']}**"
+        if row.get("note"):
+            cell += f"; {row['note']}"
+        out[f"{metric_title(row['metric'])}{margin}"] = cell
+    order = {v: i for i, v in enumerate(dict.fromkeys(x["source"]))}
+    shown = pd.DataFrame(list(rows.values()))
+    duplication = shown["compared with"] != a.baseline
+    return shown.assign(_d=~duplication, _s=shown["image source"].map(order)).sort_values(
+        ["_d", "_s"]).drop(columns=["_d", "_s"]).reset_index(drop=True)
+
+
+def _section_answer(doc: Doc, r: ReportInputs) -> None:
+    a = r.analysis
+    doc.h(2, "The answer: does each image source beat duplicating the real rare images?")
+    shown = answer_rows(a)
+    if shown.empty:
+        doc.p(f"No method in these records adds rare images (a generator, an external bank or `{stats.UPPER_BOUND}`) "
+              f"next to a `{a.baseline}` or `{stats.DUPLICATION}` run: nothing to answer.")
+        return
+    alpha = a.options["alpha"]
+    doc.p(f"Each image source (generated images, an external bank, or `{stats.UPPER_BOUND}`: held-back *real* rare "
+          f"images, the upper bound) against `{a.baseline}` and against duplicating the real rare images "
+          f"(`{stats.DUPLICATION}` at the same ratio), paired over seeds in the same cells. Δ = source − reference, "
+          f"averaged over the cells, with its {1 - alpha:.0%} t interval over seeds; a positive Δ favours the source "
+          "(for a lower-is-better metric, a negative one). Verdicts: **better** / **worse**: paired t test, Holm "
+          "over the sources of a metric and reference; **equivalent**: two one-sided tests show the difference "
+          "lies within ±margin (the margin is beside each metric); **inconclusive**: these seeds cannot tell a "
+          "difference larger than the margin from none — more seeds, not a conclusion. The interval is "
+          "conditional on this test set: every seed is scored on the same test images, so it leaves out the "
+          "test set's own sampling noise. Per-cell rows and every column: stats/answer.csv.")
+    doc.table(shown)
+    vs_dup = a.answer[(a.answer["scope"] == stats.ALL_CELLS_SCOPE) & (a.answer["reference"] == stats.DUPLICATION)]
+    if len(vs_dup):
+        counts = vs_dup["verdict"].value_counts()
+        words = ", ".join(f"{counts[v]} {v}" for v in stats.VERDICTS if counts.get(v))
+        doc.p(f"Against duplication: {words} (source × metric comparisons across the cells).")
+    if a.answer["effective_ratio_differs"].fillna(False).astype(bool).any():
+        doc.p("Where a note says the effective ratios differ, the two runs added different numbers of images "
+              f"(e.g. `{stats.UPPER_BOUND}` is capped by the real images held back), so the comparison is not at a "
+              "matched ratio.")
+    if "optimizer_steps_differ" in a.answer and a.answer["optimizer_steps_differ"].fillna(False).astype(bool).any():
+        doc.p("Some paired runs took different numbers of optimiser steps (epoch budgets): a gain may be extra "
+              "optimisation rather than the images. A step-matched budget removes this confound.")
+
+
+def _section_design(doc: Doc, r: ReportInputs) -> None:
+    d = r.analysis.records
+    a = r.analysis
+    design = r.design
     doc.h(2, "Design of the sweep")
     axes, training = _design_rows(a, design)
     if design:
@@ -290,6 +382,9 @@ def build_report(a: stats.Analysis, title: str, plots: dict, design=None, failed
     if training is not None:
         doc.table(training)
 
+
+def _section_warnings(doc: Doc, r: ReportInputs) -> None:
+    a = r.analysis
     doc.h(2, "Data quality and warnings")
     doc.items(a.warnings or ["No warnings."])
     if len(a.nan_rows):
@@ -305,6 +400,12 @@ def build_report(a: stats.Analysis, title: str, plots: dict, design=None, failed
     if len(a.duplicates):
         doc.h(3, f"Duplicate records ({len(a.duplicates)}), ignored")
         doc.table(format_frame(a.duplicates, max_rows=MAX_ROWS), _more(a.duplicates, "stats/duplicates.csv"))
+
+
+def _section_jobs(doc: Doc, r: ReportInputs) -> None:
+    failed = r.failed
+    missing = r.missing
+    blocked = r.blocked
     doc.h(2, "Failed, missing and blocked jobs")
     for head, body in jobs_sections(failed, missing, blocked):
         doc.h(3, head)
@@ -313,6 +414,9 @@ def build_report(a: stats.Analysis, title: str, plots: dict, design=None, failed
         else:
             doc.p(body)
 
+
+def _section_per_dataset(doc: Doc, r: ReportInputs) -> None:
+    a = r.analysis
     doc.h(2, "Per-dataset results")
     doc.p("Mean over the dataset's cells of the seed means; rank = average rank in the cells (1 = best); ▲/▼ = "
           "number of cells where the method is significantly better/worse than the baseline after correction. "
@@ -321,9 +425,15 @@ def build_report(a: stats.Analysis, title: str, plots: dict, design=None, failed
         doc.h(3, ds)
         doc.table(per_dataset_table(a, ds))
 
+
+def _section_metric_kinds(doc: Doc, r: ReportInputs) -> None:
     doc.h(2, "Metrics: threshold-free and validation-threshold")
     doc.p(PRIOR_SHIFT_NOTE)
 
+
+def _section_paired(doc: Doc, r: ReportInputs) -> None:
+    a = r.analysis
+    design = r.design
     doc.h(2, f"Paired comparisons with `{a.baseline}`")
     doc.p("Per method and metric over all cells. MDE = smallest mean difference a two-sided paired t-test detects "
           "with 80 % power at the corrected threshold α/m of its family, given the number of pairs and the "
@@ -335,20 +445,25 @@ def build_report(a: stats.Analysis, title: str, plots: dict, design=None, failed
     doc.h(3, "Power under correction")
     doc.items(_power_lines(a, design))
 
+
+def _section_hierarchical(doc: Doc, r: ReportInputs) -> None:
+    a = r.analysis
     doc.h(2, f"Across the sweep: does a method beat `{a.baseline}`? (hierarchical model)")
-    doc.p("One linear mixed model per method and metric on all its paired differences (method − baseline) over "
-          "the sweep: difference = μ + dataset effect + cell-within-dataset effect + seed-within-cell effect + "
-          "residual, each effect an independent normal random intercept, fitted in two stages: the differences "
-          "averaged within each cell (each seed of a cell with folds), then statsmodels MixedLM (REML) on those "
-          "means with a random intercept per dataset (a t-test on them with one dataset). A level with a single "
-          "group inside each group above it (one dataset; one cell per dataset) or a single observation per group "
-          "(one seed per cell without folds: then it is the residual) cannot be separated and is left out; "
-          "'fitted' says what was. The estimate μ̂ is the mean improvement over the sweep, its 95 % interval and p "
-          "are Wald (z) ones (t with one dataset); 'p (Holm)' is corrected over the methods of a metric. "
-          "It assumes additive, normal effects and that datasets are a sample of such datasets: with few datasets "
-          "the dataset variance, and so the interval, is rough. Full table: stats/hierarchical.csv.")
+    doc.p("Per method and metric, the mean paired difference (method − baseline) over the sweep. Each seed's "
+          "differences are first averaged over the dataset's cells: a seed's rarity subsample and generator bank "
+          "are shared by every backbone and rare count of its dataset, so seeds are crossed with cells, not nested "
+          "in them, and the cells are fixed (each weighted equally). Then a small-sample t interval: over the seed "
+          f"means with one dataset; with 2 to {stats.MIN_RANDOM_DATASETS - 1} datasets, dataset as a fixed effect "
+          "(OLS on the seed means, the equal-weight mean of the dataset means, pooled within-dataset variance on "
+          "Σ(n − 1) df: the interval speaks for these datasets, not for datasets like them); with "
+          f"{stats.MIN_RANDOM_DATASETS} or more, a t test over the dataset means. 'p (Holm)' is corrected over the "
+          "methods of a metric; intervals of [0, 1] metrics are clipped to [−1, 1]. The variance columns "
+          "(dataset, cell, seed, residual) are descriptive. Full table: stats/hierarchical.csv.")
     doc.table(hierarchical_table(a))
 
+
+def _section_gap(doc: Doc, r: ReportInputs) -> None:
+    a = r.analysis
     doc.h(2, f"Gap closed: how much of the real-data gain each method recovers (`{stats.UPPER_BOUND}`)")
     if len(a.gap):
         doc.p(f"`{stats.UPPER_BOUND}` adds as many *real* held-back rare-class training images as a method adds "
@@ -368,6 +483,10 @@ def build_report(a: stats.Analysis, title: str, plots: dict, design=None, failed
               "below `all`, and a run at the same ratio form): add it to the grid to measure the real-data upper "
               "bound.")
 
+
+def _section_ranks(doc: Doc, r: ReportInputs) -> None:
+    a = r.analysis
+    plots = r.plots
     doc.h(2, "Ranks across datasets (Friedman, Iman–Davenport, Nemenyi, Holm)")
     doc.p("Blocks are datasets, the only independent units of the sweep: cells of one dataset (image size × rare "
           "class × rare count × backbone) share its test set, seeds, rarity subsamples and generator banks, so a "
@@ -393,14 +512,20 @@ def build_report(a: stats.Analysis, title: str, plots: dict, design=None, failed
         if len(rr.get("ranks", [])):
             doc.table(format_frame(rr["ranks"].drop(columns="metric"), pcols=("p_vs_control", "p_holm")))
 
+
+def _section_dose(doc: Doc, r: ReportInputs) -> None:
+    a = r.analysis
+    plots = r.plots
     doc.h(2, "Dose-response: does adding more rare images help?")
     model_note = ("Slope of the metric per doubling of the effective ratio — the rare images each job actually "
                   "added per kept real rare image, so `balance` and `real_percentage=P` sit where their counts put "
-                  "them — from a linear mixed model (statsmodels MixedLM, REML) on seed means after centring metric "
-                  "and log2(effective ratio) within each cell and method: metric ~ method + "
-                  "method:log2(effective ratio), random intercept for seed within dataset; OLS with cluster-robust "
-                  "errors when it does not converge (see warnings). Methods that add no images (effective ratio 0) "
-                  "are horizontal reference lines in the plots. p_holm: Holm over methods.")
+                  "them. For each seed and method, an OLS slope of the metric on log2(effective ratio) after "
+                  "centring both within each cell and method; the method's slope is the mean of its per-seed "
+                  "slopes, t-tested with n − 1 df (n = seeds): the seed is the replicate. With only two ratio forms "
+                  "the 'slope' is a two-point contrast (kind), and contrast_high_low is the plain difference. "
+                  f"vs_duplication: the per-seed slope minus `{stats.DUPLICATION}`'s, t-tested, where it has a dose "
+                  "curve. Methods that add no images (effective ratio 0) are horizontal reference lines in the "
+                  "plots. p_holm: Holm over methods.")
     doc.p(model_note)
     if len(a.dose):
         dd = a.dose.copy()
@@ -413,6 +538,10 @@ def build_report(a: stats.Analysis, title: str, plots: dict, design=None, failed
             rel, data = plots["dose"][m]
             doc.image(rel, data, f"dose-response, {metric_title(m)}")
 
+
+def _section_audit(doc: Doc, r: ReportInputs) -> None:
+    a = r.analysis
+    sheets = r.sheets
     doc.h(2, "Generator audit")
     brief, explained = report_figures.audit_brief(a.audit)
     if len(brief):
@@ -427,10 +556,28 @@ def build_report(a: stats.Analysis, title: str, plots: dict, design=None, failed
                           ("closest", "the synthetic images closest to a training image, each above it")):
             if kind in sheet:
                 doc.image(sheet[kind][0], sheet[kind][1], f"{label}: {alt}")
+
+
+def _section_files(doc: Doc, r: ReportInputs) -> None:
+    files = r.files
     doc.h(2, "Files")
     doc.items([f"`{f}`" for f in files])
-    return doc
 
+
+# the report's sections, in order: one function each
+SECTIONS = (_section_title, _section_answer, _section_summary, _section_design, _section_warnings, _section_jobs, _section_per_dataset,
+            _section_metric_kinds, _section_paired, _section_hierarchical, _section_gap, _section_ranks,
+            _section_dose, _section_audit, _section_files)
+
+
+def build_report(a: stats.Analysis, title: str, plots: dict, design=None, failed=None, missing=None, blocked=None,
+                 files=(), sheets=None) -> Doc:
+    """The report as a Doc (Markdown and HTML), section by section (SECTIONS)."""
+    inputs = ReportInputs(a, title, plots, design, failed, missing, blocked, files, sheets)
+    doc = Doc()
+    for section in SECTIONS:
+        section(doc, inputs)
+    return doc
 
 def _more(df: pd.DataFrame, where: str) -> str:
     return f"First {MAX_ROWS} of {len(df)} rows; all in {where}." if len(df) > MAX_ROWS else ""
@@ -459,7 +606,7 @@ def write_all(a: stats.Analysis, out_dir, title: str | None = None, design: dict
         write_bytes_atomic(out / rel, data.encode("utf-8") if isinstance(data, str) else data)
         written[rel] = out / rel
 
-    tables = {"paired_tests": a.tests, "hierarchical": a.hierarchical,
+    tables = {"answer": a.answer, "paired_tests": a.tests, "hierarchical": a.hierarchical,
               "power": stats.power_summary(a.tests, a.options["alpha"]),
               "missing_baseline": a.missing_baseline, "seed_mismatch": a.seed_mismatch,
               "nan_metrics": a.nan_rows, "duplicates": a.duplicates, "friedman": a.friedman, "ranks": a.ranks,

@@ -1,6 +1,7 @@
 """The tables of a study write-up (docs/study.md), rendered from what the collector wrote (stats/*.csv), so that
-the numbers in the write-up are the records' and a test can check they still are: effects against the baseline
-with intervals and corrected p-values, the share of the real-data gain each method recovers, dose-response
+the numbers in the write-up are the records' and a test can check they still are: the answer (each image source
+against `none` and against duplication, with its verdict), effects against the baseline with intervals and
+corrected p-values, the share of the real-data gain each method recovers, dose-response
 slopes, the generator audit, and the effect each comparison could detect.
 
     from benchmark.collect.study import study_tables; print(study_tables("docs/study"))
@@ -68,6 +69,32 @@ def effects_table(tests: pd.DataFrame, metrics=EFFECT_METRICS) -> str:
     return _table(rows, header)
 
 
+def answer_table(answer: pd.DataFrame, metrics=EFFECT_METRICS) -> str:
+    """Each image source against `none` and against duplication across the cells: Δ [95 % t CI] and the verdict
+    (better / equivalent within ±margin / worse / inconclusive), the margin beside each metric."""
+    from benchmark.collect.report_tables import metric_title
+    from benchmark.stats import ALL_CELLS_SCOPE, DUPLICATION
+
+    a = answer[(answer["scope"] == ALL_CELLS_SCOPE) & answer["metric"].isin(metrics)]
+    if a.empty:
+        return "_No image source next to a `none` or `oversample` run._"
+    shown = [m for m in metrics if m in set(a["metric"])]
+    margins = a.drop_duplicates("metric").set_index("metric")["margin"]
+    header = ["image source", "compared with", "seeds"] + [f"{metric_title(m)} (±{margins[m]:g})" for m in shown]
+    rows = []
+    for dup_first in (True, False):
+        part = a[(a["reference"] == DUPLICATION) == dup_first]
+        for (source, ref), g in part.groupby(["source", "reference_variant"], sort=False):
+            g = g.set_index("metric")
+            row = [source, ref, str(int(g["n_pairs"].max()))]
+            for m in shown:
+                r = g.loc[m] if m in g.index else None
+                row.append("–" if r is None else f"{_signed(r['mean_diff'])} [{_signed(r['ci_low'])}, "
+                           f"{_signed(r['ci_high'])}] {r['verdict']}")
+            rows.append(row)
+    return _table(rows, header, right_from=3)
+
+
 def baseline_table(tests: pd.DataFrame, metrics=EFFECT_METRICS) -> str:
     from benchmark.collect.report_tables import metric_title
 
@@ -83,13 +110,14 @@ def gap_table(gap: pd.DataFrame, metrics=EFFECT_METRICS) -> str:
     if g.empty:
         return "_No method could be set against the real-data upper bound._"
     rows = []
+    pct = lambda x: "–" if pd.isna(x) else f"{100 * float(x):.0f} %"  # noqa: E731
     for _, r in g.iterrows():
-        closed = "–" if pd.isna(r["gap_closed"]) else f"{100 * float(r['gap_closed']):.0f} %"
+        interval = f"[{pct(r['gap_ci_low'])}, {pct(r['gap_ci_high'])}]" if "gap_ci_low" in r else ""
         rows.append([metric_title(r["metric"]), r["variant"], _signed(r["gain"]), str(r["upper_variant"]),
-                     _signed(r["upper_gain"]), str(r["upper_verdict"]), closed,
+                     _signed(r["upper_gain"]), str(r["upper_verdict"]), pct(r["gap_closed"]), interval,
                      "" if pd.isna(r.get("note")) else str(r["note"])])
-    return _table(rows, ["metric", "method", "gain", "upper bound", "its gain", "upper-bound verdict",
-                         "gap closed", "note"], right_from=2)
+    return _table(rows, ["metric", "method", "gain", "upper bound", "its gain at the method's ratio",
+                         "upper-bound verdict", "gap closed", "95 % BCa interval", "note"], right_from=2)
 
 
 def dose_table(dose: pd.DataFrame, metrics=EFFECT_METRICS) -> str:
@@ -98,10 +126,12 @@ def dose_table(dose: pd.DataFrame, metrics=EFFECT_METRICS) -> str:
     d = dose[dose["metric"].isin(metrics)]
     if d.empty:
         return "_No dose-response model (no method with two or more ratios)._"
-    rows = [[metric_title(r["metric"]), r["generator"], _signed(r["slope"], 4),
-             f"[{_signed(r['ci_low'], 4)}, {_signed(r['ci_high'], 4)}]", fp(r["p_holm"]), str(r["ratios"])]
-            for _, r in d.iterrows()]
-    return _table(rows, ["metric", "method", "slope per doubling", "95 % CI", "p (Holm)", "ratios"], right_from=2)
+    kind = lambda r: str(r.get("kind", "slope")).replace("_", " ")  # noqa: E731
+    rows = [[metric_title(r["metric"]), r["generator"], kind(r), _signed(r["slope"], 4),
+             f"[{_signed(r['ci_low'], 4)}, {_signed(r['ci_high'], 4)}]", fp(r["p"]), fp(r["p_holm"]),
+             str(r["ratios"])] for _, r in d.iterrows()]
+    return _table(rows, ["metric", "method", "kind", "slope per doubling (mean of per-seed slopes)", "95 % t CI",
+                         "p (t, n − 1 df)", "p (Holm)", "ratios"], right_from=3)
 
 
 def audit_table(audit: pd.DataFrame) -> str:
@@ -139,6 +169,8 @@ def study_tables(folder) -> str:
                                     na_values=["", "nan", "NaN"])
     tests, gap, dose, audit = read("paired_tests"), read("gap_closed"), read("dose_response"), read("audit")
     parts = [
+        "### The answer: each image source against `none` and against duplication (`oversample`)",
+        answer_table(read("answer")),
         "### Baseline", baseline_table(tests),
         "### Effect of each method against `none` (paired over seeds; ▲ ▼ significant after Holm)",
         effects_table(tests),

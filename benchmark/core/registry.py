@@ -139,24 +139,44 @@ def deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
-def read_entry_file(path: Path, _seen: tuple = ()) -> dict:
-    """A YAML entry with its ``include:`` chain resolved (relative to the including file)."""
+def read_with_includes(path: Path, resolve_include, merge=deep_merge, check=None, cycle: str = "include",
+                       _seen: tuple = ()) -> dict:
+    """The YAML mapping at `path` merged over its ``include:`` chain, this file winning (the one include resolver:
+    registry entries and cluster profiles). ``resolve_include(ref, including_path) -> Path`` finds a base;
+    ``check(path, data)`` validates each file's own mapping (raising UserError) before it is merged;
+    ``merge(base, data)`` combines them. A cycle is an error naming the chain ("Circular {cycle}: a -> b -> a.")."""
     path = Path(path)
-    if path.resolve() in _seen:
-        chain = " -> ".join(str(p) for p in (*_seen, path.resolve()))
-        raise UserError(f"Circular include: {chain}.")
+    real = path.resolve()
+    if real in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, real))
+        raise UserError(f"Circular {cycle}: {chain}.")
     data = load_yaml(path)
-    if data is None:
-        data = {}
+    data = {} if data is None else data
+    if check is not None:
+        check(path, data)
+    data = dict(data)
+    include = data.pop("include", None)
+    if include is None or include == "":
+        return data
+    base = read_with_includes(resolve_include(include, path), resolve_include, merge, check, cycle, (*_seen, real))
+    return merge(base, data)
+
+
+def _entry_include(ref, path: Path) -> Path:
+    base_path = (path.parent / str(ref)).resolve()
+    if not base_path.exists():
+        raise UserError(f"{path}: include {ref!r} not found (looked for {base_path}).")
+    return base_path
+
+
+def _entry_mapping(path: Path, data) -> None:
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of keys (name, target, version, config), got {type(data).__name__}.")
-    include = data.pop("include", None)
-    if include:
-        base_path = (path.parent / include).resolve()
-        if not base_path.exists():
-            raise UserError(f"{path}: include {include!r} not found (looked for {base_path}).")
-        data = deep_merge(read_entry_file(base_path, (*_seen, path.resolve())), data)
-    return data
+
+
+def read_entry_file(path: Path) -> dict:
+    """A YAML entry with its ``include:`` chain resolved (relative to the including file), deep-merged."""
+    return read_with_includes(path, _entry_include, deep_merge, _entry_mapping)
 
 
 def entry_from_file(kind: str, path: Path) -> Entry:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from benchmark.stats.answer import ANSWER_COLUMNS, DUPLICATION, answer_table, margin_for
 from benchmark.stats.dose import dose_curves, dose_response
 from benchmark.stats.hierarchical import HIERARCHICAL_COLUMNS, hierarchical_tests
 from benchmark.stats.inference import N_BOOT, POWER, wilcoxon_min_pairs
@@ -39,6 +40,8 @@ class Analysis:
     warnings: list = field(default_factory=list)
     hierarchical: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(HIERARCHICAL_COLUMNS)))
     gap: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(GAP_COLUMNS)))
+    # every image source against `none` and against duplication, with TOST against a margin (stats.answer)
+    answer: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(ANSWER_COLUMNS)))
 
 
 def _default_metrics_present(records: pd.DataFrame, metrics) -> tuple[list, list]:
@@ -74,9 +77,12 @@ def power_summary(tests: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
 
 def analyse(records: pd.DataFrame, metrics=DEFAULT_METRICS, baseline: str = "none", correction: str = "holm",
             alpha: float = 0.05, family: str = "metric", zero_method: str = "zsplit", test: str = "t",
-            n_boot: int = N_BOOT, seed: int = 0, source: str = "the records table") -> Analysis:
-    """Validate the records and compute every statistic: paired tests, the hierarchical model across the sweep,
-    leaderboard, ranks, dose-response, audit."""
+            n_boot: int = N_BOOT, seed: int = 0, source: str = "the records table", margins: dict | None = None,
+            duplication: str = DUPLICATION) -> Analysis:
+    """Validate the records and compute every statistic: paired tests, the answer table (every image source vs
+    ``baseline`` and vs ``duplication`` with equivalence margins: ``margins`` maps metric names — full or without
+    ``test_`` — to margins, over :data:`benchmark.stats.answer.DEFAULT_MARGINS`), the hierarchical model across the
+    sweep, leaderboard, ranks, dose-response, audit."""
     metrics, left_out = _default_metrics_present(records, metrics)
     df, metrics, duplicates = prepare_records(records, metrics, baseline, source)
     nan_rows = nan_metric_rows(df, metrics)
@@ -85,7 +91,8 @@ def analyse(records: pd.DataFrame, metrics=DEFAULT_METRICS, baseline: str = "non
     mismatch = pairing.seed_mismatch.drop(columns="comp_id") if len(pairing.seed_mismatch) else \
         pairing.seed_mismatch
     board = leaderboard(df, metrics, tests, baseline, alpha, n_boot, seed)
-    gap = gap_closed(tests)
+    gap = gap_closed(tests, df, n_boot=n_boot, seed=seed, alpha=alpha)
+    answer = answer_table(df, metrics, baseline, duplication, margins, alpha, correction)
     if len(gap):  # the leaderboard shows, per method, the fraction of the real-data gain it recovers
         for m in metrics:
             g = gap[gap["metric"] == m][[*CELL, *VARIANT, "gap_closed"]].rename(columns={"gap_closed": f"{m}_gap_closed"})
@@ -140,6 +147,11 @@ def analyse(records: pd.DataFrame, metrics=DEFAULT_METRICS, baseline: str = "non
                      f"(non-zero pairs: {', '.join(map(str, ns))}; with {fam} tests in the family the smallest p "
                      f"must be below {alpha / fam:.3g}, which an exact two-sided test reaches only with at least "
                      f"{need} non-zero pairs): add seeds, or rely on the paired t-test")
+    steps = first[first["optimizer_steps_differ"].map(lambda v: v is True)]
+    if len(steps):
+        notes.append(f"{len(steps)} paired comparison(s) set jobs with different numbers of optimiser "
+                     f"steps against each other (paired_tests.csv, column optimizer_steps_differ): their differences "
+                     f"mix the method with more or less training")
     few = first[first["n_pairs"] < 2]
     if len(few):
         notes.append(f"{len(few)} comparison(s) of {metrics[0]} have fewer than 2 pairs: no test")
@@ -148,8 +160,9 @@ def analyse(records: pd.DataFrame, metrics=DEFAULT_METRICS, baseline: str = "non
         notes.append(f"the hierarchical model failed for {len(failed)} variant × metric fit(s) (stats/"
                      f"hierarchical.csv, column note)")
     options = {"correction": correction, "alpha": alpha, "family": family, "zero_method": zero_method,
-               "test": test, "n_boot": n_boot, "bootstrap_seed": seed, "power": POWER}
+               "test": test, "n_boot": n_boot, "bootstrap_seed": seed, "power": POWER, "duplication": duplication,
+               "margins": {m: margin_for(m, margins) for m in metrics}}
     notes = list(dict.fromkeys(notes))
     return Analysis(df, metrics, baseline, options, tests, pairing.missing_baseline, mismatch, nan_rows, duplicates,
                     board, fr, ranks, rank_results, dose, pd.concat(curve_frames, ignore_index=True),
-                    audit_table(df, baseline), notes, hier, gap)
+                    audit_table(df, baseline), notes, hier, gap, answer)

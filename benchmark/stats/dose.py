@@ -1,9 +1,8 @@
-"""Dose-response on the effective ratio: the slope per doubling for each method (mixed model, OLS fallback) and
-the per-dataset curves the plots draw (:func:`dose_response`, :func:`dose_curves`)."""
+"""Dose-response on the effective ratio: the slope per doubling for each method (per-seed OLS slopes, t-tested over
+seeds; contrasts with duplication) and the per-dataset curves the plots draw (:func:`dose_response`,
+:func:`dose_curves`)."""
 
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -12,7 +11,7 @@ from scipy import stats as sps
 from benchmark.stats.inference import N_BOOT, correct_pvalues, mean_intervals
 from benchmark.stats.vocabulary import CELL, ratio_sort_key, unit_label, variant_label
 
-MIN_CLUSTERS = 10  # cluster-robust OLS standard errors (dose-response fallback) need enough clusters
+MIN_CLUSTERS = 10  # kept for importers; the per-seed slope test needs no cluster-robust fallback
 
 
 def dose_response_data(df: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, str]:
@@ -47,62 +46,83 @@ def dose_response_data(df: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, str
     return agg[cols], "log2"
 
 
-def dose_response(df: pd.DataFrame, metric: str, alpha: float = 0.05) -> dict:
+DOSE_COLUMNS = ("metric", "generator", "slope", "se", "ci_low", "ci_high", "p", "p_holm", "n_obs", "n_ratios",
+                "ratios", "model", "scale", "kind", "n_units", "df", "contrast_high_low", "vs_duplication_diff",
+                "vs_duplication_ci_low", "vs_duplication_ci_high", "vs_duplication_p")
+DOSE_MODEL = "per-seed OLS slopes, one-sample t"
+
+
+def seed_slopes(data: pd.DataFrame) -> pd.DataFrame:
+    """One OLS slope of y on x per (seed unit, method) from :func:`dose_response_data`'s points (a unit is a seed
+    of a dataset: ``seed_in_dataset``), with the unit's high-minus-low contrast (y at its largest x minus y at its
+    smallest). Units with fewer than two distinct x are left out."""
+    rows = []
+    for (unit, g), sub in data.groupby(["seed_in_dataset", "generator"], sort=False):
+        x, y = sub["x"].to_numpy(float), sub["y"].to_numpy(float)
+        if np.unique(x).size < 2:
+            continue
+        xc = x - x.mean()
+        rows.append({"seed_in_dataset": unit, "generator": g, "slope": float(xc @ (y - y.mean()) / (xc @ xc)),
+                     "contrast": float(y[np.argmax(x)] - y[np.argmin(x)])})
+    return pd.DataFrame(rows, columns=["seed_in_dataset", "generator", "slope", "contrast"])
+
+
+def _t_summary(v: np.ndarray, alpha: float) -> tuple[float, float, float, float, float]:
+    """(mean, se, ci_low, ci_high, p) of a one-sample t test of ``v`` against 0 on n − 1 df (NaN below 2 values)."""
+    v = v[np.isfinite(v)]
+    if v.size < 2:
+        return (float(v.mean()) if v.size else np.nan), np.nan, np.nan, np.nan, np.nan
+    res = sps.ttest_1samp(v, 0.0)
+    ci = res.confidence_interval(1 - alpha)
+    se = float(v.std(ddof=1) / np.sqrt(v.size))
+    p = float(res.pvalue) if se > 0 else (1.0 if v.mean() == 0 else 0.0)
+    return float(v.mean()), se, float(ci.low), float(ci.high), p
+
+
+def dose_response(df: pd.DataFrame, metric: str, alpha: float = 0.05, duplication: str = "oversample") -> dict:
     """Slope of ``metric`` per doubling of the effective ratio, for each method with at least two ratio forms.
 
-    Model (statsmodels MixedLM, REML) on the within-cell-centred seed means of :func:`dose_response_data`:
-    y ~ 0 + C(method) + C(method):x with a random intercept for each seed within each dataset (groups =
-    dataset × seed). If it raises or does not converge: OLS with cluster-robust (dataset × seed) standard errors
-    (ordinary ones with fewer than ``MIN_CLUSTERS`` clusters), and a warning. Returns {"coef": DataFrame, "model",
-    "warning", "scale", "data"}.
+    For every seed unit (a seed of a dataset) and method, the OLS slope of the within-cell-centred metric on the
+    centred log2 effective ratio (:func:`dose_response_data`); the method's slope is the mean of those per-seed
+    slopes, tested with a one-sample t test on n − 1 df (n = seed units): the seed is the replicate, so the
+    residual variance is neither pooled across methods nor treated as known. ``kind`` is ``slope`` with three or
+    more ratio forms and ``two_point_contrast`` with two (then the "slope" is the difference of the two forms per
+    doubling, and ``contrast_high_low`` the plain difference). ``vs_duplication_*``: the per-seed slope minus
+    ``duplication``'s (``oversample``) on the same seed unit, t-tested, where that method has a dose curve.
+    ``p_holm``: Holm over the methods of the metric. Returns {"coef", "model", "warning", "scale", "data",
+    "slopes"}.
     """
-    import statsmodels.formula.api as smf
-
     data, scale = dose_response_data(df, metric)
-    cols = ["metric", "generator", "slope", "se", "ci_low", "ci_high", "p", "p_holm", "n_obs", "n_ratios",
-            "ratios", "model", "scale"]
-    if data.empty or data["x"].nunique() < 2:
-        return {"coef": pd.DataFrame(columns=cols), "model": "none", "scale": scale,
-                "warning": "", "data": data}
-    formula = "y ~ 0 + C(generator) + C(generator):x" if data["generator"].nunique() > 1 else "y ~ 1 + x"
-    warning, model, fit = "", "mixedlm", None
-    try:
-        if data["unit"].nunique() < 2:
-            raise ValueError("fewer than two seeds")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fit = smf.mixedlm(formula, data, groups="seed_in_dataset", re_formula="1").fit(
-                reml=True, method=["powell", "lbfgs"])
-        if not fit.converged:
-            raise RuntimeError("no optimiser (powell, lbfgs) converged")
-        if not np.all(np.isfinite(fit.bse_fe)):
-            raise RuntimeError("non-finite standard errors")
-    except Exception as exc:  # noqa: BLE001 - any failure of the mixed model falls back to OLS
-        model = "ols"
-        clusters = pd.factorize(data["seed_in_dataset"])[0]
-        if clusters.max() + 1 >= MIN_CLUSTERS:
-            fit = smf.ols(formula, data).fit(cov_type="cluster", cov_kwds={"groups": clusters})
-            se_kind = "cluster-robust (dataset × seed)"
-        else:
-            fit = smf.ols(formula, data).fit()
-            se_kind = f"ordinary (fewer than {MIN_CLUSTERS} dataset × seed clusters)"
-        warning = (f"{metric}: the mixed model did not converge ({exc}); fell back to OLS with {se_kind} "
-                   f"standard errors")
-    params, bse, pvals = fit.params, fit.bse, fit.pvalues
-    z = sps.norm.ppf(1 - alpha / 2)
-    rows = []
-    gens = list(dict.fromkeys(data["generator"]))
-    for g in gens:
-        name = f"C(generator)[{g}]:x" if len(gens) > 1 else "x"
+    slopes = seed_slopes(data) if len(data) else seed_slopes(pd.DataFrame(columns=["seed_in_dataset", "generator",
+                                                                                     "x", "y"]))
+    if slopes.empty:
+        return {"coef": pd.DataFrame(columns=list(DOSE_COLUMNS)), "model": "none", "scale": scale, "warning": "",
+                "data": data, "slopes": slopes}
+    wide = slopes.pivot(index="seed_in_dataset", columns="generator", values="slope")
+    rows, few = [], []
+    for g in dict.fromkeys(data["generator"]):
+        per = slopes[slopes["generator"] == g]
+        if per.empty:
+            continue
         sub = data[data["generator"] == g]
         labels = sorted(sub["synthetic_ratio"].unique(), key=ratio_sort_key)
-        rows.append({"metric": metric, "generator": g, "slope": params[name], "se": bse[name],
-                     "ci_low": params[name] - z * bse[name], "ci_high": params[name] + z * bse[name],
-                     "p": pvals[name], "n_obs": len(sub), "n_ratios": len(labels), "ratios": ", ".join(labels),
-                     "model": model, "scale": scale})
-    coef = pd.DataFrame(rows, columns=[c for c in cols if c != "p_holm"])
-    coef.insert(7, "p_holm", correct_pvalues(coef["p"], "holm", alpha))
-    return {"coef": coef[cols], "model": model, "scale": scale, "warning": warning, "data": data}
+        mean, se, lo, hi, p = _t_summary(per["slope"].to_numpy(float), alpha)
+        row = {"metric": metric, "generator": g, "slope": mean, "se": se, "ci_low": lo, "ci_high": hi, "p": p,
+               "n_obs": len(sub), "n_ratios": len(labels), "ratios": ", ".join(labels), "model": DOSE_MODEL,
+               "scale": scale, "kind": "slope" if len(labels) >= 3 else "two_point_contrast", "n_units": len(per),
+               "df": len(per) - 1, "contrast_high_low": float(per["contrast"].mean())}
+        if g != duplication and duplication in wide.columns:
+            diff = (wide[g] - wide[duplication]).to_numpy(float)
+            d_mean, _, d_lo, d_hi, d_p = _t_summary(diff, alpha)
+            row.update(vs_duplication_diff=d_mean, vs_duplication_ci_low=d_lo, vs_duplication_ci_high=d_hi,
+                       vs_duplication_p=d_p)
+        if len(per) < 2:
+            few.append(g)
+        rows.append(row)
+    coef = pd.DataFrame(rows).reindex(columns=list(DOSE_COLUMNS))
+    coef["p_holm"] = correct_pvalues(coef["p"], "holm", alpha)
+    warning = (f"{metric}: dose-response of {', '.join(few)} rests on one seed unit: no test") if few else ""
+    return {"coef": coef, "model": DOSE_MODEL, "scale": scale, "warning": warning, "data": data, "slopes": slopes}
 
 
 def dose_curves(df: pd.DataFrame, metric: str, alpha: float = 0.05, n_boot: int = N_BOOT,

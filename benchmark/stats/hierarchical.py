@@ -1,16 +1,17 @@
-"""Across the sweep: a hierarchical (mixed) model of the paired differences, random intercepts for dataset, cell
-within dataset and seed within cell (:func:`nested_mixed_model`, :func:`hierarchical_tests`)."""
+"""Across the sweep: does a method beat the baseline over all cells? :func:`hierarchical_tests` with
+:func:`crossed_seed_model` (seeds crossed with cells, small-sample t intervals, dataset fixed while there are fewer
+than five). It replaced a nested mixed model (random intercepts for dataset, cell and seed nested in cell, Wald z)
+that treated seeds as nested and whose z interval was too narrow with two datasets."""
 
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from benchmark.stats.inference import correct_pvalues
+from benchmark.stats.inference import clip_difference_interval, correct_pvalues
 from benchmark.stats.paired import Pairing
 from benchmark.stats.prepare import sort_frame
 from benchmark.stats.vocabulary import higher_is_better, variant_label
@@ -18,27 +19,10 @@ from benchmark.stats.vocabulary import higher_is_better, variant_label
 HIERARCHICAL_COLUMNS = (
     "metric", "higher_is_better", "generator", "synthetic_ratio", "variant", "baseline", "baseline_ratio", "n_obs",
     "n_datasets", "n_cells", "n_units", "levels", "estimate", "se", "ci_low", "ci_high", "p", "p_holm", "verdict",
-    "var_dataset", "var_cell", "var_seed", "var_residual", "model", "converged", "assumes", "note",
+    "var_dataset", "var_cell", "var_seed", "var_residual", "model", "converged", "assumes", "note", "df",
 )
 
-LEVEL_TEXT = {"dataset": "dataset", "cell": "cell(dataset)", "seed": "seed(cell)"}
-FIT_METHODS = ("powell", "bfgs", "lbfgs")
-
-
-def nested_levels(levels: dict) -> list[str]:
-    """The random-effect levels that can be fitted, outer to inner. ``levels`` maps a level name to the group
-    code of every observation (nested: each group lies inside one group of the level above). A level is dropped
-    when it has a single group inside every group of the level above (then it is confounded with that level: one
-    dataset, or one cell per dataset) or when each of its groups holds a single observation (then it is the
-    residual: one seed per cell without folds)."""
-    n = len(next(iter(levels.values()))) if levels else 0
-    fitted, parent = [], 1
-    for name, codes in levels.items():
-        k = len(np.unique(codes))
-        if parent < k < n:
-            fitted.append(name)
-        parent = k
-    return fitted
+MIN_RANDOM_DATASETS = 5  # below this many datasets, dataset is a fixed effect (too few to estimate its variance)
 
 
 def _t_on_means(m: np.ndarray, alpha: float) -> dict:
@@ -51,124 +35,106 @@ def _t_on_means(m: np.ndarray, alpha: float) -> dict:
     return {"estimate": mean, "se": se, "ci_low": mean - t * se, "ci_high": mean + t * se, "p": float(p)}
 
 
-def nested_mixed_model(y, levels: dict, alpha: float = 0.05) -> dict:
-    """Intercept-only model y = μ + Σ_level u_level + ε with independent normal random intercepts for the nested
-    ``levels`` that :func:`nested_levels` keeps, fitted in two stages (the summary-statistics approach):
-
-    1. the observations are averaged within each group of the innermost kept level (a cell without folds, a seed
-       of a cell with folds); the pooled within-group variance estimates the residual variance;
-    2. statsmodels MixedLM (REML) on those means, the outermost kept level as ``groups`` with a random intercept and
-       the levels in between as variance components; the means' own residual is the innermost level plus the
-       residual averaged over the group. With a single kept level the means are independent and stage 2 is the
-       one-sample t-test of their mean (t interval).
-
-    For groups of equal size (complete seeds) this gives the same μ̂ and standard error as REML on the raw rows
-    whenever the innermost variance estimate is positive (the likelihood factorises into the means and the
-    within-group contrasts); with a few missing seeds it weighs the groups' means equally. Returns estimate (μ̂),
-    se, ci, p (Wald z from MixedLM, t with a single level), the variance of each level, the residual variance,
-    what was fitted and notes. With no level kept it is the one-sample t-test of the observations.
-    """
-    from statsmodels.regression.mixed_linear_model import MixedLM, VCSpec
-
-    y = np.asarray(y, float)
-    n = y.size
-    names = list(levels)
-    codes = {k: np.asarray(v) for k, v in levels.items()}
-    fitted = nested_levels(codes) if n else []
-    out = {"n_obs": n, "levels": " + ".join([LEVEL_TEXT.get(k, k) for k in fitted] + ["residual"]),
-           "estimate": np.nan, "se": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan,
-           "converged": False, "model": "", "note": "", **{f"var_{k}": np.nan for k in names},
-           "var_residual": np.nan}
-    z = sps.norm.ppf(1 - alpha / 2)
-    if n < 2:
-        out.update(model="none", note="fewer than 2 paired differences")
+def _two_way_components(d: pd.DataFrame) -> dict:
+    """Descriptive variance components of the differences ``d`` (columns dataset, cell, unit, y) from the
+    cell × seed two-way ANOVA within each dataset, pooled over datasets (complete seeds only): var_cell =
+    (MS_cell − MS_res)/seeds, var_seed = (MS_seed − MS_res)/cells, var_residual = MS_res (cell × seed interaction
+    and noise); with one cell per dataset only the seed-to-seed variance (var_residual) is defined."""
+    ss = {"cell": 0.0, "seed": 0.0, "res": 0.0}
+    dfs = {"cell": 0, "seed": 0, "res": 0}
+    sizes = []
+    for _, sub in d.groupby("dataset", sort=False):
+        y = sub.pivot_table(index="cell", columns="unit", values="y", aggfunc="mean").dropna(axis=1).to_numpy()
+        c, n = y.shape
+        if n < 2:
+            continue
+        grand = y.mean()
+        ss["cell"] += n * ((y.mean(axis=1) - grand) ** 2).sum()
+        ss["seed"] += c * ((y.mean(axis=0) - grand) ** 2).sum()
+        ss["res"] += ((y - y.mean(axis=1, keepdims=True) - y.mean(axis=0, keepdims=True) + grand) ** 2).sum()
+        dfs["cell"], dfs["seed"], dfs["res"] = dfs["cell"] + c - 1, dfs["seed"] + n - 1, dfs["res"] + (c - 1) * (n - 1)
+        sizes.append((c, n))
+    out = {"var_cell": np.nan, "var_seed": np.nan, "var_residual": np.nan}
+    if not sizes:
         return out
-    if not fitted:
-        out.update(_t_on_means(y, alpha), converged=True, model="t-test", var_residual=float(y.var(ddof=1)),
-                   note="no random-effect level identifiable: one-sample t-test of the differences")
+    ms = {k: ss[k] / dfs[k] if dfs[k] else np.nan for k in ss}
+    c_h, n_h = np.mean([c for c, _ in sizes]), np.mean([n for _, n in sizes])
+    if dfs["res"] == 0:                                   # one cell per dataset: seeds are the residual
+        out["var_residual"] = ms["seed"]
         return out
-    inner = fitted[-1]
-    block = pd.factorize(codes[inner])[0]
-    nb = np.bincount(block).astype(float)
-    means = np.bincount(block, y) / nb
-    within = float(((y - means[block]) ** 2).sum() / (n - nb.size)) if n > nb.size else np.nan
-    first = np.unique(block, return_index=True)[1]                    # one row per group of the innermost level
-    anc = {k: pd.factorize(codes[k][first])[0] for k in fitted}
-    n_h = nb.size / np.sum(1.0 / nb)                                  # harmonic mean group size
-    out["var_residual"] = within
-    if len(fitted) == 1:
-        out.update(_t_on_means(means, alpha), converged=True, model="t-test on means")
-        out[f"var_{inner}"] = max(0.0, float(means.var(ddof=1)) - within / n_h)
-        return out
-    grp = anc[fitted[0]]
-    middle = fitted[1:-1]
-    order = np.argsort(grp, kind="stable")
-    vc = None
-    if middle:
-        mats, colnames = [], []
-        for k in middle:
-            mk, ck = [], []
-            for gi in range(int(grp.max()) + 1):
-                rows = order[grp[order] == gi]
-                cols, inv = np.unique(anc[k][rows], return_inverse=True)
-                m = np.zeros((rows.size, cols.size))
-                m[np.arange(rows.size), inv] = 1.0
-                mk.append(m)
-                ck.append([f"{k}{c}" for c in cols])
-            mats.append(mk)
-            colnames.append(ck)
-        vc = VCSpec(list(middle), colnames, mats)
-    fits, errors = [], []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = MixedLM(means[order], np.ones((order.size, 1)), groups=grp[order],
-                        exog_re=np.ones((order.size, 1)), exog_vc=vc)
-        # each optimiser from statsmodels' default start until one converges (continuing one from where another
-        # stopped can stall on a flat REML surface); the best REML likelihood among the converged fits wins
-        for method in FIT_METHODS:
-            try:
-                fit = model.fit(reml=True, method=[method])
-            except Exception as exc:  # noqa: BLE001 - a failed optimiser is reported, not raised
-                errors.append(f"{method}: {exc}")
-                continue
-            if np.isfinite(fit.bse_fe[0]):
-                fits.append(fit)
-                if fit.converged:
-                    break
-    if not fits:
-        out.update(model="mixedlm", note=f"the mixed model failed: {'; '.join(errors) or 'non-finite standard error'}")
-        return out
-    good = [f for f in fits if f.converged] or fits
-    fit = max(good, key=lambda f: f.llf)
-    est, se = float(fit.fe_params[0]), float(fit.bse_fe[0])
-    out.update(estimate=est, se=se, ci_low=est - z * se, ci_high=est + z * se,
-               p=float(2 * sps.norm.sf(abs(est / se))) if se > 0 else np.nan, converged=bool(fit.converged),
-               model="mixedlm on means")
-    out[f"var_{fitted[0]}"] = float(np.asarray(fit.cov_re)[0, 0])
-    for i, k in enumerate(middle):
-        out[f"var_{k}"] = float(fit.vcomp[i])
-    out[f"var_{inner}"] = max(0.0, float(fit.scale) - within / n_h)
-    if not fit.converged:
-        out["note"] = f"no optimiser ({', '.join(FIT_METHODS)}) converged: treat with care"
+    out.update(var_cell=max(0.0, (ms["cell"] - ms["res"]) / n_h), var_seed=max(0.0, (ms["seed"] - ms["res"]) / c_h),
+               var_residual=ms["res"])
     return out
 
 
+def crossed_seed_model(y, dataset, cell, unit, alpha: float = 0.05) -> dict:
+    """The mean paired difference across the sweep with seeds crossed with cells (a seed's rarity subsample and
+    generator bank are shared by every backbone and rare count of its dataset), small-sample t inference:
+
+    1. average the differences of each seed unit over the dataset's cells (cells are fixed: the estimate speaks
+       for the cells of the sweep, each weighted equally);
+    2. one dataset: one-sample t test over those seed means (n − 1 df). Fewer than ``MIN_RANDOM_DATASETS``
+       datasets: dataset as a fixed effect — OLS of the seed means on dataset indicators, the estimate the equal-
+       weight mean of the dataset means, tested with the pooled within-dataset variance on Σ(n_d − 1) df
+       (statsmodels ``t_test``). More: the datasets are a sample, one-sample t test over the dataset means (D − 1 df).
+    Variance components are descriptive (:func:`_two_way_components`). Returns the columns of
+    ``HIERARCHICAL_COLUMNS`` that a fit sets."""
+    import statsmodels.formula.api as smf
+
+    d = pd.DataFrame({"y": np.asarray(y, float), "dataset": np.asarray(dataset), "cell": np.asarray(cell),
+                      "unit": np.asarray(unit)})
+    d = d[np.isfinite(d["y"])]
+    means = d.groupby(["dataset", "unit"], sort=False)["y"].mean().reset_index()
+    n_ds = means["dataset"].nunique()
+    out = {"n_obs": len(d), "estimate": np.nan, "se": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan,
+           "df": np.nan, "converged": True, "note": "", "var_dataset": np.nan, **_two_way_components(d)}
+    if len(means) < 2:
+        return {**out, "converged": False, "model": "none", "levels": "", "note": "fewer than 2 seed units"}
+    if n_ds == 1 or n_ds >= MIN_RANDOM_DATASETS:
+        v = means["y"].to_numpy() if n_ds == 1 else means.groupby("dataset", sort=False)["y"].mean().to_numpy()
+        if n_ds > 1:
+            within = means.groupby("dataset")["y"].agg(lambda s: s.var(ddof=1) / s.size).mean()
+            out["var_dataset"] = max(0.0, float(np.var(v, ddof=1) - within))
+        mean, se, lo, hi, p = _t_interval(v, alpha)
+        what = "seed means" if n_ds == 1 else "dataset means (datasets random)"
+        return {**out, "estimate": mean, "se": se, "ci_low": lo, "ci_high": hi, "p": p, "df": v.size - 1,
+                "model": f"t-test on {what}", "levels": "seed (crossed with cells)" + (
+                    "" if n_ds == 1 else " + dataset (random)")}
+    fit = smf.ols("y ~ 0 + C(dataset)", means).fit()
+    if fit.df_resid < 1:
+        return {**out, "converged": False, "model": "none", "levels": "", "note": "one seed unit per dataset"}
+    res = fit.t_test(np.full((1, len(fit.params)), 1.0 / len(fit.params)))
+    ci = np.asarray(res.conf_int(alpha)).ravel()
+    est, se = float(np.ravel(res.effect)[0]), float(np.ravel(res.sd)[0])
+    p = float(np.ravel(res.pvalue)[0]) if se > 0 else (1.0 if est == 0 else 0.0)
+    return {**out, "estimate": est, "se": se, "ci_low": float(ci[0]), "ci_high": float(ci[1]), "p": p,
+            "df": float(fit.df_resid), "model": "OLS on seed means, dataset fixed",
+            "levels": "seed (crossed with cells) + dataset (fixed)"}
+
+
+def _t_interval(v: np.ndarray, alpha: float) -> tuple[float, float, float, float, float]:
+    """(mean, se, ci_low, ci_high, p) of a one-sample t test of ``v`` against 0 on n − 1 df."""
+    r = _t_on_means(np.asarray(v, float), alpha)
+    return r["estimate"], r["se"], r["ci_low"], r["ci_high"], r["p"]
+
+
 def hierarchical_assumptions(levels: str, n_datasets: int) -> str:
-    """What a fitted hierarchical model assumes, in one line."""
-    txt = (f"differences additive and normal; independent normal random intercepts for {levels}; fitted on "
-           f"group means (equal weight per group); Wald z interval and p with several datasets")
+    """What a fitted across-sweep model assumes, in one line."""
+    txt = ("differences additive; seeds independent and the seed means normal; cells fixed (each weighted "
+           "equally, the estimate speaks for the sweep's cells); t interval and p")
     if n_datasets < 2:
         return txt + "; one dataset, so the estimate speaks for its cells only"
-    if n_datasets < 5:
-        return txt + f"; only {n_datasets} datasets, so the dataset variance and the interval are rough"
-    return txt
+    if n_datasets < MIN_RANDOM_DATASETS:
+        return txt + (f"; only {n_datasets} datasets: dataset is a fixed effect (too few to estimate its variance), "
+                      f"so the interval speaks for these datasets, not for datasets like them")
+    return txt + "; datasets a random sample (t over dataset means)"
 
 
 def hierarchical_tests(pairing: Pairing, metrics, baseline: str, alpha: float = 0.05) -> pd.DataFrame:
-    """Does each variant beat the baseline across the sweep? One mixed model per (variant, baseline ratio, metric)
-    on all its paired differences (method − baseline): :func:`nested_mixed_model` with random intercepts for
-    dataset, cell within dataset and seed within cell (levels that cannot be identified are dropped and the
-    ``levels`` column says what was fitted). ``p_holm``: Holm over the variants of one metric. Columns:
+    """Does each variant beat the baseline across the sweep? One model per (variant, baseline ratio, metric) on all
+    its paired differences (method − baseline): :func:`crossed_seed_model` (seed units crossed with cells, small-
+    sample t intervals, dataset fixed below ``MIN_RANDOM_DATASETS`` datasets). Intervals of [0, 1] metrics are
+    clipped to [−1, 1] (``note`` says so). ``p_holm``: Holm over the variants of one metric. Columns:
     ``HIERARCHICAL_COLUMNS``."""
     comps, pairs = pairing.comparisons, pairing.pairs
     if comps.empty or pairs.empty:
@@ -179,7 +145,8 @@ def hierarchical_tests(pairing: Pairing, metrics, baseline: str, alpha: float = 
     comp_ds = pd.factorize(comps["dataset"])[0]
     cid = pairs["comp_id"].to_numpy(np.int64)
     pv, pds = comp_var[cid], comp_ds[cid]
-    unit = pd.factorize(pd.Series(cid).astype(str) + "|" + pairs["seed"].astype(str).to_numpy())[0]
+    unit = pd.factorize(pd.Series(pds).astype(str) + "|" + pairs["seed"].astype(str).to_numpy() + "|" +
+                        pairs["fold"].astype(str).to_numpy())[0]
     rows = []
     for metric in metrics:
         hib = higher_is_better(metric)
@@ -187,14 +154,17 @@ def hierarchical_tests(pairing: Pairing, metrics, baseline: str, alpha: float = 
         ok = np.isfinite(d)
         for v, (gen, ratio, bratio) in enumerate(variants.itertuples(index=False, name=None)):
             sel = ok & (pv == v)
-            res = nested_mixed_model(d[sel], {"dataset": pds[sel], "cell": cid[sel], "seed": unit[sel]}, alpha)
+            res = crossed_seed_model(d[sel], pds[sel], cid[sel], unit[sel], alpha)
             n_ds = len(np.unique(pds[sel]))
+            lo, hi, clipped = clip_difference_interval([res["ci_low"]], [res["ci_high"]], metric)
+            res.update(ci_low=float(lo[0]), ci_high=float(hi[0]))
+            if clipped[0]:
+                res["note"] = "; ".join(filter(None, [res["note"], "interval clipped to [−1, 1]"]))
             rows.append({"metric": metric, "higher_is_better": hib, "generator": gen, "synthetic_ratio": ratio,
                          "variant": variant_label(gen, ratio), "baseline": baseline, "baseline_ratio": bratio,
                          "n_datasets": n_ds, "n_cells": len(np.unique(cid[sel])), "n_units": len(np.unique(unit[sel])),
-                         "assumes": hierarchical_assumptions(res["levels"], n_ds) if res["model"].endswith(
-                             "means") else ("one-sample t-test: differences independent and normal"
-                                            if res["model"] == "t-test" else ""), **res})
+                         "assumes": hierarchical_assumptions(res["levels"], n_ds) if res["model"] != "none" else "",
+                         **res})
     out = pd.DataFrame(rows)
     out["p_holm"] = np.nan
     for metric in metrics:

@@ -10,13 +10,8 @@ import pandas as pd
 
 from benchmark.core.errors import unknown_name_error
 from benchmark.stats.inference import (
-    CORRECTIONS,
-    N_BOOT,
-    ZERO_METHODS,
-    correct_pvalues,
-    describe_differences,
-    mde_dz,
-    wilcoxon_min_pairs,
+    CORRECTIONS, N_BOOT, ZERO_METHODS, clip_difference_interval, correct_pvalues, describe_differences, mde_dz,
+    wilcoxon_min_pairs
 )
 from benchmark.stats.prepare import sort_frame
 from benchmark.stats.vocabulary import CELL, VARIANT, higher_is_better, ratio_sort_key, unit_label, variant_label
@@ -30,7 +25,8 @@ PAIRED_COLUMNS = (
     "sd_diff", "ci_t_low", "ci_t_high", "ci_boot_low", "ci_boot_high", "t_stat", "p_t", "wilcoxon_stat",
     "wilcoxon_n_nonzero", "p_wilcoxon", "wilcoxon_method", "cohens_dz", "wins", "ties", "losses", "family",
     "family_size", "alpha_family", "p_t_adj", "p_wilcoxon_adj", "test", "p_adj", "significant", "verdict", "mde_dz",
-    "mde", "min_p_wilcoxon", "wilcoxon_can_reach_alpha", "min_pairs_wilcoxon", "effective_ratio", "note",
+    "mde", "min_p_wilcoxon", "wilcoxon_can_reach_alpha", "min_pairs_wilcoxon", "effective_ratio",
+    "optimizer_steps_differ", "note",
 )
 
 
@@ -114,6 +110,36 @@ def pair_records(df: pd.DataFrame, metrics, baseline: str) -> Pairing:
     mismatch = comps.merge(mismatch, on="comp_id")
     return Pairing(comps, pairs, missing, mismatch)
 
+def steps_differ(steps_a, steps_b, by) -> pd.Series:
+    """Per group of pairs (``by``: keys as for ``groupby``): True if any pair's two jobs took different numbers of
+    optimiser steps, False if every pair with both counts known took the same, None (unknown) if no pair has both."""
+    a, b = pd.to_numeric(pd.Series(steps_a), errors="coerce"), pd.to_numeric(pd.Series(steps_b), errors="coerce")
+    known = (a.notna() & b.notna()).to_numpy()
+    frame = pd.DataFrame({"known": known, "differ": known & (a != b).to_numpy()})
+    g = frame.groupby(by if isinstance(by, list) else [by], sort=False)
+    out = g["differ"].any().astype(object)
+    out[~g["known"].any()] = None
+    return out
+
+
+def comparison_steps_differ(df: pd.DataFrame, pairing: Pairing, baseline: str) -> pd.Series:
+    """Per comparison (``comp_id``): whether the paired jobs took different numbers of optimiser steps
+    (:func:`steps_differ`); all None when the records have no ``optimizer_steps`` column (written before the
+    harness recorded it)."""
+    comps = pairing.comparisons
+    if "optimizer_steps" not in df.columns or comps.empty:
+        return pd.Series([None] * len(comps), index=comps["comp_id"].to_numpy(), dtype=object)
+    ids, unit = list(CELL), ["seed", "fold"]
+    m = df[[*ids, *VARIANT, *unit, "optimizer_steps"]].merge(comps, on=[*ids, *VARIANT])
+    b = df.loc[df["generator"] == baseline, [*ids, "synthetic_ratio", *unit, "optimizer_steps"]].rename(
+        columns={"synthetic_ratio": "baseline_ratio"}).merge(comps[[*ids, "baseline_ratio", "comp_id"]],
+                                                             on=[*ids, "baseline_ratio"])
+    j = m[["comp_id", *unit, "optimizer_steps"]].merge(b[["comp_id", *unit, "optimizer_steps"]],
+                                                       on=["comp_id", *unit], suffixes=("_m", "_b"))
+    out = steps_differ(j["optimizer_steps_m"], j["optimizer_steps_b"], j["comp_id"])
+    return out.reindex(comps["comp_id"].to_numpy())
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Per-comparison tests
 # ----------------------------------------------------------------------------------------------------------------
@@ -177,7 +203,12 @@ def paired_tests(df: pd.DataFrame, metrics, baseline: str, pairing: Pairing | No
     dz = np.array([mde_dz(int(n), float(a)) if np.isfinite(a) else np.nan
                    for n, a in zip(tests["n_pairs"], tests["alpha_family"])])
     tests["mde_dz"] = dz
-    tests["mde"] = dz * tests["sd_diff"].to_numpy()
+    sd = tests["sd_diff"].to_numpy(float)
+    tests["mde"] = np.where(sd > 0, dz * sd, np.nan)      # paired SD 0: no detectable difference is defined
+    steps = comparison_steps_differ(df, pairing, baseline)
+    tests["optimizer_steps_differ"] = tests["comp_id"].map(steps).astype(object)
+    tests["ci_t_low"], tests["ci_t_high"], clipped = clip_difference_interval(tests["ci_t_low"], tests["ci_t_high"],
+                                                                             tests["metric"])
     eff = df.groupby([*CELL, *VARIANT], sort=False)["effective_ratio"].mean().rename("effective_ratio")
     tests = tests.drop(columns="effective_ratio", errors="ignore").merge(
         eff.reset_index(), on=[*CELL, *VARIANT], how="left")
@@ -187,11 +218,17 @@ def paired_tests(df: pd.DataFrame, metrics, baseline: str, pairing: Pairing | No
     signed = np.where(tests["higher_is_better"], tests["mean_diff"], -tests["mean_diff"])
     tests["verdict"] = np.where(~tests["significant"], "n.s.", np.where(signed > 0, "better", "worse"))
     notes = []
-    for n, m_, reach, nn, cnt_nan, fs, mp in zip(tests["n_pairs"], tests["wilcoxon_n_nonzero"],
-                                                 tests["wilcoxon_can_reach_alpha"], tests["n_only_method"] +
-                                                 tests["n_only_baseline"], tests["n_nan_excluded"],
-                                                 tests["family_size"], tests["min_pairs_wilcoxon"]):
+    for n, m_, reach, nn, cnt_nan, fs, mp, cl, st, sdv in zip(
+            tests["n_pairs"], tests["wilcoxon_n_nonzero"], tests["wilcoxon_can_reach_alpha"],
+            tests["n_only_method"] + tests["n_only_baseline"], tests["n_nan_excluded"], tests["family_size"],
+            tests["min_pairs_wilcoxon"], clipped, tests["optimizer_steps_differ"], sd):
         note = []
+        if n >= 2 and sdv == 0:
+            note.append("paired SD 0: detectable difference undefined")
+        if cl:
+            note.append("t interval clipped to [−1, 1]")
+        if st is True:
+            note.append("the paired jobs took different numbers of optimiser steps")
         if n < 2:
             note.append(f"only {n} pair(s): no test")
         elif not reach:

@@ -10,18 +10,8 @@ import pandas as pd
 
 from benchmark.core.errors import UserError, unknown_name_error
 from benchmark.stats.vocabulary import (
-    CELL,
-    KNOWN_METRIC_COLUMNS,
-    METRICS,
-    RATIO_FORMS,
-    SPLITS,
-    UNIT,
-    VARIANT,
-    _natural_key,
-    ratio_label,
-    ratio_problem,
-    ratio_sort_key,
-    ratio_value,
+    CELL, KNOWN_METRIC_COLUMNS, METRICS, RATIO_FORMS, SPLITS, UNIT, VARIANT, _natural_key, ratio_label, ratio_problem,
+    ratio_sort_key, ratio_value
 )
 
 REQUIRED_COLUMNS = ("dataset", "rare_count", "generator", "synthetic_ratio", "backbone", "seed")

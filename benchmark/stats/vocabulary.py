@@ -22,8 +22,12 @@ from benchmark.run.metrics import SCALAR_METRICS
 METRICS = SCALAR_METRICS  # the harness's metric names: benchmark.run.metrics is their one source (order: records.csv's)
 SPLITS = ("val", "test")
 KNOWN_METRIC_COLUMNS = tuple(f"{s}_{m}" for s in SPLITS for m in METRICS)
-DEFAULT_METRICS = ("test_auroc", "test_balanced_accuracy", "test_thr_balanced_accuracy",
-                   "test_thr_rare_sensitivity")
+# metrics of the arg-max decision (predicted class = the larger probability): they reward a method that shifts the
+# class prior (class_weight, oversampling) rather than one that ranks better, so they stay in the records but are
+# not among the collector's defaults, which are the ranking metric and the validation-threshold metrics
+ARGMAX_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "rare_sensitivity", "rare_specificity",
+                  "rare_precision")
+DEFAULT_METRICS = ("test_auroc", "test_thr_balanced_accuracy", "test_thr_rare_sensitivity")
 LOWER_IS_BETTER = frozenset({"ece", "loss", "nll", "brier", "error", "wall_s", "compute_hours"})
 BOUNDED_METRICS = frozenset(METRICS)  # every harness metric (and the chosen threshold) lies in [0, 1]
 

@@ -36,7 +36,7 @@ from typing import Any
 
 from benchmark import REPO_ROOT
 from benchmark.core.errors import UserError, unknown_name_error
-from benchmark.core.registry import load_yaml
+from benchmark.core.registry import load_yaml, read_with_includes
 
 REPO_PROFILES = REPO_ROOT / "slurm"
 PROFILES_ENV = "GENMED_SLURM_PROFILES"
@@ -166,7 +166,7 @@ def list_profiles() -> list[str]:
 def load_profile(name_or_path: str | os.PathLike) -> ClusterProfile:
     """The profile named ``name_or_path`` (see ``list_profiles()``), or the YAML file at that path."""
     path = _resolve(str(name_or_path), base=None)
-    data = _read_with_includes(path, ())
+    data = _read_with_includes(path)
     return _build(path, data)
 
 
@@ -194,26 +194,27 @@ def _resolve(ref: str, base: Path | None) -> Path:
     return files[ref]
 
 
-def _read_with_includes(path: Path, seen: tuple[Path, ...]) -> dict:
-    """The file's mapping merged over its ``include:`` chain: scalars and lists replace, ``additional`` merges."""
-    real = path.resolve()
-    if real in seen:
-        chain = " -> ".join(str(p) for p in (*seen, real))
-        raise UserError(f"Circular include in cluster profiles: {chain}.")
-    data = load_yaml(path)
-    if data is None:
-        data = {}
+def _read_with_includes(path: Path) -> dict:
+    """The file's mapping merged over its ``include:`` chain (core.registry.read_with_includes): scalars and lists
+    replace, ``additional`` merges, a description is never inherited."""
+    return read_with_includes(path, _profile_include, _merge_profiles, _profile_mapping, "include in cluster profiles")
+
+
+def _profile_mapping(path: Path, data) -> None:
     if not isinstance(data, dict):
         raise UserError(f"{path}: a cluster profile must be a mapping of keys ({', '.join(PROFILE_KEYS)}), "
                         f"got {type(data).__name__}.")
-    data = dict(data)
     _check_keys(path, data)
-    include = data.pop("include", None)
-    if include is None:
-        return data
-    if not isinstance(include, str) or not include.strip():
+    include = data.get("include")
+    if include is not None and (not isinstance(include, str) or not include.strip()):
         raise UserError(f"{path}: key 'include' must be a profile name or a path to a YAML file, got {include!r}.")
-    base_data = _read_with_includes(_resolve(include.strip(), base=path), (*seen, real))
+
+
+def _profile_include(ref: str, path: Path) -> Path:
+    return _resolve(ref.strip(), base=path)
+
+
+def _merge_profiles(base_data: dict, data: dict) -> dict:
     merged = {**base_data, **data}
     if isinstance(base_data.get("additional"), dict) and isinstance(data.get("additional"), dict):
         merged["additional"] = {**base_data["additional"], **data["additional"]}
