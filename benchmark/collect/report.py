@@ -116,7 +116,15 @@ class Doc:
         def inline(text: str) -> str:
             t = html.escape(text)
             t = re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
-            return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", t)
+            t = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", t)
+            return re.sub(r"(?<![*\w])\*([^*\s][^*]*?)\*(?![*\w])", r"<i>\1</i>", t)
+
+        def table(df: pd.DataFrame) -> str:  # cells keep their inline Markdown (bold verdicts, `code`)
+            cell = lambda v: "" if v is None or (isinstance(v, float) and pd.isna(v)) else inline(str(v))  # noqa: E731
+            head = "".join(f"<th>{inline(str(c))}</th>" for c in df.columns)
+            rows = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>"
+                           for row in df.itertuples(index=False, name=None))
+            return f"<table class='t'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
         body = []
         for kind, c in self.blocks:
@@ -129,8 +137,7 @@ class Doc:
                             "<p><i>(none)</i></p>")
             elif kind == "table":
                 df, note = c
-                body.append(df.to_html(index=False, escape=True, border=0, classes="t") if df is not None and
-                            not df.empty else "<p><i>(none)</i></p>")
+                body.append(table(df) if df is not None and not df.empty else "<p><i>(none)</i></p>")
                 if note:
                     body.append(f"<p class='note'>{inline(note)}</p>")
             elif kind == "img":
