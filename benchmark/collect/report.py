@@ -475,7 +475,9 @@ def _section_gap(doc: Doc, r: ReportInputs) -> None:
     if len(a.gap):
         doc.p(f"`{stats.UPPER_BOUND}` adds as many *real* held-back rare-class training images as a method adds "
               f"synthetic (or duplicated) ones, so its gain over `{a.baseline}` is what the same number of real "
-              f"images would give. gap closed = method's gain / `{stats.UPPER_BOUND}`'s gain at the same ratio form "
+              f"images would give. gap closed = method's gain / `{stats.UPPER_BOUND}`'s gain at the method's "
+              "effective ratio (interpolated between its ratio forms; held at its largest where the real pool caps it: "
+              "upper_capped) "
               "in the same cell (1 = as good as real images, 0 = no gain, < 0 = harm); undefined where the real "
               "images give no gain. Full table: stats/gap_closed.csv.")
         g = a.gap.sort_values(["metric", "gap_closed"], ascending=[True, False], na_position="last")
@@ -483,7 +485,9 @@ def _section_gap(doc: Doc, r: ReportInputs) -> None:
                               "cell": [cell_title(r) for _, r in g.iterrows()], "method": g["variant"],
                               "gain": [f"{v:+.4f}" for v in g["gain"]],
                               f"{stats.UPPER_BOUND} gain": [f"{v:+.4f}" for v in g["upper_gain"]],
-                              "gap closed": [fnum(v, 2) for v in g["gap_closed"]], "note": g["note"]})
+                              "gap closed": [fnum(v, 2) for v in g["gap_closed"]],
+                              "95 % BCa interval": [f"[{fnum(lo, 2)}, {fnum(hi, 2)}]" for lo, hi in
+                                                    zip(g["gap_ci_low"], g["gap_ci_high"])], "note": g["note"]})
         doc.table(shown.head(MAX_ROWS), _more(shown, "stats/gap_closed.csv"))
     else:
         doc.p(f"No `{stats.UPPER_BOUND}` runs paired with the methods in these records (it needs a rare count "

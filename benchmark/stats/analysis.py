@@ -88,8 +88,7 @@ def analyse(records: pd.DataFrame, metrics=DEFAULT_METRICS, baseline: str = "non
     nan_rows = nan_metric_rows(df, metrics)
     tests, pairing = paired_tests(df, metrics, baseline, None, correction, alpha, family, zero_method, test,
                                   n_boot, seed)
-    mismatch = pairing.seed_mismatch.drop(columns="comp_id") if len(pairing.seed_mismatch) else \
-        pairing.seed_mismatch
+    mismatch = pairing.seed_mismatch.drop(columns="comp_id", errors="ignore")
     board = leaderboard(df, metrics, tests, baseline, alpha, n_boot, seed)
     gap = gap_closed(tests, df, n_boot=n_boot, seed=seed, alpha=alpha)
     answer = answer_table(df, metrics, baseline, duplication, margins, alpha, correction)
@@ -155,10 +154,10 @@ def analyse(records: pd.DataFrame, metrics=DEFAULT_METRICS, baseline: str = "non
     few = first[first["n_pairs"] < 2]
     if len(few):
         notes.append(f"{len(few)} comparison(s) of {metrics[0]} have fewer than 2 pairs: no test")
-    failed = hier[hier["note"].astype(str).str.startswith("the mixed model failed")] if len(hier) else hier
+    failed = hier[~hier["converged"].astype(bool)] if len(hier) else hier
     if len(failed):
-        notes.append(f"the hierarchical model failed for {len(failed)} variant × metric fit(s) (stats/"
-                     f"hierarchical.csv, column note)")
+        notes.append(f"the across-sweep model could not be fitted for {len(failed)} variant × metric (stats/"
+                     f"hierarchical.csv, column note: e.g. fewer than 2 seeds)")
     options = {"correction": correction, "alpha": alpha, "family": family, "zero_method": zero_method,
                "test": test, "n_boot": n_boot, "bootstrap_seed": seed, "power": POWER, "duplication": duplication,
                "margins": {m: margin_for(m, margins) for m in metrics}}

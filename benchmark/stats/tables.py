@@ -20,8 +20,7 @@ GAP_COLUMNS = ("metric", *CELL, "generator", "synthetic_ratio", "variant", "effe
 def leaderboard(df: pd.DataFrame, metrics, tests: pd.DataFrame, baseline: str, alpha: float = 0.05,
                 n_boot: int = N_BOOT, seed: int = 0) -> pd.DataFrame:
     """One row per (cell, variant): runs, mean effective ratio, compute hours and, per metric, n, mean, std, 95 %
-    interval of the mean (percentile bootstrap over seeds for metrics bounded to [0, 1], so inside the range by
-    construction; t-interval for others), whether that interval rests on at least ``MIN_SEEDS_CI`` seeds, rank in
+    t interval of the mean over seeds (clipped to [0, 1] for metrics bounded to it: inference.mean_intervals), whether that interval rests on at least ``MIN_SEEDS_CI`` seeds, rank in
     the cell, adjusted p and verdict vs the baseline (``baseline`` on the baseline's rows; with several baseline
     ratios the largest adjusted p is shown and a verdict needs every comparison to agree)."""
     keys = list(CELL) + list(VARIANT)
