@@ -112,7 +112,7 @@ def harness_rate(bundle, training) -> tuple[float, str]:
     train = bundle.splits["train"]
     outcome = train_classifier(TrainingSet(train.images, train.labels, np.zeros(len(train.labels), bool)), bundle,
                                0, backbone(), training, init_seed=0)
-    return rate(len(train.labels), [h["train_s"] for h in outcome["history"]]), outcome["mixed_precision"]
+    return rate(len(train.labels), [h["train_s"] for h in outcome.history]), outcome.mixed_precision
 
 
 def bare_rate(bundle, training, device) -> float:

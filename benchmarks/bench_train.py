@@ -151,7 +151,7 @@ def main():
     variants = {
         "harness (Accelerate job)": lambda: [h["train_s"] for h in train_classifier(
             TrainingSet(train.images, train.labels, np.zeros(n, bool)), bundle, 0, backbone, training,
-            init_seed=0)["history"]],
+            init_seed=0).history],
         "bare PyTorch loop": lambda: bare_loop(train.images, train.labels, backbone, bundle, training, args.epochs, 0),
     }
     for workers in (0, 2):

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "benchmark"
 KEYS_FILE = Path(__file__).with_name("data") / "job_keys.json"
 GRIDS = [("rare_sweep", None), ("rare_sweep", "smoke"), ("rare_sweep", "study"), ("rare_sweep", "generators_smoke"),
+         ("rare_sweep", "confound"),
          ("literature_check", None)]
 LISTED = 200  # grids with at most this many jobs keep their full list (a failure names the changed jobs)
 
@@ -117,8 +118,9 @@ def summarise(keys: dict) -> dict:
 
 
 def test_every_job_key_is_the_recorded_one(data_env, tmp_path, monkeypatch):
-    """Keys of rare_sweep, smoke, study, generators_smoke and literature_check equal the recorded ones. A change
-    that is meant to change keys re-records them: `python tests/test_layout.py --record` (say why in the commit)."""
+    """Keys of rare_sweep, smoke, study, generators_smoke, confound and literature_check equal the recorded ones. A
+    change that is meant to change keys re-records them: `python tests/test_layout.py --record` (say why in the
+    commit)."""
     monkeypatch.setenv("GENMED_CACHE_DIR", str(tmp_path / "cache"))
     recorded = json.loads(KEYS_FILE.read_text())
     now = summarise(expanded_keys())

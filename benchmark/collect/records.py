@@ -3,7 +3,8 @@
 records.csv columns (one row per finished classifier job; documented in README "Records"):
   identity      key, name, grid, stage, dataset, image_size, rare_class, rare_class_name, rare_count, n_rare_train,
                 generator, synthetic_ratio, backbone, seed, fold
-  training      epochs, batch_size, lr, weight_decay, mixed_precision, best_epoch
+  training      epochs, batch_size, lr, weight_decay, mixed_precision, best_epoch, budget, optimizer_steps,
+                images_seen, best_step
   versions      results_version, dataset_version, generator_version, backbone_version
   metrics       <split>_<metric> for split in val, test and metric in benchmark.run.metrics.SCALAR_METRICS (arg-max
                 metrics, rare_sensitivity_at_90spec, and thr_balanced_accuracy, thr_rare_sensitivity,
@@ -19,6 +20,11 @@ records.csv columns (one row per finished classifier job; documented in README "
 the job actually trained with: (n_train_synthetic + n_real_extra) / n_rare_train, the rare images added per kept
 real rare image (0 for methods that add none). `n_real_extra`, `n_real_extra_available` come from the method's
 info (real_extra); 0 for every other method. A column a record predates is empty (NaN).
+
+`budget` is the training budget's form and amount (benchmark.core.training: 'epochs=30', 'steps=600',
+'match_real_epochs=30'); `optimizer_steps` the steps the job took and `images_seen` the training images drawn over
+them (repeats counted); `best_step` the step of the selected validation (`best_epoch` is empty under a step budget).
+Per-image predictions stay in each run folder (predictions.npz): :func:`read_predictions`.
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmark.core import status as job_status
+from benchmark.core.training import budget_label
 from benchmark.run.metrics import SCALAR_METRICS
+from benchmark.run.record import CorruptPredictions, Record, load_predictions  # noqa: F401 (CorruptPredictions)
 from benchmark.run.run_dir import ERROR_FILE, RESULT_FILE
 
 
@@ -47,60 +55,76 @@ def effective_ratio(n_added, n_rare_train) -> float:
         return float("nan")
 
 
-def flatten_result(result: dict, results_version=None) -> dict:
-    """One records.csv row from a classifier's result.json. `results_version`: the version to record when the
-    result itself does not carry one (the collector passes that of the spec it looked the result up by)."""
-    spec = result["spec"]
-    resolved = result.get("resolved", {})
-    env = result.get("environment", {})
-    versions = env.get("versions", {})
-    timings = result.get("timings", {})
-    compute = result.get("compute", {})
+def flatten_result(result: "dict | Record", results_version=None) -> dict:
+    """One records.csv row from a classifier's result.json (parsed, or its Record). `results_version`: the version
+    to record when the result itself does not carry one (the collector passes that of the spec it looked the result
+    up by)."""
+    record = result if isinstance(result, Record) else Record.from_json(result)
+    spec, resolved, training = record.spec, record.resolved or {}, record.training
     row = {
-        "key": result["key"], "name": result["name"], "grid": spec.get("grid", ""), "stage": result.get("stage"),
+        "key": record.key, "name": record.name, "grid": spec.get("grid", ""), "stage": record.stage,
         "dataset": spec["dataset"], "image_size": spec["image_size"],
         "rare_class": resolved.get("rare_class", spec["rare_class"]),
         "rare_class_name": resolved.get("rare_class_name"),
         "rare_count": spec["rare_count"], "n_rare_train": resolved.get("n_rare_train"),
         "generator": spec["generator"], "synthetic_ratio": spec["synthetic_ratio"], "backbone": spec["backbone"],
         "seed": spec["seed"], "fold": spec.get("fold", 0),
-        **{k: spec["training"].get(k) for k in ("epochs", "batch_size", "lr", "weight_decay", "mixed_precision")},
-        "best_epoch": result.get("best_epoch"),
-        "results_version": spec.get("results_version", result.get("results_version", results_version)),
+        **{k: training.get(k) for k in ("epochs", "batch_size", "lr", "weight_decay", "mixed_precision")},
+        "best_epoch": record.best_epoch, "budget": budget_label(training),
+        "optimizer_steps": record.optimizer_steps, "images_seen": record.images_seen, "best_step": record.best_step,
+        "results_version": spec.get("results_version", record.extra.get("results_version", results_version)),
         "dataset_version": spec["entries"]["dataset"]["version"],
         "generator_version": spec["entries"]["generator"]["version"],
         "backbone_version": spec["entries"]["backbone"]["version"],
     }
     for split in ("val", "test"):
-        metrics = result["metrics"].get(split, {})
+        metrics = record.metrics.get(split, {})
         for name in SCALAR_METRICS:
             row[f"{split}_{name}"] = metrics.get(name, float("nan"))
-    test = result["metrics"].get("test", {})
+    test = record.metrics.get("test", {})
     for name in ("confusion_matrix", "per_class_recall", "per_class_precision"):
         row[f"test_{name}"] = json.dumps(test.get(name))
-    counts = result.get("counts", {})
-    info = result.get("method_info") or {}
+    row.update(_counts_columns(record, row["n_rare_train"]))
+    row.update(_provenance_columns(record))
+    for name, value in (record.audit or {}).items():
+        if isinstance(value, (int, float, str, bool)) or value is None:
+            row[f"audit_{name}"] = value
+    return row
+
+
+def _counts_columns(record: Record, n_rare_train) -> dict:
+    counts, info = record.counts or {}, record.method_info or {}
     n_real_extra = int(info.get("n_real_extra") or 0)
     n_synthetic = counts.get("n_train_synthetic")
+    return {"n_train_real": counts.get("n_train_real"), "n_train_synthetic": n_synthetic,
+            "n_real_extra": n_real_extra, "n_real_extra_available": int(info.get("n_real_extra_available") or 0),
+            "effective_ratio": effective_ratio(None if n_synthetic is None else n_synthetic + n_real_extra,
+                                               n_rare_train)}
+
+
+def _provenance_columns(record: Record) -> dict:
+    env, timings, compute = record.environment or {}, record.timings or {}, record.compute or {}
+    versions = env.get("versions", {})
     wall = timings.get("wall_s", float("nan"))
-    row.update({
-        "n_train_real": counts.get("n_train_real"), "n_train_synthetic": n_synthetic,
-        "n_real_extra": n_real_extra, "n_real_extra_available": int(info.get("n_real_extra_available") or 0),
-        "effective_ratio": effective_ratio(None if n_synthetic is None else n_synthetic + n_real_extra,
-                                           row["n_rare_train"]),
+    return {
         "wall_s": wall, "train_s": timings.get("train_s"), "train_images_per_s": timings.get("train_images_per_s"),
         "num_processes": compute.get("num_processes", 1), "device": compute.get("device"),
         "compute_hours": wall * compute.get("num_processes", 1) / 3600.0,
-        "dataset_sha256": result.get("dataset", {}).get("sha256"), "git_sha": env.get("git_sha"),
+        "dataset_sha256": (record.dataset or {}).get("sha256"), "git_sha": env.get("git_sha"),
         "git_dirty": env.get("git_dirty"), "python_version": env.get("python"),
         "torch_version": versions.get("torch"), "timm_version": versions.get("timm"),
         "accelerate_version": versions.get("accelerate"), "host": env.get("host"),
         "finished_at": timings.get("finished_at"),
-    })
-    for name, value in (result.get("audit") or {}).items():
-        if isinstance(value, (int, float, str, bool)) or value is None:
-            row[f"audit_{name}"] = value
-    return row
+    }
+
+
+def read_predictions(run_dir: Path, record: "dict | Record | None" = None) -> dict:
+    """A finished job's per-image predictions ({val_labels, val_probs (N, C), test_labels, test_probs}), checked
+    against the sha256 in its record (read from `run_dir` when not given). Raises CorruptPredictions naming the
+    file when it is missing, altered or unreadable."""
+    from benchmark.run.run_dir import read_record
+
+    return load_predictions(Path(run_dir), record if record is not None else read_record(Path(run_dir)))
 
 
 @dataclass

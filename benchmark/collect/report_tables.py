@@ -69,6 +69,8 @@ def cell_title(row, sep: str = " · ") -> str:
     rc = str(row["rare_count"])
     parts.append("all rare images" if rc == "all" else f"{rc} rare images")
     parts.append(str(row["backbone"]))
+    if str(row.get("budget", "-")) not in ("-", "", "nan"):
+        parts.append(str(row["budget"]))
     return sep.join(parts)
 
 

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
 
+from benchmark.core import training as _training
+
 KEY_LENGTH = 16
 
 # Bump on any change that alters a trained result (training loop, data pipeline, mixing, metrics, seeding, model
@@ -21,34 +23,9 @@ RESULTS_VERSION = 1
 # folder is ever made under it (benchmark.run.cell refuses an unresolved spec).
 UNRESOLVED_PREFIX = "unresolved-"
 
-TRAINING_DEFAULTS: dict[str, Any] = {
-    "epochs": 20,
-    "batch_size": 64,
-    "lr": 1e-3,
-    "weight_decay": 0.05,
-    "warmup_epochs": 1,
-    "mixed_precision": "no",
-    "label_smoothing": 0.0,
-    "augment": {"hflip": True, "vflip": False, "rotate_degrees": 10.0, "brightness": 0.1, "contrast": 0.1},
-    "eval_batch_size": 256,
-    "save_checkpoint": True,
-    "track": True,
-}
-TRAINING_TYPES: dict[str, tuple] = {
-    "epochs": (int,),
-    "batch_size": (int,),
-    "lr": (float, int),
-    "weight_decay": (float, int),
-    "warmup_epochs": (int,),
-    "mixed_precision": (str,),
-    "label_smoothing": (float, int),
-    "augment": (dict,),
-    "eval_batch_size": (int,),
-    "save_checkpoint": (bool,),
-    "track": (bool,),
-}
-# Settings that change how a job runs but not what it computes stay out of the key.
-TRAINING_NOT_IN_KEY = frozenset({"eval_batch_size", "save_checkpoint", "track"})
+# The training settings' schema (defaults, types, which enter the key) is declared once, in benchmark.core.training.
+TRAINING_DEFAULTS, TRAINING_TYPES, TRAINING_NOT_IN_KEY = _training.TRAINING_DEFAULTS, _training.TRAINING_TYPES, \
+    _training.TRAINING_NOT_IN_KEY
 
 
 def canonical_value(obj: Any) -> Any:
@@ -260,6 +237,7 @@ class JobSpec(_Keyed):
     k_folds: int = 0
     resolved: dict | None = field(default=None, hash=False)  # see _Keyed
     results_version: int = field(default_factory=_results_version)
+    budget_in_name: bool = field(default=False, compare=False)  # the grid's `budget` axis has several values
 
     stage = "classifier"
     IDENTITY_FIELDS = ("dataset", "image_size", "rare_class", "rare_count", "generator", "synthetic_ratio",
@@ -275,7 +253,14 @@ class JobSpec(_Keyed):
         ratio = format_ratio(self.synthetic_ratio)
         method = self.generator if ratio in ("0", "0.0") else f"{self.generator}×{ratio}"
         parts = self._cell_parts() + [method, f"seed={self.seed}"] + self._fold_parts()
+        if self.budget_in_name:
+            parts.append(self.training_config.budget_spec.label)
         return f"{self.backbone}[{','.join(parts)}]"
+
+    @cached_property
+    def training_config(self) -> "_training.TrainingConfig":
+        """The training settings, typed (benchmark.core.training.TrainingConfig)."""
+        return _training.TrainingConfig.from_dict(self.training)
 
     @property
     def init_seed(self) -> int:
@@ -297,7 +282,7 @@ class JobSpec(_Keyed):
         return GeneratorSpec(self.dataset, self.image_size, self.rare_class, self.rare_count, self.generator,
                              self.seed, {"dataset": self.entries["dataset"], "generator": self.entries["generator"]},
                              self.grid, fold=self.fold, k_folds=self.k_folds,
-                             track=bool(self.training.get("track", True)), resolved=self.resolved,
+                             track=self.training_config.track, resolved=self.resolved,
                              results_version=self.results_version)
 
     @property

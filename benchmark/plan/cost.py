@@ -1,4 +1,5 @@
-"""What a grid's classifier stage will cost, for ``--dry-run``: jobs × epochs × images, and device-hours from the
+"""What a grid's classifier stage will cost, for ``--dry-run``: jobs × epochs × images (step budgets: optimiser
+steps × batch size), and device-hours from the
 training throughput that earlier records of the same backbone and image size measured (per device; a record of a
 job that shared its device with K - 1 others, ``jobs_per_device`` K, counts K × its rate), or else from
 the CPU figures of docs/benchmarks.md. An estimate: the images per epoch come from an earlier record of the same
@@ -52,8 +53,8 @@ def _label_counts(dataset: str, size: int, cache: dict):
     return cache[(dataset, size)]
 
 
-def _images_per_epoch(spec, labels) -> tuple[int, int, int] | None:
-    """(training images, val images, test images) of one job from the label counts."""
+def _images_per_epoch(spec, labels) -> tuple[int, int, int, int] | None:
+    """(training images, val images, test images, real training images) of one job from the label counts."""
     import numpy as np
 
     from benchmark.data.rarity import resolve_rare_class, resolve_rare_count
@@ -72,7 +73,7 @@ def _images_per_epoch(spec, labels) -> tuple[int, int, int] | None:
         added = int(round(float(ratio) * kept))
     elif ratio == "balance":
         added = int(max(0, max(c for i, c in enumerate(counts) if i != rare) - kept))
-    return real + added, len(labels.get("val", ())), len(labels.get("test", ()))
+    return real + added, len(labels.get("val", ())), len(labels.get("test", ())), real
 
 
 def estimate(jobs: list, runs_dir: Path) -> list[str]:
@@ -95,26 +96,26 @@ def estimate(jobs: list, runs_dir: Path) -> list[str]:
             shared = compute.get("jobs_per_device") or 1
             speeds[(spec.get("backbone"), spec.get("image_size"))][device].append(float(rate) * int(shared))
     labels_cache: dict = {}
-    groups: dict[tuple, dict] = defaultdict(lambda: {"jobs": 0, "epochs": 0, "train": 0, "eval": 0, "unknown": 0})
+    groups: dict[tuple, dict] = defaultdict(lambda: {"jobs": 0, "epochs": 0, "steps": 0, "train": 0, "eval": 0,
+                                                     "unknown": 0})
     for spec in classifiers:
         group = groups[(spec.backbone, spec.image_size)]
-        epochs = int(spec.training.get("epochs", 0))
         group["jobs"] += 1
-        group["epochs"] += epochs
         labels = _label_counts(spec.dataset, spec.image_size, labels_cache)
         sizes = _images_per_epoch(spec, labels) if labels is not None else None
-        per_epoch = seen_images.get(_cell(spec), sizes[0] if sizes else None)
-        if per_epoch is None:
+        work = _job_work(spec, sizes, seen_images.get(_cell(spec), sizes[0] if sizes else None))
+        if work is None:
             group["unknown"] += 1
             continue
-        group["train"] += epochs * per_epoch
-        if sizes:
-            group["eval"] += epochs * sizes[1] + sizes[2]
+        for name, amount in work.items():
+            group[name] += amount
     lines = []
     totals: dict[str, float] = defaultdict(float)
     for (backbone, size), g in sorted(groups.items(), key=lambda kv: str(kv[0])):
         work = g["train"] + EVAL_COST * g["eval"]
-        head = (f"{backbone} @{size}px: {g['jobs']} jobs, {g['epochs']:,} epochs, {g['train']:,} training images"
+        budgets = ([f"{g['epochs']:,} epochs"] if g["epochs"] or not g["steps"] else []) \
+            + ([f"{g['steps']:,} optimiser steps (step budgets)"] if g["steps"] else [])
+        head = (f"{backbone} @{size}px: {g['jobs']} jobs, {', '.join(budgets)}, {g['train']:,} training images"
                 + (f" (+{g['eval']:,} evaluated)" if g["eval"] else "")
                 + (f", {g['unknown']} job(s) of unknown size (data not downloaded)" if g["unknown"] else ""))
         measured = speeds.get((backbone, size))
@@ -139,3 +140,21 @@ def estimate(jobs: list, runs_dir: Path) -> list[str]:
                                            sorted(totals.items())) + " of training (start-up, generator jobs and "
                      "state saving not included)")
     return lines
+
+
+def _job_work(spec, sizes, per_epoch) -> dict | None:
+    """{epochs, steps, train, eval} of one job: epochs × its training images, or for a step budget its steps ×
+    the batch size (match_real_epochs: from the cell's real images); eval: its validations and one test pass.
+    None when its size is unknown (data not downloaded)."""
+    config = spec.training_config
+    budget = config.budget_spec
+    if budget.form == "epochs":
+        if per_epoch is None:
+            return None
+        return {"epochs": budget.amount, "train": budget.amount * per_epoch,
+                "eval": budget.amount * sizes[1] + sizes[2] if sizes else 0}
+    if budget.form == "match_real_epochs" and not sizes:
+        return None
+    steps = budget.amount if budget.form == "steps" else budget.amount * -(-sizes[3] // config.batch_size)
+    return {"steps": steps, "train": steps * config.batch_size,
+            "eval": (budget.evaluations or 1) * sizes[1] + sizes[2] if sizes else 0}

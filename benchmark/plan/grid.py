@@ -13,9 +13,11 @@ A grid file (``registry/grids/<name>.yaml``)::
       synthetic_ratio: [1, 2]    # ignored (set to 0) for methods that declare uses_synthetic_ratio: false
       backbone: [resnet18]
       seed: {range: [0, 3]}
+      budget: [{epochs: 3}, {match_real_epochs: 3}]   # optional: budget forms to compare (default: the training
+                                 # section's); with several values job names end with the budget ('epochs=3')
     coupled: [[rare_count, synthetic_ratio]]   # axes that vary together (zip), not as a product
     exclude: [{generator: oversample, rare_count: all}]
-    training: {epochs: 20, batch_size: 64, lr: 0.001}
+    training: {epochs: 20, batch_size: 64, lr: 0.001}   # or budget: {match_real_epochs: 20} (benchmark.core.training)
     k_folds: 5                   # optional: stratified 5-fold cross-validation over train+val (0/absent: the
                                  # dataset's fixed split); adds the axis ``fold`` (1..k, default all k folds)
     profiles:
@@ -35,16 +37,18 @@ from typing import Any
 from benchmark.core import registry
 from benchmark.core.errors import UserError, unknown_name_error
 from benchmark.core.registry import deep_merge
-from benchmark.core.specs import TRAINING_DEFAULTS, TRAINING_TYPES, JobSpec, format_ratio
+from benchmark.core.specs import JobSpec, canonical_json, format_ratio
+from benchmark.core.training import budget_problems, with_budget
+from benchmark.core.training import validate_training as _validate_training
 from benchmark.core.training_set import REAL_PERCENTAGE_PREFIX, mixing_mode_problem
 
 AXES = ("dataset", "image_size", "rare_class", "rare_count", "generator", "synthetic_ratio", "backbone", "seed",
-        "fold")
+        "fold", "budget")
 AXIS_DEFAULTS = {"image_size": [28], "rare_class": ["minority"], "rare_count": ["all"], "synthetic_ratio": [1],
-                 "seed": [0]}
+                 "seed": [0], "budget": [None]}  # budget None: the training section's
+BUDGET_KEYS = ("epochs", "budget")  # a profile that sets either replaces the grid's budget as a whole
 GRID_KEYS = {"name", "version", "description", "axes", "coupled", "exclude", "training", "profiles", "stages",
              "k_folds"}
-MIXED_PRECISION = ("no", "fp16", "bf16")
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,10 @@ def load_grid(name_or_path: str, profile: str | None = None) -> Grid:
             raise UserError(f"{entry.source}: profile {profile!r} has unknown key(s) {', '.join(sorted(bad))}; "
                             "a profile may override axes, training, exclude, coupled and k_folds.")
         axes.update(chosen.get("axes") or {})
-        training = deep_merge(training, chosen.get("training") or {})
+        chosen_training = chosen.get("training") or {}
+        if any(k in chosen_training for k in BUDGET_KEYS):
+            training = {k: v for k, v in training.items() if k not in BUDGET_KEYS}
+        training = deep_merge(training, chosen_training)
         data = {**data, **{k: chosen[k] for k in ("exclude", "coupled", "k_folds") if k in chosen}}
     k_folds = data.get("k_folds")
     return Grid(entry.name, profile, axes, list(data.get("coupled") or []), list(data.get("exclude") or []),
@@ -116,23 +123,8 @@ def _is_int(value) -> bool:
 
 
 def validate_training(training: dict, problems: list) -> dict:
-    merged = deep_merge(TRAINING_DEFAULTS, training)
-    for key, value in merged.items():
-        if key not in TRAINING_TYPES:
-            problems.append(f"training: unknown setting {key!r}; valid: {', '.join(sorted(TRAINING_TYPES))}")
-            continue
-        types = TRAINING_TYPES[key]
-        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
-            problems.append(f"training.{key}: expected {' or '.join(t.__name__ for t in types)}, "
-                            f"got {value!r} ({type(value).__name__})")
-    for key in ("epochs", "batch_size", "eval_batch_size"):
-        if _is_int(merged.get(key)) and merged[key] < 1:
-            problems.append(f"training.{key} must be ≥ 1, got {merged[key]}")
-    if isinstance(merged.get("lr"), (int, float)) and merged["lr"] <= 0:
-        problems.append(f"training.lr must be > 0, got {merged['lr']}")
-    if merged.get("mixed_precision") not in MIXED_PRECISION:
-        problems.append(f"training.mixed_precision must be one of {MIXED_PRECISION}, got {merged.get('mixed_precision')!r}")
-    return merged
+    """The grid's training section checked and stored in its one spelling (benchmark.core.training)."""
+    return _validate_training(training, problems)
 
 
 def validate_axes(grid: Grid) -> tuple[dict, list]:
@@ -177,6 +169,9 @@ def validate_axes(grid: Grid) -> tuple[dict, list]:
     for value in axes.get("seed", []):
         if not _is_int(value) or value < 0:
             problems.append(f"seed must be an integer ≥ 0, got {value!r}")
+    if "budget" in grid.axes:
+        for value in axes.get("budget", []):
+            problems.extend(budget_problems(value, "axis budget"))
     for value in axes.get("fold", []):
         if k_folds and not (_is_int(value) and 1 <= value <= k_folds):
             problems.append(f"fold must be an integer in 1..{k_folds} (k_folds: {k_folds}), got {value!r}")
@@ -239,6 +234,7 @@ def expand(grid: Grid, left_out: list | None = None, resolve: bool = True) -> li
     (reason, count) per kind of left-out point is appended to it (launch/grid.py prints them)."""
     axes, problems = validate_axes(grid)
     training = validate_training(grid.training, problems)
+    trainings = _budget_trainings(grid, axes, training) if not problems else {}
     if not problems:
         _check_dataset_values(axes, problems)
     if problems:
@@ -274,16 +270,17 @@ def expand(grid: Grid, left_out: list | None = None, resolve: bool = True) -> li
         spec = JobSpec(
             dataset=point["dataset"], image_size=point["image_size"], rare_class=point["rare_class"],
             rare_count=point["rare_count"], generator=point["generator"], synthetic_ratio=ratio,
-            backbone=point["backbone"], seed=point["seed"], training=training,
+            backbone=point["backbone"], seed=point["seed"], training=trainings[canonical_json(point["budget"])],
             fold=point["fold"], k_folds=grid.k_folds if point["fold"] else 0,
             entries={"dataset": identities["dataset"][point["dataset"]],
                      "generator": identities["generator"][point["generator"]],
                      "backbone": identities["backbone"][point["backbone"]]},
-            grid=grid.label,
+            grid=grid.label, budget_in_name=len(trainings) > 1,
         )
         # one spec per point (ratio-free methods repeat over the ratio axis); keys come after resolution
         jobs.setdefault((point["dataset"], point["image_size"], point["rare_class"], point["rare_count"],
-                         point["generator"], str(ratio), point["backbone"], point["seed"], point["fold"]), spec)
+                         point["generator"], str(ratio), point["backbone"], point["seed"], point["fold"],
+                         canonical_json(point["budget"])), spec)
     if left_out is not None:
         left_out.extend((f"{name} job(s) at rare_count=all (no held-back real images)", len(points))
                         for name, points in sorted(skipped.items()))
@@ -295,6 +292,17 @@ def expand(grid: Grid, left_out: list | None = None, resolve: bool = True) -> li
     for spec in jobs.values():
         unique.setdefault(spec.key, spec)
     return list(unique.values())
+
+
+def _budget_trainings(grid: Grid, axes: dict, training: dict) -> dict:
+    """{canonical_json(budget axis value): the jobs' training settings}: the training section's own for the default
+    (None), else the section with its budget replaced by the value. One dict per value, shared by its jobs."""
+    out = {}
+    for value in axes["budget"]:
+        name = canonical_json(value)
+        if name not in out:
+            out[name] = training if value is None else _validate_training(with_budget(grid.training, value), [])
+    return out
 
 
 def canonical_ratio(ratio):

@@ -312,7 +312,9 @@ def _say_if_resuming(spec, run_dir: Path) -> None:
     progress = run_dir / STATE_DIR / PROGRESS_FILE
     if progress.is_file() and not (run_dir / RESULT_FILE).is_file():
         try:
-            epoch = json.loads(progress.read_text())["epoch"]
+            saved = json.loads(progress.read_text())
+            where = f"epoch {saved['epoch']}" if spec.training_config.budget_spec.form == "epochs" \
+                else f"step {saved['step']}"
         except (OSError, ValueError, KeyError):
             return
-        print(f"resuming {spec.name} ({spec.key}) from its state after epoch {epoch}", flush=True)
+        print(f"resuming {spec.name} ({spec.key}) from its state after {where}", flush=True)

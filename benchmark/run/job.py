@@ -1,4 +1,5 @@
-"""Jobs: run one classifier spec into its run folder (result.json atomically and last; error.json on failure)."""
+"""Jobs: run one classifier spec into its run folder (predictions.npz, then result.json atomically and last;
+error.json on failure)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ from pathlib import Path
 from benchmark import REPO_ROOT
 from benchmark.core.specs import JobSpec
 from benchmark.run import run_dir as rd
+from benchmark.run.record import RESULT_SCHEMA, Record, write_predictions
 from benchmark.run.run_dir import ERROR_FILE, RESULT_FILE, SPEC_FILE, STATE_DIR, now_iso, write_json_atomic
 from benchmark.run.threads import JOBS_PER_DEVICE_ENV
 
-RESULT_SCHEMA = 1
 
 
 @lru_cache(maxsize=1)
@@ -54,8 +55,9 @@ def environment() -> dict:
 
 
 def run_classifier(spec: JobSpec, run_dir: Path, progress: bool = False, resumable: bool = False,
-                   checkpoint_every_s: float = 0.0) -> dict:
-    """Train and evaluate one classifier job; returns the record (written by the caller)."""
+                   checkpoint_every_s: float = 0.0) -> tuple[Record, bool]:
+    """Train and evaluate one classifier job: (its record, whether this is the main process). The main process
+    writes the per-image predictions (predictions.npz) here; the caller writes the record."""
     from benchmark.core import registry
     from benchmark.run.cell import build_cell
     from benchmark.run.train import train_classifier
@@ -64,67 +66,59 @@ def run_classifier(spec: JobSpec, run_dir: Path, progress: bool = False, resumab
     cell = build_cell(spec)
     bundle = cell.bundle
     seed = spec.init_seed  # the cell's (not its rare count's), seed, fold and backbone: benchmark.core.seeding
-    method_entry = registry.get("generator", spec.generator)
-    audit = None
-    if spec.is_generative:
-        from benchmark.generators.stage import SyntheticMix
-
-        artifact_dir = Path(run_dir).parent / spec.generator_key
-        if rd.status(artifact_dir) != rd.DONE:
-            raise RuntimeError(f"blocked by {spec.generator_key}: generator job {spec.generator_spec.name} "
-                               f"has not finished ({rd.status(artifact_dir)})")
-        method = SyntheticMix(artifact_dir)
-        audit = rd.read_record(artifact_dir).get("audit")
-    else:
-        method = registry.create("generator", method_entry, config=spec.entries["generator"]["config"])  # the key's
+    method, audit = _method(spec, cell, Path(run_dir))
     training_set = method.build_training_set(cell.real, cell.rare_class, spec.synthetic_ratio,
                                              bundle.num_classes, seed, held_back=cell.held_back)
     if hasattr(method, "audit"):  # a bank made elsewhere: the same audit as a harness generator's bank
         audit = method.audit(spec, cell, Path(run_dir).parent)
     backbone = registry.create("backbone", spec.backbone)
-    outcome = train_classifier(training_set, bundle, cell.rare_class, backbone, spec.training, seed,
+    outcome = train_classifier(training_set, bundle, cell.rare_class, backbone, spec.training_config, seed,
                                run_dir=run_dir, progress=progress,
                                state_dir=Path(run_dir) / STATE_DIR if resumable else None,
-                               checkpoint_every_s=checkpoint_every_s)
+                               checkpoint_every_s=checkpoint_every_s, n_real=len(cell.real.labels))
+    predictions = write_predictions(run_dir, outcome.predictions) if outcome.is_main_process else None
     counts = training_set.counts(bundle.num_classes)
-    return {
-        "schema": RESULT_SCHEMA,
-        "key": spec.key,
-        "name": spec.name,
-        "stage": spec.stage,
-        "spec": spec.to_dict(),
-        "resolved": {
-            "rare_class": cell.rare_class,
-            "rare_class_name": bundle.label_names[cell.rare_class],
-            "n_rare_train": cell.n_rare,
-            "n_rare_available": int((bundle.splits["train"].labels == cell.rare_class).sum()),
-            "init_seed": seed,
-            "backbone_adaptation": backbone.adaptation(bundle.image_size),
-        },
-        "counts": {**counts, "n_train_real": int(sum(counts["real_per_class"])),
-                   "n_train_synthetic": int(sum(counts["synthetic_per_class"]))},
-        "method_info": training_set.info,
-        "generator_key": spec.generator_key,
-        "audit": audit,
-        "metrics": outcome["metrics"],
-        "best_epoch": outcome["best_epoch"],
-        "history": outcome["history"],
-        "timings": {"started_at": started_at, "finished_at": now_iso(),
-                    "wall_s": time.perf_counter() - started, "train_s": outcome["train_seconds"],
-                    "train_images_per_s": outcome["train_images_per_s"]},
-        "compute": {"device": outcome["device"], "num_processes": outcome["num_processes"],
-                    "mixed_precision": outcome["mixed_precision"],
-                    # jobs sharing the device at once (cluster profile jobs_per_device): per-job images/s is lower
-                    "jobs_per_device": int(os.environ.get(JOBS_PER_DEVICE_ENV) or 1),
-                    **({"mixed_precision_note": outcome["mixed_precision_note"]}
-                       if outcome.get("mixed_precision_note") else {})},
-        "dataset": {"name": bundle.name, "file": Path(bundle.path).name, "sha256": bundle.sha256,
-                    "task": bundle.task, "num_classes": bundle.num_classes, "label_names": bundle.label_names,
-                    "split_sizes": {s: len(v) for s, v in bundle.splits.items()}},
-        "environment": environment(),
-        "checkpoints": outcome.get("checkpoints"),  # state saves (resumable runs): count, seconds, bytes
-        "_is_main_process": outcome["is_main_process"],
-    }
+    record = Record(
+        key=spec.key, name=spec.name, stage=spec.stage, spec=spec.to_dict(),
+        resolved={"rare_class": cell.rare_class, "rare_class_name": bundle.label_names[cell.rare_class],
+                  "n_rare_train": cell.n_rare,
+                  "n_rare_available": int((bundle.splits["train"].labels == cell.rare_class).sum()),
+                  "init_seed": seed, "backbone_adaptation": backbone.adaptation(bundle.image_size)},
+        counts={**counts, "n_train_real": int(sum(counts["real_per_class"])),
+                "n_train_synthetic": int(sum(counts["synthetic_per_class"]))},
+        method_info=training_set.info, generator_key=spec.generator_key, audit=audit, metrics=outcome.metrics,
+        best_epoch=outcome.best_epoch, best_step=outcome.best_step, optimizer_steps=outcome.optimizer_steps,
+        images_seen=outcome.images_seen, history=outcome.history,
+        timings={"started_at": started_at, "finished_at": now_iso(), "wall_s": time.perf_counter() - started,
+                 "train_s": outcome.train_seconds, "train_images_per_s": outcome.train_images_per_s},
+        compute={"device": outcome.device, "num_processes": outcome.num_processes,
+                 "mixed_precision": outcome.mixed_precision,
+                 # jobs sharing the device at once (cluster profile jobs_per_device): per-job images/s is lower
+                 "jobs_per_device": int(os.environ.get(JOBS_PER_DEVICE_ENV) or 1),
+                 **({"mixed_precision_note": outcome.mixed_precision_note} if outcome.mixed_precision_note else {})},
+        dataset={"name": bundle.name, "file": Path(bundle.path).name, "sha256": bundle.sha256, "task": bundle.task,
+                 "num_classes": bundle.num_classes, "label_names": bundle.label_names,
+                 "split_sizes": {s: len(v) for s, v in bundle.splits.items()}},
+        environment=environment(),
+        checkpoints=outcome.checkpoints,  # state saves (resumable runs): count, seconds, bytes
+        predictions=predictions)
+    return record, outcome.is_main_process
+
+
+def _method(spec: JobSpec, cell, run_dir: Path):
+    """The job's method (a generator's bank mixed in, or a registry method) and the bank's audit, if any."""
+    from benchmark.core import registry
+
+    if not spec.is_generative:
+        method_entry = registry.get("generator", spec.generator)
+        return registry.create("generator", method_entry, config=spec.entries["generator"]["config"]), None  # the key's
+    from benchmark.generators.stage import SyntheticMix
+
+    artifact_dir = run_dir.parent / spec.generator_key
+    if rd.status(artifact_dir) != rd.DONE:
+        raise RuntimeError(f"blocked by {spec.generator_key}: generator job {spec.generator_spec.name} "
+                           f"has not finished ({rd.status(artifact_dir)})")
+    return SyntheticMix(artifact_dir), rd.read_record(artifact_dir).get("audit")
 
 
 def execute(spec: JobSpec, run_dir: Path, force: bool = False, progress: bool = False,
@@ -161,16 +155,19 @@ def execute(spec: JobSpec, run_dir: Path, force: bool = False, progress: bool = 
 def _run(spec: JobSpec, run_dir: Path, progress: bool, resumable: bool, checkpoint_every_s: float) -> str:
     write_json_atomic(run_dir / SPEC_FILE, spec.to_dict())
     try:
-        record = run_classifier(spec, run_dir, progress=progress, resumable=resumable,
-                                checkpoint_every_s=checkpoint_every_s) \
-            if spec.stage == "classifier" else run_generator_record(spec, run_dir)
+        if spec.stage == "classifier":
+            record, is_main = run_classifier(spec, run_dir, progress=progress, resumable=resumable,
+                                             checkpoint_every_s=checkpoint_every_s)
+            record = record.to_json()
+        else:
+            record, is_main = run_generator_record(spec, run_dir), True
     except Exception as exc:  # noqa: BLE001 - every failure is recorded, never cached as done
         write_json_atomic(run_dir / ERROR_FILE, {
             "key": spec.key, "name": spec.name, "error": f"{type(exc).__name__}: {exc}",
             "traceback": traceback.format_exc(), "failed_at": now_iso(), "host": socket.gethostname(),
         })
         return "failed"
-    if record.pop("_is_main_process", True):
+    if is_main:
         write_json_atomic(run_dir / RESULT_FILE, record)
         (run_dir / ERROR_FILE).unlink(missing_ok=True)
         shutil.rmtree(run_dir / STATE_DIR, ignore_errors=True)

@@ -1,7 +1,8 @@
 """TensorBoard logs through Accelerate's trackers, under ``runs/<key>/tensorboard/`` (``training.track``, default on).
 
-Classifier jobs log per epoch ``train/loss``, ``train/lr``, ``train/epoch_s`` and ``val/<metric>`` for every scalar
-metric, and after selection ``test/<metric>`` at the selected epoch. Generator jobs log their fit losses
+Classifier jobs log per validation (each epoch, or each evaluation step of a step budget) ``train/loss``,
+``train/lr``, ``train/epoch_s`` (seconds since the last validation) and ``val/<metric>`` for every scalar metric, and
+after selection ``test/<metric>`` at the selected epoch (or step). Generator jobs log their fit losses
 (``generator/<loss>`` at the logged steps) and the sample grids as images. View them with
 ``tensorboard --logdir results/<grid>/runs``. Only the main process writes.
 """
@@ -14,9 +15,9 @@ from pathlib import Path
 TRACKER_DIR = "tensorboard"
 
 
-def accelerator_kwargs(training: dict, run_dir) -> dict:
+def accelerator_kwargs(track: bool, run_dir) -> dict:
     """Keyword arguments that make an ``Accelerator`` log to ``run_dir/tensorboard`` (empty when not tracking)."""
-    if run_dir is None or not training.get("track", True):
+    if run_dir is None or not track:
         return {}
     return {"log_with": "tensorboard", "project_dir": str(run_dir)}
 
@@ -33,12 +34,13 @@ def _scalars(prefix: str, metrics: dict) -> dict:
 
 
 def log_epoch(accelerator, entry: dict, val_metrics: dict) -> None:
-    """One epoch: training loss, learning rate, epoch time and the validation metrics, at step = epoch."""
+    """One validation: training loss, learning rate, time since the last one and the validation metrics, at step =
+    the epoch (epochs budget) or the optimiser step (step budgets)."""
     if not accelerator.trackers:
         return
     values = {"train/loss": entry["train_loss"], "train/lr": entry["lr"], "train/epoch_s": entry["train_s"]}
     values.update(_scalars("val", {k: v for k, v in val_metrics.items() if k != "n"}))
-    accelerator.log(values, step=int(entry["epoch"]))
+    accelerator.log(values, step=int(entry.get("epoch", entry["step"])))
 
 
 def finish(accelerator, test_metrics: dict | None = None, best_epoch: int | None = None) -> None:

@@ -1,4 +1,5 @@
-"""The classifier training function: one Accelerate code path for CPU, one GPU and many (cv_example order)."""
+"""The classifier training function: one Accelerate code path for CPU, one GPU and many (cv_example order), for a
+budget of optimiser steps (benchmark.core.training), resumable mid-budget."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from benchmark.core.training import Schedule, TrainingConfig
 from benchmark.data.augment import augment, normalize, to_float
 from benchmark.generators.imbalance import build_batch_transform, build_criterion
 from benchmark.run import tracking
@@ -67,15 +69,77 @@ class RandomStreams:
 
 
 @dataclass
-class Progress:
-    """Where training stands after ``epoch`` epochs: what a resumed run continues from (``save_progress``)."""
+class Selection:
+    """The validation chosen so far: its val AUROC (the score; NaN counts as -inf), index, step and val metrics."""
 
-    epoch: int = 0
+    score: float
+    evaluation: int
+    step: int
+    val: dict
+
+
+@dataclass
+class Progress:
+    """Where training stands: what a resumed run continues from (``save_progress``). Checkpoints follow a
+    validation, so the running averages of a history entry are always empty when one is saved."""
+
+    step: int = 0             # optimiser steps taken
+    evaluations: int = 0      # validations run (the epoch count, in the epochs form)
+    passes: int = 0           # complete passes over the job's training set
+    batch_in_pass: int = 0    # batches of the current pass taken; 0 at a pass boundary
+    pass_order: torch.Tensor | None = None  # the data-order stream's state when the current pass began
     history: list = field(default_factory=list)
-    best: tuple | None = None        # (val AUROC score, epoch, val metrics) of the selected epoch so far
-    best_state: dict | None = None   # the selected epoch's weights
+    best: Selection | None = None
+    best_state: dict | None = None  # the selected validation's weights
     train_seconds: float = 0.0
     train_images: int = 0
+
+    @property
+    def epoch(self) -> int:
+        """Validations run: in the epochs form, the epochs done."""
+        return self.evaluations
+
+
+@dataclass
+class TrainOutcome:
+    """What ``train_classifier`` returns: the selected model's metrics, the budget actually spent, the history,
+    timings and the compute it ran on; `predictions`: per-image val/test labels and probabilities (numpy)."""
+
+    metrics: dict
+    best_epoch: int | None   # the selected epoch (epochs form); None under a step budget
+    best_step: int           # the optimiser step of the selected validation
+    optimizer_steps: int
+    images_seen: int
+    history: list
+    train_seconds: float
+    train_images_per_s: float
+    device: str
+    num_processes: int
+    mixed_precision: str
+    mixed_precision_note: str | None
+    is_main_process: bool
+    checkpoints: dict | None
+    predictions: dict
+
+
+@dataclass
+class Trainer:
+    """One job's prepared objects: what the loop's steps share."""
+
+    accelerator: object
+    config: TrainingConfig
+    schedule: Schedule
+    model: object
+    optimizer: object
+    scheduler: object
+    train_loader: object
+    val_loader: object
+    test_loader: object
+    criterion: object
+    batch_transform: object
+    streams: RandomStreams
+    num_classes: int
+    rare_class: int
 
 
 def keep_batch(batch):
@@ -106,140 +170,230 @@ def predict(model, loader, accelerator) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(all_probs), torch.cat(all_targets)
 
 
-def train_classifier(training_set, bundle, rare_class: int, backbone, training: dict, init_seed: int,
+def train_classifier(training_set, bundle, rare_class: int, backbone, training, init_seed: int,
                      run_dir: Path | None = None, progress: bool = False, state_dir: Path | None = None,
-                     checkpoint_every_s: float = 0.0) -> dict:
-    """Train `backbone` on `training_set`, select the epoch with the best val AUROC, evaluate it on test.
+                     checkpoint_every_s: float = 0.0, n_real: int | None = None) -> TrainOutcome:
+    """Train `backbone` on `training_set` for the budget of `training` (a TrainingConfig or its dict), select the
+    validation with the best val AUROC, evaluate that model on test.
 
-    Returns metrics (val at the selected epoch, test; both with the threshold metrics at the threshold chosen on
-    that val split), the per-epoch history and timings. Writes the selected
-    weights to ``run_dir/model.safetensors`` when ``training["save_checkpoint"]``. With `state_dir`, the full
-    training state (``accelerator.save_state`` plus the selection state and the data-order and augmentation
-    generators) is saved after an epoch (every epoch with ``checkpoint_every_s`` 0, else when that many seconds
-    passed since the last save, or a save was requested: ``Checkpointing``), and a run that finds a saved state
-    resumes from it: a resumed run
-    ends with the same record as an uninterrupted one.
+    The budget (benchmark.core.training) is a number of optimiser steps: epochs × the steps of one pass over
+    `training_set`, or steps matched to `n_real` (the cell's real training images; default: the set's size), or a
+    number. Batches are drawn from `training_set`, reshuffled at every pass, until it is spent; validation runs at the
+    budget's evaluation steps. Metrics: val at the selected validation and test, both with the threshold metrics at
+    the threshold chosen on that val split. Writes the selected weights to ``run_dir/model.safetensors`` when
+    ``save_checkpoint``. With `state_dir`, the full training state (``accelerator.save_state``, the selection, the
+    random streams and the position in the current pass) is saved after a validation (every one with
+    ``checkpoint_every_s`` 0, else when that many seconds passed since the last save, or a save was requested:
+    ``Checkpointing``), and a run that finds a saved state resumes from it, mid-pass if need be: a resumed run ends
+    with the same record as an uninterrupted one.
     """
-    from benchmark.run.threads import apply_thread_limit
+    config = training if isinstance(training, TrainingConfig) else TrainingConfig.from_dict(training)
+    # 1. The accelerator (precision, trackers) and the seeded random streams.
+    accelerator, precision_note = _accelerator(config, run_dir)
+    from accelerate.utils import set_seed
 
-    apply_thread_limit()
-    from accelerate import Accelerator, PartialState
-    from accelerate.utils import DataLoaderConfiguration, parse_flag_from_env, set_seed
-
-    # bf16 autocast where the device supports it; a requested bf16 trains in fp32 elsewhere (resolve_mixed_precision).
-    # PartialState is a singleton that Accelerator() reuses: it must see ACCELERATE_USE_CPU (set for a multi-task CPU
-    # job by benchmark.run.batch.setup_process) as Accelerator() would, or a 2-task CPU job trains as two 1-process jobs.
-    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
-    mixed_precision, precision_note = resolve_mixed_precision(training["mixed_precision"], state.device)
-    # split_batches: batch_size is the global batch, split over the processes (DDP averages their gradients), so a
-    # job computes the same thing on 1 or N processes; its key does not depend on how it is run.
-    accelerator = Accelerator(mixed_precision=mixed_precision,
-                              dataloader_config=DataLoaderConfiguration(split_batches=True),
-                              **tracking.accelerator_kwargs(training, run_dir))
-    tracking.start(accelerator)
     set_seed(init_seed)
-
-    num_classes = bundle.num_classes
     streams = RandomStreams.seeded(init_seed, accelerator.device, accelerator.process_index)
-    on = data_device(accelerator.device)
-    train_loader = DataLoader(TensorPairs(training_set.images, training_set.labels, on),
-                              batch_size=training["batch_size"], shuffle=True, drop_last=False,
-                              generator=streams.loader, collate_fn=keep_batch)
-    eval_loaders = [DataLoader(TensorPairs(bundle.splits[s].images, bundle.splits[s].labels, on),
-                               batch_size=training["eval_batch_size"], collate_fn=keep_batch) for s in ("val", "test")]
-    model = backbone.build(bundle.n_channels, num_classes, bundle.image_size)
-    if accelerator.device.type == "cuda":  # NHWC convolutions (tensor cores) and cuDNN's autotuned algorithms
-        model = model.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True
-        accelerator.register_save_state_pre_hook(_contiguous_weights)  # safetensors refuses NHWC-strided tensors
-    optimizer = torch.optim.AdamW(model.parameters(), lr=training["lr"], weight_decay=training["weight_decay"])
-    steps_per_epoch = len(train_loader)  # global batches: with split_batches every process takes part in each
-    scheduler = warmup_cosine(optimizer, training["warmup_epochs"] * steps_per_epoch,
-                              training["epochs"] * steps_per_epoch)
-    model, optimizer, train_loader, val_loader, test_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, *eval_loaders, scheduler)
-
-    # The method chooses the loss and batch transform (benchmark.generators.imbalance); cross-entropy by default.
-    criterion = build_criterion(training_set.loss, training_set.class_weights, training["label_smoothing"],
-                                accelerator.device)
-    batch_transform = build_batch_transform(training_set.batch_transform, streams.mix)
-
-    # Resume: the saved state (if any) replaces the fresh one, down to the random streams.
+    # 2. Data, model, optimiser and the step schedule the budget resolves to; one prepare.
+    run = _prepare(accelerator, config, training_set, bundle, rare_class, backbone, streams,
+                   len(training_set.labels) if n_real is None else n_real)
+    # 3. Resume: the saved state (if any) replaces the fresh one, down to the random streams.
     done = Progress()
     if state_dir is not None and (Path(state_dir) / PROGRESS_FILE).is_file():
         done = load_progress(accelerator, Path(state_dir), streams)
     checkpoints = Checkpointing(checkpoint_every_s)
-    epochs = range(done.epoch, training["epochs"])
-    if progress and accelerator.is_main_process:
+    # 4. Train until the budget is spent, validating (and maybe saving the state) at the evaluation steps.
+    _train(run, done, checkpoints, Path(state_dir) if state_dir is not None else None, progress)
+    # 5. The selected model on val (threshold) and test; its weights saved.
+    metrics, predictions = _evaluate_selected(run, done)
+    if run_dir is not None and config.save_checkpoint and accelerator.is_main_process:
+        save_weights(done.best_state, Path(run_dir) / "model.safetensors")
+    epochs_form = config.budget_spec.form == "epochs"
+    tracking.finish(accelerator, metrics["test"], done.best.evaluation if epochs_form else done.best.step)
+    accelerator.wait_for_everyone()
+    return TrainOutcome(
+        metrics=metrics, best_epoch=done.best.evaluation if epochs_form else None, best_step=done.best.step,
+        optimizer_steps=done.step, images_seen=done.train_images, history=done.history,
+        train_seconds=done.train_seconds,
+        train_images_per_s=done.train_images / done.train_seconds if done.train_seconds else float("nan"),
+        device=str(accelerator.device), num_processes=accelerator.num_processes,
+        mixed_precision=str(accelerator.mixed_precision), mixed_precision_note=precision_note,
+        is_main_process=accelerator.is_main_process,
+        checkpoints=checkpoints.summary() if state_dir is not None else None, predictions=predictions)
+
+
+def _accelerator(config: TrainingConfig, run_dir):
+    """The job's Accelerator and the note when it trains in another precision than the one requested."""
+    from benchmark.run.threads import apply_thread_limit
+
+    apply_thread_limit()
+    from accelerate import Accelerator, PartialState
+    from accelerate.utils import DataLoaderConfiguration, parse_flag_from_env
+
+    # bf16 autocast where the device supports it; a requested bf16 trains in fp32 elsewhere
+    # (resolve_mixed_precision). PartialState is a singleton that Accelerator() reuses: it must see
+    # ACCELERATE_USE_CPU (set for a multi-task CPU job by benchmark.run.batch.setup_process) as Accelerator() would,
+    # or a 2-task CPU job trains as two 1-process jobs.
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    mixed_precision, precision_note = resolve_mixed_precision(config.mixed_precision, state.device)
+    # split_batches: batch_size is the global batch, split over the processes (DDP averages their gradients), so a
+    # job computes the same thing on 1 or N processes; its key does not depend on how it is run.
+    accelerator = Accelerator(mixed_precision=mixed_precision,
+                              dataloader_config=DataLoaderConfiguration(split_batches=True),
+                              **tracking.accelerator_kwargs(config.track, run_dir))
+    tracking.start(accelerator)
+    return accelerator, precision_note
+
+
+def _prepare(accelerator, config: TrainingConfig, training_set, bundle, rare_class: int, backbone,
+             streams: RandomStreams, n_real: int) -> Trainer:
+    """Loaders, model, AdamW and the warm-up + cosine schedule over the budget's steps, prepared together."""
+    on = data_device(accelerator.device)
+    train_loader = DataLoader(TensorPairs(training_set.images, training_set.labels, on),
+                              batch_size=config.batch_size, shuffle=True, drop_last=False,
+                              generator=streams.loader, collate_fn=keep_batch)
+    eval_loaders = [DataLoader(TensorPairs(bundle.splits[s].images, bundle.splits[s].labels, on),
+                               batch_size=config.eval_batch_size, collate_fn=keep_batch) for s in ("val", "test")]
+    model = backbone.build(bundle.n_channels, bundle.num_classes, bundle.image_size)
+    if accelerator.device.type == "cuda":  # NHWC convolutions (tensor cores) and cuDNN's autotuned algorithms
+        model = model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+        accelerator.register_save_state_pre_hook(_contiguous_weights)  # safetensors refuses NHWC-strided tensors
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # global batches: with split_batches every process takes part in each
+    schedule = config.budget_spec.schedule(len(train_loader), math.ceil(n_real / config.batch_size),
+                                           config.warmup_epochs)
+    scheduler = warmup_cosine(optimizer, schedule.warmup_steps, schedule.total_steps)
+    model, optimizer, train_loader, val_loader, test_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, *eval_loaders, scheduler)
+    # The method chooses the loss and batch transform (benchmark.generators.imbalance); cross-entropy by default.
+    criterion = build_criterion(training_set.loss, training_set.class_weights, config.label_smoothing,
+                                accelerator.device)
+    batch_transform = build_batch_transform(training_set.batch_transform, streams.mix)
+    return Trainer(accelerator, config, schedule, model, optimizer, scheduler, train_loader, val_loader,
+                   test_loader, criterion, batch_transform, streams, bundle.num_classes, rare_class)
+
+
+def _train(run: Trainer, done: Progress, checkpoints: "Checkpointing", state_dir: Path | None,
+           progress: bool) -> None:
+    """Passes over the training set (each reshuffled) until the budget's steps are taken. A run resumed mid-pass
+    replays its pass's order from the saved stream state and skips the batches already taken."""
+    total, evaluate_at = run.schedule.total_steps, set(run.schedule.eval_steps)
+    bar = None
+    if progress and run.accelerator.is_main_process:
         from tqdm.auto import tqdm
 
-        epochs = tqdm(epochs, desc="epochs", leave=False)
-    for epoch in epochs:
-        model.train()
-        started, loss_sum, batches = time.perf_counter(), torch.zeros((), device=accelerator.device), 0
-        for images, labels in train_loader:
-            x = normalize(augment(to_float(images), training["augment"], streams.augment))
-            if batch_transform is None:
-                with accelerator.autocast():
-                    loss = criterion(model(x), labels)
-            else:  # e.g. mixup: mixed images, loss = Σ weight · criterion(logits, targets)
-                x, targets = batch_transform(x, labels)
-                with accelerator.autocast():
-                    logits = model(x)
-                    loss = sum(w * criterion(logits, y) for w, y in targets)
-            accelerator.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.detach()
-            batches += 1
-            done.train_images += len(labels) * accelerator.num_processes
-        epoch_seconds = time.perf_counter() - started
-        done.train_seconds += epoch_seconds
-        # Validation after every epoch: the epoch with the best val AUROC is the one evaluated on test.
-        probs, targets = predict(model, val_loader, accelerator)
-        val = classification_metrics(probs, targets, num_classes, rare_class)
-        done.epoch = epoch + 1
-        done.history.append({"epoch": epoch + 1, "train_loss": float(loss_sum) / max(1, batches),
-                             "train_s": epoch_seconds, "lr": scheduler.get_last_lr()[0], "val_auroc": val["auroc"],
-                             "val_balanced_accuracy": val["balanced_accuracy"]})
-        tracking.log_epoch(accelerator, done.history[-1], val)
-        score = val["auroc"] if not math.isnan(val["auroc"]) else -math.inf
-        if done.best is None or score > done.best[0]:
-            done.best = (score, epoch + 1, val)
-            done.best_state = copy.deepcopy(accelerator.unwrap_model(model).state_dict())
-        if state_dir is not None and checkpoints.due(accelerator):
-            save_started = time.perf_counter()
-            save_progress(accelerator, Path(state_dir), done, streams)
-            checkpoints.saved(time.perf_counter() - save_started, Path(state_dir))  # may requeue and exit here
+        bar = tqdm(total=total, initial=done.step, desc="steps", leave=False)
+    window = _Window()
+    while done.step < total:
+        if done.batch_in_pass == 0:
+            done.pass_order = run.streams.loader.get_state()  # the pass's shuffle is drawn from here
+        else:
+            run.streams.loader.set_state(done.pass_order)  # resumed mid-pass: the same order again
+        skip = done.batch_in_pass
+        run.model.train()
+        batches = iter(run.train_loader)
+        for index, (images, labels) in enumerate(batches):
+            if index < skip:
+                continue
+            window.add(_step(run, images, labels))
+            done.step, done.batch_in_pass = done.step + 1, index + 1
+            done.train_images += len(labels) * run.accelerator.num_processes
+            if bar is not None:
+                bar.update(1)
+            if done.step in evaluate_at:
+                _validate(run, done, window)
+                if state_dir is not None and checkpoints.due(run.accelerator):
+                    save_started = time.perf_counter()
+                    save_progress(run.accelerator, state_dir, done, run.streams)
+                    checkpoints.saved(time.perf_counter() - save_started, state_dir)  # may requeue and exit here
+                run.model.train()
+                window.restart()
+            if done.step >= total:
+                _stop(run.train_loader, batches)
+                break
+        else:
+            done.passes, done.batch_in_pass = done.passes + 1, 0
+    if bar is not None:
+        bar.close()
 
-    # Evaluation at the selected epoch: the rare-class threshold is chosen on its validation predictions
-    # (benchmark.run.metrics.choose_threshold) and applied unchanged to test, beside the arg-max metrics.
-    best = done.best
-    accelerator.unwrap_model(model).load_state_dict(done.best_state)
-    val_probs, val_targets = predict(model, val_loader, accelerator)
-    threshold = choose_threshold(val_probs, val_targets, rare_class)
-    val = {**best[2], **threshold_metrics(val_probs, val_targets, rare_class, threshold)}
-    probs, targets = predict(model, test_loader, accelerator)
-    test = {**classification_metrics(probs, targets, num_classes, rare_class),
-            **threshold_metrics(probs, targets, rare_class, threshold)}
-    if run_dir is not None and training["save_checkpoint"] and accelerator.is_main_process:
-        save_weights(done.best_state, Path(run_dir) / "model.safetensors")
-    tracking.finish(accelerator, test, best[1])
-    accelerator.wait_for_everyone()
-    return {
-        "metrics": {"val": val, "test": test},
-        "best_epoch": best[1],
-        "history": done.history,
-        "train_seconds": done.train_seconds,
-        "train_images_per_s": done.train_images / done.train_seconds if done.train_seconds else float("nan"),
-        "device": str(accelerator.device),
-        "num_processes": accelerator.num_processes,
-        "mixed_precision": str(accelerator.mixed_precision),
-        "mixed_precision_note": precision_note,
-        "is_main_process": accelerator.is_main_process,
-        "checkpoints": checkpoints.summary() if state_dir is not None else None,
-    }
+
+def _stop(loader, batches) -> None:
+    """End a pass early (the budget is spent): close the iterator and unregister the loader from Accelerate's
+    gradient state, as a pass run to its end would."""
+    batches.close()
+    if hasattr(loader, "end"):
+        loader.end()
+
+
+def _step(run: Trainer, images, labels) -> torch.Tensor:
+    """One optimiser step on one batch: augmentation, the method's batch transform and loss, AdamW, schedule."""
+    x = normalize(augment(to_float(images), run.config.augment, run.streams.augment))
+    if run.batch_transform is None:
+        with run.accelerator.autocast():
+            loss = run.criterion(run.model(x), labels)
+    else:  # e.g. mixup: mixed images, loss = Σ weight · criterion(logits, targets)
+        x, targets = run.batch_transform(x, labels)
+        with run.accelerator.autocast():
+            logits = run.model(x)
+            loss = sum(w * run.criterion(logits, y) for w, y in targets)
+    run.accelerator.backward(loss)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+class _Window:
+    """Training loss and seconds since the last validation (a history entry's train_loss and train_s)."""
+
+    def __init__(self):
+        self.restart()
+
+    def restart(self) -> None:
+        self.loss_sum, self.batches, self.started = None, 0, time.perf_counter()
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.loss_sum = loss if self.loss_sum is None else self.loss_sum + loss
+        self.batches += 1
+
+
+def _validate(run: Trainer, done: Progress, window: _Window) -> None:
+    """Validation at an evaluation step: a history entry, its tracking, and the selection (the best val AUROC;
+    the earliest of equal ones)."""
+    seconds = time.perf_counter() - window.started
+    done.train_seconds += seconds
+    probs, targets = predict(run.model, run.val_loader, run.accelerator)
+    val = classification_metrics(probs, targets, run.num_classes, run.rare_class)
+    done.evaluations += 1
+    entry = {"evaluation": done.evaluations, "step": done.step, "images_seen": done.train_images,
+             "train_loss": float(window.loss_sum) / max(1, window.batches) if window.batches else float("nan"),
+             "train_s": seconds, "lr": run.scheduler.get_last_lr()[0], "val_auroc": val["auroc"],
+             "val_balanced_accuracy": val["balanced_accuracy"]}
+    if run.config.budget_spec.form == "epochs":
+        entry["epoch"] = done.evaluations
+    done.history.append(entry)
+    tracking.log_epoch(run.accelerator, entry, val)
+    score = val["auroc"] if not math.isnan(val["auroc"]) else -math.inf
+    if done.best is None or score > done.best.score:
+        done.best = Selection(score, done.evaluations, done.step, val)
+        done.best_state = copy.deepcopy(run.accelerator.unwrap_model(run.model).state_dict())
+
+
+def _evaluate_selected(run: Trainer, done: Progress) -> tuple[dict, dict]:
+    """The selected model's metrics and per-image predictions: the rare-class threshold is chosen on its
+    validation predictions (benchmark.run.metrics.choose_threshold) and applied unchanged to test, beside the
+    arg-max metrics."""
+    run.accelerator.unwrap_model(run.model).load_state_dict(done.best_state)
+    val_probs, val_targets = predict(run.model, run.val_loader, run.accelerator)
+    threshold = choose_threshold(val_probs, val_targets, run.rare_class)
+    val = {**done.best.val, **threshold_metrics(val_probs, val_targets, run.rare_class, threshold)}
+    probs, targets = predict(run.model, run.test_loader, run.accelerator)
+    test = {**classification_metrics(probs, targets, run.num_classes, run.rare_class),
+            **threshold_metrics(probs, targets, run.rare_class, threshold)}
+    predictions = {"val_labels": val_targets.numpy(), "val_probs": val_probs.numpy(),
+                   "test_labels": targets.numpy(), "test_probs": probs.numpy()}
+    return {"val": val, "test": test}, predictions
 
 
 def resolve_mixed_precision(requested: str, device) -> tuple[str, str | None]:
@@ -273,9 +427,9 @@ def data_device(device) -> torch.device | None:
 
 
 class Checkpointing:
-    """When the training state is saved (after an epoch): after every epoch when ``every_s`` <= 0, else once
-    ``every_s`` seconds passed since the last save (or the start), and at the end of the epoch during which a save
-    was requested (``defer``: the pre-timeout / preemption signal; what it would have done runs after the save).
+    """When the training state is saved (after a validation): after every one when ``every_s`` <= 0, else once
+    ``every_s`` seconds passed since the last save (or the start), and at the first validation after a save was
+    requested (``defer``: the pre-timeout / preemption signal; what it would have done runs after the save).
     In a multi-process job the processes agree (a save is collective): one saves when any of them would."""
 
     current: "Checkpointing | None" = None  # the one of the training running now (for the signal handler)
@@ -287,7 +441,7 @@ class Checkpointing:
         Checkpointing.current = self
 
     def defer(self, then) -> None:
-        """Save at the end of the running epoch, then call `then` (from a signal handler)."""
+        """Save at the next validation, then call `then` (from a signal handler)."""
         self.pending = then
 
     @classmethod
@@ -318,9 +472,9 @@ class Checkpointing:
 
 
 def save_progress(accelerator, state_dir: Path, done: Progress, streams: RandomStreams) -> None:
-    """Everything needed to resume after ``done.epoch``: ``accelerator.save_state`` (model, optimizer, scheduler),
-    each process's random streams, the selected weights and ``PROGRESS_FILE``; swapped in as a whole folder (a crash
-    leaves the old one)."""
+    """Everything needed to resume after ``done.step``: ``accelerator.save_state`` (model, optimizer, scheduler,
+    global random states), each process's random streams and the current pass's order, the selected weights and
+    ``PROGRESS_FILE``; swapped in as a whole folder (a crash leaves the old one)."""
     import json
     import shutil
 
@@ -334,14 +488,16 @@ def save_progress(accelerator, state_dir: Path, done: Progress, streams: RandomS
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     rank = accelerator.process_index
-    save_file(streams.states(), str(tmp / f"generators_{rank}.safetensors"))
+    save_file({**streams.states(), "pass_order": done.pass_order}, str(tmp / f"generators_{rank}.safetensors"))
     if accelerator.is_main_process:
         save_file({k: v.detach().cpu().contiguous() for k, v in done.best_state.items()},
                   str(tmp / "best.safetensors"))
-        score, best_epoch, best_val = done.best
+        best = done.best
         (tmp / PROGRESS_FILE).write_text(json.dumps({
-            "epoch": done.epoch, "history": done.history, "best_score": score, "best_epoch": best_epoch,
-            "best_val": best_val, "train_seconds": done.train_seconds, "train_images": done.train_images}))
+            "epoch": done.epoch, "step": done.step, "evaluations": done.evaluations, "passes": done.passes,
+            "batch_in_pass": done.batch_in_pass, "history": done.history, "best_score": best.score,
+            "best_evaluation": best.evaluation, "best_step": best.step, "best_val": best.val,
+            "train_seconds": done.train_seconds, "train_images": done.train_images}))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         replace_dir(tmp, state_dir)
@@ -349,16 +505,24 @@ def save_progress(accelerator, state_dir: Path, done: Progress, streams: RandomS
 
 
 def load_progress(accelerator, state_dir: Path, streams: RandomStreams) -> Progress:
-    """What ``save_progress`` wrote: restores the accelerator's state and `streams`, returns the Progress."""
+    """What ``save_progress`` wrote: restores the accelerator's state and `streams`, returns the Progress. A state
+    saved by a harness before step budgets (no position in steps) is not resumed: the job starts afresh."""
     import json
 
     from safetensors.torch import load_file
 
-    accelerator.load_state(str(state_dir))
-    streams.restore(load_file(str(state_dir / f"generators_{accelerator.process_index}.safetensors")))
     saved = json.loads((state_dir / PROGRESS_FILE).read_text())
-    return Progress(epoch=saved["epoch"], history=saved["history"],
-                    best=(saved["best_score"], saved["best_epoch"], saved["best_val"]),
+    if "step" not in saved:
+        print(f"{state_dir}: a training state from an older harness; training from the start", flush=True)
+        return Progress()
+    accelerator.load_state(str(state_dir))
+    saved_streams = load_file(str(state_dir / f"generators_{accelerator.process_index}.safetensors"))
+    streams.restore(saved_streams)
+    return Progress(step=saved["step"], evaluations=saved["evaluations"], passes=saved["passes"],
+                    batch_in_pass=saved["batch_in_pass"], pass_order=saved_streams["pass_order"],
+                    history=saved["history"],
+                    best=Selection(saved["best_score"], saved["best_evaluation"], saved["best_step"],
+                                   saved["best_val"]),
                     best_state=load_file(str(state_dir / "best.safetensors")),
                     train_seconds=saved["train_seconds"], train_images=saved["train_images"])
 

@@ -15,7 +15,7 @@ from benchmark.stats.vocabulary import (
 )
 
 REQUIRED_COLUMNS = ("dataset", "rare_count", "generator", "synthetic_ratio", "backbone", "seed")
-OPTIONAL_DEFAULTS = {"image_size": "-", "rare_class": "-", "fold": 0}
+OPTIONAL_DEFAULTS = {"image_size": "-", "rare_class": "-", "fold": 0, "budget": "-"}
 BOOKKEEPING = frozenset({"key", "name", "grid", "wall_s", "compute_hours", "n_train_real", "n_train_synthetic",
                          "fold", "seed", "image_size", "synthetic_ratio", "rare_count", "effective_ratio",
                          "n_rare_train", "n_real_extra", "n_real_extra_available", "results_version"})
@@ -113,7 +113,9 @@ def effective_ratios(df: pd.DataFrame) -> pd.Series:
 
 
 def _cell_text(values: tuple) -> str:
-    return ", ".join(f"{k}={v}" for k, v in zip((*CELL, "fold"), values))
+    """'dataset=ds1, …, fold=0' (a budget is named only where the records have one)."""
+    return ", ".join(f"{k}={v}" for k, v in zip((*CELL, "fold"), values)
+                     if not (k == "budget" and v == OPTIONAL_DEFAULTS["budget"]))
 
 
 def check_not_stale(df: pd.DataFrame, source: str = "the records table") -> None:
@@ -192,7 +194,7 @@ def prepare_records(records: pd.DataFrame, metrics, baseline: str, source: str =
         problems.append("fold must be an integer in every row")
     if problems:
         raise UserError(f"{source} has invalid values: " + "; ".join(problems) + ". Fix or remove those rows.")
-    for col in ("dataset", "image_size", "rare_class", "rare_count", "generator", "backbone"):
+    for col in ("dataset", "image_size", "rare_class", "rare_count", "generator", "backbone", "budget"):
         df[col] = _as_id_string(df[col])
     df["synthetic_ratio"] = ratio
     df["effective_ratio"] = effective_ratios(df)

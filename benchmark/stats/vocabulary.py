@@ -31,7 +31,9 @@ DEFAULT_METRICS = ("test_auroc", "test_thr_balanced_accuracy", "test_thr_rare_se
 LOWER_IS_BETTER = frozenset({"ece", "loss", "nll", "brier", "error", "wall_s", "compute_hours"})
 BOUNDED_METRICS = frozenset(METRICS)  # every harness metric (and the chosen threshold) lies in [0, 1]
 
-CELL = ("dataset", "image_size", "rare_class", "rare_count", "backbone")
+# a cell: what every method of a paired comparison shares; a grid with a `budget` axis (epochs vs step-matched)
+# pairs within each budget form, so its confound is measured by comparing cells, never mixed into a pair
+CELL = ("dataset", "image_size", "rare_class", "rare_count", "backbone", "budget")
 VARIANT = ("generator", "synthetic_ratio")
 UNIT = ("seed", "fold")
 RATIO_FORMS = "a number ≥ 0, 'balance' or 'real_percentage=P' (0 < P ≤ 100)"
