@@ -75,6 +75,7 @@ def main(argv=None) -> int:
         report_figures.copy_sheets(grid.sheets, out)
         sheets = report_figures.load_sheets(out)
         source, title = f"grid {args.grid!r}", Path(grid.out_dir).name
+        runs = Path(grid.out_dir) / "runs"
         print(f"records: {out / 'records.csv'} ({len(records)} finished, {len(failed)} failed, {len(missing)} "
               f"missing, {len(blocked)} blocked)")
     else:
@@ -85,6 +86,7 @@ def main(argv=None) -> int:
         if not (out / report_figures.SAMPLES_DIR / report_figures.SAMPLES_INDEX).is_file():
             report_figures.copy_sheets(report_figures.sheets_in(here), out)
         sheets = report_figures.load_sheets(out)
+        runs = here / "runs"  # a results folder's records.csv sits beside its runs/
     if records is None or len(records) == 0:
         jobs = f" ({len(failed)} failed, {len(missing)} missing)" if failed is not None else ""
         raise UserError(f"No finished jobs in {source}{jobs}: nothing to analyse. Run the grid first "
@@ -93,8 +95,11 @@ def main(argv=None) -> int:
     check_metric_columns(records, metrics, source)
     analysis = stats.analyse(records, metrics=metrics, baseline=args.baseline,
                              correction=args.correction, family=args.family, source=source)
+    from benchmark.collect.noise import noise_table
+
+    noise = noise_table(analysis, runs) if runs.is_dir() else None
     written = report.write_all(analysis, out, title=title, design=design, failed=failed, missing=missing,
-                               blocked=blocked, sheets=sheets)
+                               blocked=blocked, sheets=sheets, noise=noise)
     for note in analysis.warnings:
         print(f"warning: {note}", file=sys.stderr)
     print(f"report: {written['report.html']}\n        {written['report.md']}")

@@ -33,7 +33,7 @@ from benchmark.core.errors import UserError
 from benchmark.run.run_dir import write_bytes_atomic
 
 NA_VALUES = ["", "nan", "NaN", "-nan", "-NaN", "NULL", "null", "<NA>", "N/A", "n/a", "#N/A"]  # not None/none/NA
-STATS_FILES = ("answer", "paired_tests", "hierarchical", "power", "missing_baseline", "seed_mismatch", "nan_metrics",
+STATS_FILES = ("answer", "test_noise", "paired_tests", "hierarchical", "power", "missing_baseline", "seed_mismatch", "nan_metrics",
                "duplicates", "friedman", "ranks", "dose_response", "dose_curves", "audit", "gap_closed")
 PRIOR_SHIFT_NOTE = (
     "Adding rare images (synthetic, duplicated or extra real ones) raises the rare class's share of the training set, "
@@ -289,6 +289,7 @@ class ReportInputs:
     blocked: list | None = None
     files: tuple = ()
     sheets: dict | None = None
+    noise: pd.DataFrame | None = None  # collect.noise.noise_table: the test set's own noise, from predictions
 
 
 def _section_title(doc: Doc, r: ReportInputs) -> None:
@@ -371,6 +372,40 @@ def _section_answer(doc: Doc, r: ReportInputs) -> None:
     if "optimizer_steps_differ" in a.answer and a.answer["optimizer_steps_differ"].fillna(False).astype(bool).any():
         doc.p("Some paired runs took different numbers of optimiser steps (epoch budgets): a gain may be extra "
               "optimisation rather than the images. A step-matched budget removes this confound.")
+
+
+def _section_noise(doc: Doc, r: ReportInputs) -> None:
+    doc.h(2, "The test set's own noise (test AUROC)")
+    noise = r.noise if r.noise is not None else pd.DataFrame()
+    done = noise[noise["n_seeds"] >= 2] if len(noise) else noise
+    if done.empty:
+        why = "; ".join(dict.fromkeys(str(n) for n in noise.get("note", pd.Series(dtype=str)) if n)) or \
+            "no per-image predictions with these records"
+        doc.p(f"Not computed ({why[:300]}): the intervals above are conditional on this test set. Per-image "
+              "predictions are kept by jobs run since the harness wrote predictions.npz; collect with the grid "
+              "(or with records.csv beside its runs/ folder) to get this section.")
+        return
+    doc.p("Every seed is scored on the same test images, so the seed-level interval above leaves out the test "
+          "set's sampling noise. Here each bootstrap replicate resamples the test images within each class (the "
+          "same images for both members of a pair and for every seed) and then the seeds: an interval for the "
+          "mean paired AUROC difference that includes both. DeLong: the paired AUROC test on the test images, one "
+          "per seed (median p, and how many seeds reach α). Dominant: whether the between-seed or the test-image "
+          "variance of the mean difference is larger (test-set share in brackets). stats/test_noise.csv.")
+    multi = done[list(stats.CELL)].drop_duplicates().shape[0] > 1
+    shown = pd.DataFrame({
+        **({"cell": [cell_title(x) for _, x in done.iterrows()]} if multi else {}),
+        "image source": done["source"], "compared with": done["reference_variant"], "seeds": done["n_seeds"],
+        "Δ": [f"{v:+.3f}" for v in done["mean_diff"]],
+        "seeds only": [f"[{lo:+.3f}, {hi:+.3f}]" for lo, hi in zip(done["seed_ci_low"], done["seed_ci_high"])],
+        "seeds and test images": [f"[{lo:+.3f}, {hi:+.3f}]" for lo, hi in zip(done["test_ci_low"],
+                                                                               done["test_ci_high"])],
+        "DeLong p (median; seeds < α)": [f"{fp(p)}; {int(k)}/{int(n)}" for p, k, n in zip(
+            done["delong_p_median"], done["delong_n_significant"], done["n_seeds"])],
+        "dominant variance": [f"{d} ({s:.0%} test set)" if pd.notna(s) else str(d)
+                              for d, s in zip(done["dominant"], done["test_set_share"])]})
+    doc.table(shown.head(MAX_ROWS), _more(shown, "stats/test_noise.csv"))
+    counts = done["dominant"].value_counts()
+    doc.p("Which variance dominates: " + ", ".join(f"{n} comparison(s) {d}" for d, n in counts.items()) + ".")
 
 
 def _section_design(doc: Doc, r: ReportInputs) -> None:
@@ -576,15 +611,15 @@ def _section_files(doc: Doc, r: ReportInputs) -> None:
 
 
 # the report's sections, in order: one function each
-SECTIONS = (_section_title, _section_answer, _section_summary, _section_design, _section_warnings, _section_jobs, _section_per_dataset,
+SECTIONS = (_section_title, _section_answer, _section_noise, _section_summary, _section_design, _section_warnings, _section_jobs, _section_per_dataset,
             _section_metric_kinds, _section_paired, _section_hierarchical, _section_gap, _section_ranks,
             _section_dose, _section_audit, _section_files)
 
 
 def build_report(a: stats.Analysis, title: str, plots: dict, design=None, failed=None, missing=None, blocked=None,
-                 files=(), sheets=None) -> Doc:
+                 files=(), sheets=None, noise=None) -> Doc:
     """The report as a Doc (Markdown and HTML), section by section (SECTIONS)."""
-    inputs = ReportInputs(a, title, plots, design, failed, missing, blocked, files, sheets)
+    inputs = ReportInputs(a, title, plots, design, failed, missing, blocked, files, sheets, noise)
     doc = Doc()
     for section in SECTIONS:
         section(doc, inputs)
@@ -603,11 +638,13 @@ def _safe(name: str) -> str:
 
 
 def write_all(a: stats.Analysis, out_dir, title: str | None = None, design: dict | None = None, failed=None,
-              missing=None, blocked=None, plots: bool = True, sheets: dict | None = None) -> dict[str, Path]:
+              missing=None, blocked=None, plots: bool = True, sheets: dict | None = None,
+              noise: pd.DataFrame | None = None) -> dict[str, Path]:
     """Write leaderboards, stats CSVs, plots and the reports under ``out_dir``; returns {label: path}.
 
     ``failed``/``missing``/``blocked`` are lists of dicts (key, name, error/reason) or None when not known;
-    ``sheets``: the generators' picture sheets (benchmark.collect.report_figures.load_sheets).
+    ``sheets``: the generators' picture sheets (benchmark.collect.report_figures.load_sheets); ``noise``: the test
+    set's own noise (benchmark.collect.noise.noise_table), None when the jobs' predictions are not at hand.
     """
     out = Path(out_dir)
     title = title or (design or {}).get("grid") or out.name
@@ -617,7 +654,10 @@ def write_all(a: stats.Analysis, out_dir, title: str | None = None, design: dict
         write_bytes_atomic(out / rel, data.encode("utf-8") if isinstance(data, str) else data)
         written[rel] = out / rel
 
-    tables = {"answer": a.answer, "paired_tests": a.tests, "hierarchical": a.hierarchical,
+    from benchmark.collect.noise import COLUMNS as NOISE_COLUMNS
+
+    tables = {"answer": a.answer, "test_noise": noise if noise is not None else pd.DataFrame(
+        columns=list(NOISE_COLUMNS)), "paired_tests": a.tests, "hierarchical": a.hierarchical,
               "power": stats.power_summary(a.tests, a.options["alpha"]),
               "missing_baseline": a.missing_baseline, "seed_mismatch": a.seed_mismatch,
               "nan_metrics": a.nan_rows, "duplicates": a.duplicates, "friedman": a.friedman, "ranks": a.ranks,
@@ -653,7 +693,7 @@ def write_all(a: stats.Analysis, out_dir, title: str | None = None, design: dict
                 put(rel, data)
     files = sorted([*written, "report.md", "report.html"])
     files += [entry[kind][0] for entry in (sheets or {}).values() for kind in ("sheet", "closest") if kind in entry]
-    doc = build_report(a, title, figs, design, failed, missing, blocked, sorted(files), sheets)
+    doc = build_report(a, title, figs, design, failed, missing, blocked, sorted(files), sheets, noise)
     put("report.md", doc.markdown())
     put("report.html", doc.html(f"GenMed-Rare report — {title}"))
     return written
