@@ -93,8 +93,8 @@ def main(argv=None) -> int:
                         f"(python launch/grid.py --grid …), then collect again.")
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     check_metric_columns(records, metrics, source)
-    analysis = stats.analyse(records, metrics=metrics, baseline=args.baseline,
-                             correction=args.correction, family=args.family, source=source)
+    analysis = stats.analyse(records, metrics=metrics, baseline=args.baseline, correction=args.correction,
+                             family=args.family, source=source, margins=(design or {}).get("margins") or None)
     from benchmark.collect.noise import noise_table
 
     noise = noise_table(analysis, runs) if runs.is_dir() else None

@@ -93,6 +93,10 @@ def main(argv=None):
 
         for line in estimate([j for j in jobs if status[j.key] != "done"], runs_dir):
             print(f"cost  {line}")
+        from benchmark.plan.power import power_lines
+
+        for line in power_lines(jobs, runs_dir, grid.margins):
+            print(f"power {line}")
         print(plan_table.summary_line(jobs, status, stale))
         return 0
     jobs = identity.resolve_jobs(jobs, download=True)  # downloads missing data; then every job has its final key

@@ -24,6 +24,7 @@ axes:
   seed: [0, 1]
 training: {budget: {steps: 3, evaluations: 1}, batch_size: 32, mixed_precision: "no", save_checkpoint: false,
            track: false}
+margins: {test_auroc: 0.03}
 """
 
 
@@ -67,7 +68,11 @@ def test_test_set_noise_from_the_jobs_predictions(real_data_dir, tmp_path):
         assert row["test_ci_low"] <= row["mean_diff"] <= row["test_ci_high"]
         assert 0 <= row["test_set_share"] <= 1 and row["dominant"] in ("seeds", "test set")
         assert 0 <= row["delong_p_median"] <= 1 and 0 <= row["delong_n_significant"] <= 2
+    answer = pd.read_csv(out / "stats" / "answer.csv")  # the grid's declared margin reaches the TOST
+    assert (answer.loc[answer.metric == "test_auroc", "margin"] == 0.03).all()
+    assert (answer.loc[answer.metric == "test_thr_rare_sensitivity", "margin"] == 0.05).all()  # the default
     md = (out / "report.md").read_text()
+    assert "test AUROC (±0.03)" in md
     section = md.split("## The test set's own noise (test AUROC)", 1)[1].split("\n## ", 1)[0]
     assert "| real_extra@balance | oversample@balance | 2 |" in section and "seeds and test images" in section
 

@@ -182,7 +182,8 @@ def collect_grid(grid_name_or_path: str, profile: str | None, results_root: Path
     if grid.k_folds:  # cross-validation shows as the fold axis in the report's design table
         axes.setdefault("fold", list(range(1, grid.k_folds + 1)))
     design = {"grid": grid.name, "profile": grid.profile, "axes": axes, "training": grid.training,
-              "n_jobs": len(jobs), "source": grid.source, "k_folds": grid.k_folds}
+              "n_jobs": len(jobs), "source": grid.source, "k_folds": grid.k_folds,
+              "margins": grid.margins}
     from benchmark.collect.report_figures import sheet_sources
 
     return GridRecords(pd.DataFrame(rows), failed, missing, blocked, out_dir, design,

@@ -78,9 +78,14 @@ def _images_per_epoch(spec, labels) -> tuple[int, int, int, int] | None:
 
 def estimate(jobs: list, runs_dir: Path) -> list[str]:
     """Lines for --dry-run: the classifier stage's work and device-hours per backbone and size."""
+    return estimate_hours(jobs, runs_dir)[0]
+
+
+def estimate_hours(jobs: list, runs_dir: Path) -> tuple[list[str], dict[str, float]]:
+    """(the --dry-run cost lines, {device: device-hours of training}) of the classifier stage."""
     classifiers = [j for j in jobs if getattr(j, "stage", "") == "classifier"]
     if not classifiers:
-        return []
+        return [], {}
     records = _earlier_records(runs_dir)
     seen_images = {}
     speeds: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -139,7 +144,7 @@ def estimate(jobs: list, runs_dir: Path) -> list[str]:
         lines.append("total: " + ", ".join(f"{device} ~{hours:,.1f} device-hours" for device, hours in
                                            sorted(totals.items())) + " of training (start-up, generator jobs and "
                      "state saving not included)")
-    return lines
+    return lines, dict(totals)
 
 
 def _job_work(spec, sizes, per_epoch) -> dict | None:

@@ -30,7 +30,7 @@ Nothing heavy is imported here: a dry run of 10,000 jobs stays well under a seco
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ AXIS_DEFAULTS = {"image_size": [28], "rare_class": ["minority"], "rare_count": [
                  "seed": [0], "budget": [None]}  # budget None: the training section's
 BUDGET_KEYS = ("epochs", "budget")  # a profile that sets either replaces the grid's budget as a whole
 GRID_KEYS = {"name", "version", "description", "axes", "coupled", "exclude", "training", "profiles", "stages",
-             "k_folds"}
+             "k_folds", "margins"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ class Grid:
     training: dict
     source: str
     k_folds: int = 0  # 0: the dataset's fixed train/val/test split; k ≥ 2: stratified k-fold CV over train+val
+    margins: dict = field(default_factory=dict)  # equivalence margin per metric (the collector's TOST; not in keys)
 
     @property
     def label(self) -> str:
@@ -89,19 +90,44 @@ def load_grid(name_or_path: str, profile: str | None = None) -> Grid:
         if profile not in profiles:
             raise unknown_name_error(f"profile of grid {entry.name!r}", profile, profiles)
         chosen = profiles[profile] or {}
-        bad = set(chosen) - {"axes", "training", "exclude", "coupled", "description", "k_folds"}
+        bad = set(chosen) - {"axes", "training", "exclude", "coupled", "description", "k_folds", "margins"}
         if bad:
             raise UserError(f"{entry.source}: profile {profile!r} has unknown key(s) {', '.join(sorted(bad))}; "
-                            "a profile may override axes, training, exclude, coupled and k_folds.")
+                            "a profile may override axes, training, exclude, coupled, k_folds and margins.")
         axes.update(chosen.get("axes") or {})
         chosen_training = chosen.get("training") or {}
         if any(k in chosen_training for k in BUDGET_KEYS):
             training = {k: v for k, v in training.items() if k not in BUDGET_KEYS}
         training = deep_merge(training, chosen_training)
         data = {**data, **{k: chosen[k] for k in ("exclude", "coupled", "k_folds") if k in chosen}}
+        if "margins" in chosen:
+            data = {**data, "margins": {**(data.get("margins") or {}), **(chosen["margins"] or {})}}
     k_folds = data.get("k_folds")
     return Grid(entry.name, profile, axes, list(data.get("coupled") or []), list(data.get("exclude") or []),
-                training, entry.source, 0 if k_folds is None else k_folds)
+                training, entry.source, 0 if k_folds is None else k_folds,
+                check_margins(data.get("margins"), entry.source))
+
+
+def check_margins(margins, source: str) -> dict:
+    """A grid's `margins`: {metric: margin} for the collector's equivalence tests (two one-sided tests), e.g.
+    {test_auroc: 0.02} or by base name {auroc: 0.02}; each a number in (0, 1]. Exit 2 naming the file otherwise."""
+    from benchmark.run.metrics import SCALAR_METRICS
+
+    if margins is None:
+        return {}
+    if not isinstance(margins, dict):
+        raise UserError(f"{source}: 'margins' must map metric names to numbers, e.g. margins: {{test_auroc: 0.02}}; "
+                        f"got {margins!r}.")
+    problems = []
+    for metric, value in margins.items():
+        base = str(metric).split("_", 1)[1] if str(metric).startswith(("test_", "val_")) else str(metric)
+        if base not in SCALAR_METRICS:
+            problems.append(f"unknown metric {metric!r} (metrics: {', '.join(SCALAR_METRICS)})")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            problems.append(f"{metric}: the margin must be a number in (0, 1], got {value!r}")
+    if problems:
+        raise UserError(f"{source}: invalid margins: " + "; ".join(problems) + ". Nothing was started.")
+    return {str(k): float(v) for k, v in margins.items()}
 
 
 def _axis_values(name: str, raw: Any, source: str, problems: list) -> list:

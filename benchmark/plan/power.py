@@ -1,0 +1,95 @@
+"""What a sweep needs before it runs: per metric, the paired seeds a two-sided paired t test needs to detect the
+grid's equivalence margin against `none` with 80 % power at the Holm threshold of the first comparison (α / m, m =
+the metric's comparisons), from the paired SD that earlier records of the grid measured (or the first study's,
+stated), and what the classifier stage would cost at that many seeds (benchmark.plan.cost)."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+ALPHA, POWER = 0.05, 0.80
+BASELINE = "none"
+# Paired SD of (method − none) over seeds measured by the first study (docs/study.md, BreastMNIST, 20 rare images,
+# resnet18, 3 epochs): the stated default where a grid has no finished records of its own yet.
+DEFAULT_PAIRED_SD = {"test_auroc": 0.035, "test_thr_balanced_accuracy": 0.045, "test_thr_rare_sensitivity": 0.215}
+DEFAULT_MARGINS = {"test_auroc": 0.02, "test_thr_balanced_accuracy": 0.02, "test_thr_rare_sensitivity": 0.05}
+
+
+def seeds_needed(delta: float, sd: float, alpha: float, power: float = POWER) -> int | None:
+    """Smallest n of a two-sided paired (one-sample) t test detecting a mean difference `delta` at `alpha` with
+    `power` (statsmodels TTestPower); None when it is undefined (sd 0, delta 0)."""
+    if not (sd > 0 and delta > 0):
+        return None
+    from statsmodels.stats.power import TTestPower
+
+    n = TTestPower().solve_power(effect_size=delta / sd, alpha=alpha, power=power, alternative="two-sided")
+    return max(2, math.ceil(float(n)))
+
+
+def _budget(training: dict) -> str:
+    return repr(training.get("budget", training.get("epochs")))
+
+
+def _cell(spec: dict) -> tuple:
+    return tuple(str(spec.get(k)) for k in ("dataset", "image_size", "rare_class", "rare_count", "backbone"))
+
+
+def measured_paired_sd(records: list[dict], metric: str) -> tuple[float, int] | None:
+    """Median over (cell, variant) of the SD of the paired differences (variant − none) over seeds, from finished
+    classifier records (result.json dicts); (sd, comparisons) or None with no comparison of ≥ 3 pairs."""
+    import statistics
+
+    by: dict[tuple, dict] = defaultdict(dict)
+    for r in records:
+        split, _, name = metric.partition("_")  # result.json holds {"test": {"auroc": …}, "val": {…}}
+        spec, value = r.get("spec") or {}, ((r.get("metrics") or {}).get(split) or {}).get(name)
+        if isinstance(value, (int, float)) and value == value:
+            variant = (spec.get("generator"), str(spec.get("synthetic_ratio")))
+            by[(_cell(spec), spec.get("fold", 0), _budget(spec.get("training") or {}))].setdefault(variant, {})[
+                spec.get("seed")] = float(value)
+    sds = []
+    for variants in by.values():
+        base = next((s for (g, _), s in variants.items() if g == BASELINE), None)
+        if not base:
+            continue
+        for (g, _), seeds in variants.items():
+            d = [seeds[s] - base[s] for s in seeds if s in base]
+            if g != BASELINE and len(d) >= 3:
+                sds.append(statistics.stdev(d))
+    return (statistics.median(sds), len(sds)) if sds else None
+
+
+def power_lines(jobs: list, runs_dir: Path, margins: dict | None = None) -> list[str]:
+    """Lines for --dry-run (one per metric): paired SD (measured or stated), the seeds that detect the margin at
+    the corrected α, the seeds the grid has, and the cost at the needed seeds."""
+    from benchmark.plan.cost import _earlier_records, estimate_hours
+
+    classifiers = [j for j in jobs if getattr(j, "stage", "") == "classifier"]
+    if not classifiers or not any(j.generator == BASELINE for j in classifiers):
+        return []
+    seeds = sorted({j.seed for j in classifiers})
+    comparisons = len({(j.dataset, j.image_size, j.rare_class, j.rare_count, j.backbone, j.fold, j.generator,
+                        str(j.synthetic_ratio), _budget(j.training))
+                       for j in classifiers if j.generator != BASELINE})
+    if not comparisons:
+        return []
+    alpha = ALPHA / comparisons
+    _, totals = estimate_hours(classifiers, runs_dir)
+    records = _earlier_records(runs_dir)
+    lines = []
+    for metric, default_sd in DEFAULT_PAIRED_SD.items():
+        delta = float((margins or {}).get(metric, (margins or {}).get(metric.split("_", 1)[1],
+                                                                      DEFAULT_MARGINS[metric])))
+        measured = measured_paired_sd(records, metric)
+        sd, source = (measured[0], f"measured: median of {measured[1]} comparison(s) in {runs_dir}") if measured \
+            else (default_sd, "stated default: the first study's, docs/study.md")
+        n = seeds_needed(delta, sd, alpha)
+        need = "undefined (paired SD 0)" if n is None else f"{n} paired seeds"
+        cost = ", ".join(f"{device} ~{hours * n / len(seeds):,.1f} h" for device, hours in sorted(totals.items())) \
+            if n is not None and totals else ""
+        lines.append(f"{metric}: paired SD {sd:.3f} ({source}); detecting Δ = {delta:g} (the margin) with "
+                     f"{POWER:.0%} power at Holm's first α/m = {ALPHA:g}/{comparisons} needs {need} (this grid has "
+                     f"{len(seeds)})" + (f"; at {n} seeds the classifier stage would take {cost}" if cost else ""))
+    return lines
