@@ -161,6 +161,55 @@ def plot_cd(avg_ranks: pd.Series, cd: float, cliques, title: str) -> bytes:
     return _png(fig)
 
 
+def _dose_panel(ax, sub: pd.DataFrame, ds: str, gens: list, colors, slope: pd.Series, pos: pd.Series, xlim: tuple,
+                metric: str, seen: set) -> None:
+    """One dataset's panel of plot_dose: a line per method through its ratio forms, reference lines for the
+    variants that add no images; `seen` keeps each legend label once across panels."""
+    xmin, xmax = xlim
+    for gi, g in enumerate(gens):
+        c = sub[sub["generator"] == g]
+        if c.empty:
+            continue
+        color = colors(gi % 10)
+        line = c[c["effective_ratio"] > 0].sort_values("effective_ratio")
+        if len(line):
+            label = g + (f" (slope {slope[g]:+.2g}/doubling)" if g in slope.index else "")
+            label = label if label not in seen else None
+            seen.add(label)
+            ax.plot(line["effective_ratio"], line["mean"], "o-" if len(line) > 1 else "o", color=color, lw=1.4,
+                    ms=3, label=label)
+            if len(line) > 1:
+                ax.fill_between(line["effective_ratio"], line["ci_low"], line["ci_high"], color=color, alpha=0.18,
+                                lw=0)
+            else:
+                ax.vlines(line["effective_ratio"], line["ci_low"], line["ci_high"], color=color, lw=1)
+            for _, r in line.iterrows():
+                if np.isnan(stats.ratio_value(r["synthetic_ratio"])):
+                    ax.annotate(str(r["synthetic_ratio"]).replace("real_percentage=", "real "),
+                                (r["effective_ratio"], r["mean"]), textcoords="offset points", xytext=(3, 4),
+                                fontsize=6, color=color)
+        for k, (_, r) in enumerate(c[c["effective_ratio"] == 0].iterrows()):
+            label = r["variant"] + " (adds no images)"
+            label = label if label not in seen else None
+            seen.add(label)
+            ax.hlines(r["mean"], xmin, xmax, color=color, ls=("--", ":", "-.")[k % 3], lw=1.2, label=label)
+            ax.fill_between([xmin, xmax], r["ci_low"], r["ci_high"], color=color, alpha=0.1, lw=0)
+    ax.set_xscale("log", base=2)
+    ax.set_xlim(xmin, xmax)
+    ticks = []
+    for t in sorted(set(np.round(pos, 2))):  # leave out a tick too close (on the log axis) to the previous one
+        if not ticks or t / ticks[-1] > 1.25:
+            ticks.append(t)
+    if 0 < len(ticks) <= 8:
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+    ax.set_title(ds, fontsize=9)
+    ax.set_xlabel("effective ratio (rare images added per real rare image)", fontsize=8)
+    ax.set_ylabel(metric_title(metric), fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+
+
 def plot_dose(curves: pd.DataFrame, coef: pd.DataFrame, metric: str, baseline: str) -> bytes:
     """Metric vs effective ratio (log2 axis), one panel per dataset, one line per method through its ratio forms
     placed at the effective ratio they trained with (``balance`` and ``real_percentage=P`` points are labelled),
@@ -184,49 +233,7 @@ def plot_dose(curves: pd.DataFrame, coef: pd.DataFrame, metric: str, baseline: s
     xmin, xmax = (pos.min() / 1.3, pos.max() * 1.3) if len(pos) else (0.5, 2.0)
     seen = set()
     for ax, ds in zip(axes.flat, datasets):
-        sub = curves[curves["dataset"] == ds]
-        for gi, g in enumerate(gens):
-            c = sub[sub["generator"] == g]
-            if c.empty:
-                continue
-            color = colors(gi % 10)
-            line = c[c["effective_ratio"] > 0].sort_values("effective_ratio")
-            if len(line):
-                label = g + (f" (slope {slope[g]:+.2g}/doubling)" if g in slope.index else "")
-                label = label if label not in seen else None
-                seen.add(label)
-                ax.plot(line["effective_ratio"], line["mean"], "o-" if len(line) > 1 else "o", color=color, lw=1.4,
-                        ms=3, label=label)
-                if len(line) > 1:
-                    ax.fill_between(line["effective_ratio"], line["ci_low"], line["ci_high"], color=color, alpha=0.18,
-                                    lw=0)
-                else:
-                    ax.vlines(line["effective_ratio"], line["ci_low"], line["ci_high"], color=color, lw=1)
-                for _, r in line.iterrows():
-                    if np.isnan(stats.ratio_value(r["synthetic_ratio"])):
-                        ax.annotate(str(r["synthetic_ratio"]).replace("real_percentage=", "real "),
-                                    (r["effective_ratio"], r["mean"]), textcoords="offset points", xytext=(3, 4),
-                                    fontsize=6, color=color)
-            for k, (_, r) in enumerate(c[c["effective_ratio"] == 0].iterrows()):
-                label = r["variant"] + " (adds no images)"
-                label = label if label not in seen else None
-                seen.add(label)
-                ax.hlines(r["mean"], xmin, xmax, color=color, ls=("--", ":", "-.")[k % 3], lw=1.2, label=label)
-                ax.fill_between([xmin, xmax], r["ci_low"], r["ci_high"], color=color, alpha=0.1, lw=0)
-        ax.set_xscale("log", base=2)
-        ax.set_xlim(xmin, xmax)
-        ticks = []
-        for t in sorted(set(np.round(pos, 2))):  # leave out a tick too close (on the log axis) to the previous one
-            if not ticks or t / ticks[-1] > 1.25:
-                ticks.append(t)
-        if 0 < len(ticks) <= 8:
-            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-            ax.minorticks_off()
-        ax.set_title(ds, fontsize=9)
-        ax.set_xlabel("effective ratio (rare images added per real rare image)", fontsize=8)
-        ax.set_ylabel(metric_title(metric), fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
+        _dose_panel(ax, curves[curves["dataset"] == ds], ds, gens, colors, slope, pos, (xmin, xmax), metric, seen)
     for ax in list(axes.flat)[len(datasets):]:
         ax.axis("off")
     handles, labels = [], []

@@ -75,6 +75,61 @@ def power_summary(tests: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
+def _data_notes(df, duplicates, nan_rows, pairing, mismatch, baseline: str) -> list[str]:
+    """Warnings about the records: duplicates, NaN values, unknown effective ratios, missing baselines, seeds."""
+    notes = []
+    if len(duplicates):
+        notes.append(f"{len(duplicates)} duplicate record(s) (same cell, method, ratio, seed, fold) ignored; the "
+                     f"first of each was kept (stats/duplicates.csv)")
+    if len(nan_rows):
+        n_rec = nan_rows.drop(columns="metric").drop_duplicates().shape[0]
+        notes.append(f"{len(nan_rows)} NaN metric value(s) in {n_rec} record(s) excluded from the statistics "
+                     f"(stats/nan_metrics.csv)")
+    unknown_eff = df["effective_ratio"].isna()
+    if unknown_eff.any():
+        labels = sorted(df.loc[unknown_eff, "synthetic_ratio"].unique(), key=ratio_sort_key)
+        notes.append(f"{int(unknown_eff.sum())} record(s) (ratio {', '.join(labels)}) have no effective ratio (no "
+                     f"effective_ratio, n_train_synthetic or n_rare_train column): left out of the dose-response")
+    if len(pairing.missing_baseline):
+        cells = pairing.missing_baseline[list(CELL)].drop_duplicates().shape[0]
+        notes.append(f"{len(pairing.missing_baseline)} variant(s) in {cells} cell(s) have no {baseline!r} run to "
+                     f"compare with (stats/missing_baseline.csv)")
+    if len(mismatch):
+        notes.append(f"{len(mismatch)} comparison(s) have different seed sets on the two sides; only common seeds "
+                     f"were paired (stats/seed_mismatch.csv)")
+    return notes
+
+
+def _test_notes(tests: pd.DataFrame, hier: pd.DataFrame, metric: str, alpha: float, correction: str) -> list[str]:
+    """Warnings about the tests of the first metric: unreachable Wilcoxon, unequal optimiser steps, too few pairs,
+    across-sweep fits that failed."""
+    notes = []
+    first = tests[tests["metric"] == metric]
+    unreachable = first[(first["n_pairs"] >= 2) & ~first["wilcoxon_can_reach_alpha"].astype(bool)]
+    if len(unreachable):
+        ns = sorted(set(unreachable["wilcoxon_n_nonzero"]))
+        fam = int(unreachable["family_size"].max())
+        need = wilcoxon_min_pairs(alpha / fam)
+        notes.append(f"the Wilcoxon test cannot reach p<{alpha:g} after {correction} correction in "
+                     f"{len(unreachable)} of {int((first['n_pairs'] >= 2).sum())} comparison(s) of {metric} "
+                     f"(non-zero pairs: {', '.join(map(str, ns))}; with {fam} tests in the family the smallest p "
+                     f"must be below {alpha / fam:.3g}, which an exact two-sided test reaches only with at least "
+                     f"{need} non-zero pairs): add seeds, or rely on the paired t-test")
+    steps = first[first["optimizer_steps_differ"].map(lambda v: v is True)]
+    if len(steps):
+        notes.append(f"{len(steps)} paired comparison(s) set jobs with different numbers of optimiser "
+                     f"steps against each other (paired_tests.csv, column optimizer_steps_differ): their differences "
+                     f"mix the method with more or less training")
+    few = first[first["n_pairs"] < 2]
+    if len(few):
+        notes.append(f"{len(few)} comparison(s) of {metric} have fewer than 2 pairs: no test")
+    failed = hier[~hier["converged"].astype(bool)] if len(hier) else hier
+    if len(failed):
+        notes.append(f"the across-sweep model could not be fitted for {len(failed)} variant × metric (stats/"
+                     f"hierarchical.csv, column note: e.g. fewer than 2 seeds)")
+    return notes
+
+
 def analyse(records: pd.DataFrame, metrics=DEFAULT_METRICS, baseline: str = "none", correction: str = "holm",
             alpha: float = 0.05, family: str = "metric", zero_method: str = "zsplit", test: str = "t",
             n_boot: int = N_BOOT, seed: int = 0, source: str = "the records table", margins: dict | None = None,
@@ -116,48 +171,8 @@ def analyse(records: pd.DataFrame, metrics=DEFAULT_METRICS, baseline: str = "non
         else pd.DataFrame()
     dose = pd.concat([d for d in dose_frames if len(d)], ignore_index=True) if any(len(d) for d in dose_frames) \
         else dose_frames[0]
-    if len(duplicates):
-        notes.append(f"{len(duplicates)} duplicate record(s) (same cell, method, ratio, seed, fold) ignored; the "
-                     f"first of each was kept (stats/duplicates.csv)")
-    if len(nan_rows):
-        n_rec = nan_rows.drop(columns="metric").drop_duplicates().shape[0]
-        notes.append(f"{len(nan_rows)} NaN metric value(s) in {n_rec} record(s) excluded from the statistics "
-                     f"(stats/nan_metrics.csv)")
-    unknown_eff = df["effective_ratio"].isna()
-    if unknown_eff.any():
-        labels = sorted(df.loc[unknown_eff, "synthetic_ratio"].unique(), key=ratio_sort_key)
-        notes.append(f"{int(unknown_eff.sum())} record(s) (ratio {', '.join(labels)}) have no effective ratio (no "
-                     f"effective_ratio, n_train_synthetic or n_rare_train column): left out of the dose-response")
-    if len(pairing.missing_baseline):
-        cells = pairing.missing_baseline[list(CELL)].drop_duplicates().shape[0]
-        notes.append(f"{len(pairing.missing_baseline)} variant(s) in {cells} cell(s) have no {baseline!r} run to "
-                     f"compare with (stats/missing_baseline.csv)")
-    if len(mismatch):
-        notes.append(f"{len(mismatch)} comparison(s) have different seed sets on the two sides; only common seeds "
-                     f"were paired (stats/seed_mismatch.csv)")
-    first = tests[tests["metric"] == metrics[0]]
-    unreachable = first[(first["n_pairs"] >= 2) & ~first["wilcoxon_can_reach_alpha"].astype(bool)]
-    if len(unreachable):
-        ns = sorted(set(unreachable["wilcoxon_n_nonzero"]))
-        fam = int(unreachable["family_size"].max())
-        need = wilcoxon_min_pairs(alpha / fam)
-        notes.append(f"the Wilcoxon test cannot reach p<{alpha:g} after {correction} correction in "
-                     f"{len(unreachable)} of {int((first['n_pairs'] >= 2).sum())} comparison(s) of {metrics[0]} "
-                     f"(non-zero pairs: {', '.join(map(str, ns))}; with {fam} tests in the family the smallest p "
-                     f"must be below {alpha / fam:.3g}, which an exact two-sided test reaches only with at least "
-                     f"{need} non-zero pairs): add seeds, or rely on the paired t-test")
-    steps = first[first["optimizer_steps_differ"].map(lambda v: v is True)]
-    if len(steps):
-        notes.append(f"{len(steps)} paired comparison(s) set jobs with different numbers of optimiser "
-                     f"steps against each other (paired_tests.csv, column optimizer_steps_differ): their differences "
-                     f"mix the method with more or less training")
-    few = first[first["n_pairs"] < 2]
-    if len(few):
-        notes.append(f"{len(few)} comparison(s) of {metrics[0]} have fewer than 2 pairs: no test")
-    failed = hier[~hier["converged"].astype(bool)] if len(hier) else hier
-    if len(failed):
-        notes.append(f"the across-sweep model could not be fitted for {len(failed)} variant × metric (stats/"
-                     f"hierarchical.csv, column note: e.g. fewer than 2 seeds)")
+    notes += _data_notes(df, duplicates, nan_rows, pairing, mismatch, baseline)
+    notes += _test_notes(tests, hier, metrics[0], alpha, correction)
     options = {"correction": correction, "alpha": alpha, "family": family, "zero_method": zero_method,
                "test": test, "n_boot": n_boot, "bootstrap_seed": seed, "power": POWER, "duplication": duplication,
                "margins": {m: margin_for(m, margins) for m in metrics}}

@@ -157,6 +157,27 @@ def paired_tests(df: pd.DataFrame, metrics, baseline: str, pairing: Pairing | No
         if value not in valid:
             raise unknown_name_error(kind, value, valid)
     pairing = pairing or pair_records(df, metrics, baseline)
+    tests = _describe(pairing, metrics, baseline, alpha, n_boot, seed, zero_method)
+    _correct(tests, family, correction, alpha)
+    tests["optimizer_steps_differ"] = tests["comp_id"].map(comparison_steps_differ(df, pairing, baseline)).astype(
+        object)
+    tests["ci_t_low"], tests["ci_t_high"], clipped = clip_difference_interval(tests["ci_t_low"], tests["ci_t_high"],
+                                                                             tests["metric"])
+    eff = df.groupby([*CELL, *VARIANT], sort=False)["effective_ratio"].mean().rename("effective_ratio")
+    tests = tests.drop(columns="effective_ratio", errors="ignore").merge(
+        eff.reset_index(), on=[*CELL, *VARIANT], how="left")
+    tests["test"] = "paired t" if test == "t" else "wilcoxon"
+    tests["p_adj"] = tests["p_t_adj"] if test == "t" else tests["p_wilcoxon_adj"]
+    tests["significant"] = tests["p_adj"] < alpha
+    signed = np.where(tests["higher_is_better"], tests["mean_diff"], -tests["mean_diff"])
+    tests["verdict"] = np.where(~tests["significant"], "n.s.", np.where(signed > 0, "better", "worse"))
+    tests["note"] = _notes(tests, clipped, alpha, correction)
+    return tests[list(PAIRED_COLUMNS)], pairing
+
+
+def _describe(pairing: Pairing, metrics, baseline: str, alpha, n_boot, seed, zero_method) -> pd.DataFrame:
+    """One row per comparison and metric: the paired differences described (describe_differences), the two
+    means, NaN pairs and unpaired seeds counted."""
     comps, pairs = pairing.comparisons, pairing.pairs
     mm = pairing.seed_mismatch.set_index("comp_id") if len(pairing.seed_mismatch) else None
     frames = []
@@ -182,6 +203,11 @@ def paired_tests(df: pd.DataFrame, metrics, baseline: str, pairing: Pairing | No
     else:
         tests["n_only_method"] = 0
         tests["n_only_baseline"] = 0
+    return tests
+
+
+def _correct(tests: pd.DataFrame, family: str, correction: str, alpha: float) -> None:
+    """Families, corrected p-values and what the correction leaves each test able to detect (in place)."""
     if family == "metric":
         fam = tests["metric"]
     elif family == "cell":
@@ -205,23 +231,15 @@ def paired_tests(df: pd.DataFrame, metrics, baseline: str, pairing: Pairing | No
     tests["mde_dz"] = dz
     sd = tests["sd_diff"].to_numpy(float)
     tests["mde"] = np.where(sd > 0, dz * sd, np.nan)      # paired SD 0: no detectable difference is defined
-    steps = comparison_steps_differ(df, pairing, baseline)
-    tests["optimizer_steps_differ"] = tests["comp_id"].map(steps).astype(object)
-    tests["ci_t_low"], tests["ci_t_high"], clipped = clip_difference_interval(tests["ci_t_low"], tests["ci_t_high"],
-                                                                             tests["metric"])
-    eff = df.groupby([*CELL, *VARIANT], sort=False)["effective_ratio"].mean().rename("effective_ratio")
-    tests = tests.drop(columns="effective_ratio", errors="ignore").merge(
-        eff.reset_index(), on=[*CELL, *VARIANT], how="left")
-    tests["test"] = "paired t" if test == "t" else "wilcoxon"
-    tests["p_adj"] = tests["p_t_adj"] if test == "t" else tests["p_wilcoxon_adj"]
-    tests["significant"] = tests["p_adj"] < alpha
-    signed = np.where(tests["higher_is_better"], tests["mean_diff"], -tests["mean_diff"])
-    tests["verdict"] = np.where(~tests["significant"], "n.s.", np.where(signed > 0, "better", "worse"))
+
+
+def _notes(tests: pd.DataFrame, clipped, alpha: float, correction: str) -> list[str]:
+    """One note per comparison: what limits it (few pairs, an unreachable Wilcoxon, clipping, unequal steps)."""
     notes = []
     for n, m_, reach, nn, cnt_nan, fs, mp, cl, st, sdv in zip(
             tests["n_pairs"], tests["wilcoxon_n_nonzero"], tests["wilcoxon_can_reach_alpha"],
             tests["n_only_method"] + tests["n_only_baseline"], tests["n_nan_excluded"], tests["family_size"],
-            tests["min_pairs_wilcoxon"], clipped, tests["optimizer_steps_differ"], sd):
+            tests["min_pairs_wilcoxon"], clipped, tests["optimizer_steps_differ"], tests["sd_diff"]):
         note = []
         if n >= 2 and sdv == 0:
             note.append("paired SD 0: detectable difference undefined")
@@ -239,5 +257,4 @@ def paired_tests(df: pd.DataFrame, metrics, baseline: str, pairing: Pairing | No
         if cnt_nan:
             note.append(f"{cnt_nan} NaN pair(s) excluded")
         notes.append("; ".join(note))
-    tests["note"] = notes
-    return tests[list(PAIRED_COLUMNS)], pairing
+    return notes
