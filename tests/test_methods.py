@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from benchmark.core import registry
-from benchmark.core.training_set import TrainingSet
+from benchmark.core.training_set import TrainingSet, no_held_back_note
 
 
 def real_set():
@@ -266,7 +266,7 @@ def test_grid_leaves_real_extra_out_at_rare_count_all_and_says_why():
     extra = [j for j in jobs if j.generator == "real_extra"]
     assert len(extra) == 2 * 2 * 3 and {j.rare_count for j in extra} == {20, 10}
     assert len([j for j in jobs if j.generator == "none"]) == 3 * 3
-    assert left_out == [("real_extra job(s) at rare_count=all (no held-back real images)", 2 * 3)]
+    assert left_out == [no_held_back_note("real_extra", 2 * 3)]
     assert expand(grid) == jobs  # the list is optional
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from benchmark.core import registry
+from benchmark.core.training_set import no_held_back_note
 from benchmark.plan.grid import Grid, expand
 from benchmark.run.cell import build_cell
 from benchmark.run.job import execute
@@ -74,4 +75,4 @@ def test_real_extra_is_left_out_at_a_rare_count_equal_to_the_class_size(data_env
     extra = [j for j in jobs if j.generator == "real_extra"]
     assert {j.resolved["rare_count"] for j in extra} == {20} and len(extra) == 2
     assert {j.resolved["rare_count"] for j in jobs if j.generator == "none"} == {147, 20}
-    assert left_out == [("real_extra job(s) at a rare count equal to the class size (no held-back real images)", 2)]
+    assert left_out == [no_held_back_note("real_extra", 2)] and "rare_count all or the class size" in left_out[0][0]

@@ -70,3 +70,10 @@ def bank_size(counts: np.ndarray, rare_class: int, multiple: int) -> int:
     counts = np.asarray(counts)
     n_rare = int(counts[rare_class]) if rare_class < len(counts) else 0
     return max(multiple * n_rare, int(counts.max()) - n_rare, 1)
+
+
+def no_held_back_note(method: str, n_jobs: int) -> tuple[str, int]:
+    """The one line (reason, count) for jobs of a method that adds held-back real images (``needs_held_back``) left
+    out where the rare count keeps every rare training image (``all``, or a number equal to the class size)."""
+    return (f"{method} job(s) where the rare count keeps every rare training image (rare_count all or the class "
+            f"size: no held-back real images to add)", n_jobs)

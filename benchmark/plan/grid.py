@@ -40,7 +40,7 @@ from benchmark.core.registry import deep_merge
 from benchmark.core.specs import JobSpec, canonical_json, format_ratio
 from benchmark.core.training import budget_problems, with_budget
 from benchmark.core.training import validate_training as _validate_training
-from benchmark.core.training_set import REAL_PERCENTAGE_PREFIX, mixing_mode_problem
+from benchmark.core.training_set import REAL_PERCENTAGE_PREFIX, mixing_mode_problem, no_held_back_note
 
 AXES = ("dataset", "image_size", "rare_class", "rare_count", "generator", "synthetic_ratio", "backbone", "seed",
         "fold", "budget")
@@ -308,8 +308,7 @@ def expand(grid: Grid, left_out: list | None = None, resolve: bool = True) -> li
                          point["generator"], str(ratio), point["backbone"], point["seed"], point["fold"],
                          canonical_json(point["budget"])), spec)
     if left_out is not None:
-        left_out.extend((f"{name} job(s) at rare_count=all (no held-back real images)", len(points))
-                        for name, points in sorted(skipped.items()))
+        left_out.extend(no_held_back_note(name, len(points)) for name, points in sorted(skipped.items()))
     if resolve:
         from benchmark.plan.identity import resolve_jobs
 

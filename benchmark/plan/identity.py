@@ -212,8 +212,9 @@ def resolve_jobs(jobs: list, download: bool = False, left_out: list | None = Non
     (reason, count) per method appended to `left_out`."""
     resolved, resolver = _resolve(jobs, download)
     if left_out is not None:
-        left_out.extend((f"{name} job(s) at a rare count equal to the class size (no held-back real images)",
-                         len(keys)) for name, keys in sorted(resolver.no_pool.items()))
+        from benchmark.core.training_set import no_held_back_note
+
+        left_out.extend(no_held_back_note(name, len(keys)) for name, keys in sorted(resolver.no_pool.items()))
     if download:
         from benchmark.plan.checks import check_generator_configs
 

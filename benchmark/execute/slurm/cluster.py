@@ -36,7 +36,7 @@ from typing import Any
 
 from benchmark import REPO_ROOT
 from benchmark.core.errors import UserError, unknown_name_error
-from benchmark.core.registry import load_yaml, read_with_includes
+from benchmark.core.registry import read_with_includes
 
 REPO_PROFILES = REPO_ROOT / "slurm"
 PROFILES_ENV = "GENMED_SLURM_PROFILES"
