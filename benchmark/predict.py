@@ -197,12 +197,11 @@ def predict_probabilities(run: LoadedRun, images: np.ndarray, batch_size: int = 
 
     from benchmark.data.augment import normalize, to_float
 
+    from benchmark.run.inference import map_batches
+
     device = next(run.model.parameters()).device
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device)
-            out.append(run.model(normalize(to_float(batch))).float().softmax(dim=1).cpu())
+    out = map_batches(lambda batch: run.model(normalize(to_float(batch))).float().softmax(dim=1), images, batch_size,
+                      device)
     return torch.cat(out).numpy()
 
 

@@ -150,11 +150,9 @@ def extract_features(module, images: np.ndarray, batch_size: int = 256, device=N
     if device is None:
         tensor = next(iter(module.parameters()), None)
         device = (tensor if tensor is not None else next(iter(module.buffers()), torch.empty(0))).device
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device)
-            out.append(module(batch).double().cpu().numpy())
+    from benchmark.run.inference import map_batches
+
+    out = [b.numpy() for b in map_batches(lambda batch: module(batch).double(), images, batch_size, device)]
     return np.concatenate(out) if out else np.zeros((0, getattr(module, "num_features", 0)))
 
 
