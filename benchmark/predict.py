@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.core.errors import UserError
+from benchmark.core.specs import is_key
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -243,6 +244,9 @@ def run_prediction(run: str, images: list, results_root, out=None, split: str = 
     names, arrays = read_inputs(images, loaded.image_size, loaded.channels, split,
                                 _dataset_nifti_config(loaded.spec))
     probs = predict_probabilities(loaded, arrays, batch_size)
+    if not out and not is_key(loaded.key):  # a key from a run folder's JSON never chooses where we write
+        raise UserError(f"{loaded.run_dir}: its key {loaded.key!r} is not a job key (16 hex digits), so it cannot "
+                        "name the output file; pass --out FILE, or check where this run folder came from.")
     out = Path(out) if out else Path(f"predictions-{loaded.key}.csv")
     write_predictions(out, names, probs, loaded.label_names)
     return {"run": loaded, "names": names, "probs": probs, "csv": out,

@@ -117,3 +117,24 @@ def test_prediction_errors_are_clear(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=r"has no 'images' or 'test_images' array; it has x"):
         read_inputs([str(tmp_path / "other.npz")], 28, 1)
     shutil.rmtree(runs)
+
+
+@pytest.mark.slow
+def test_a_crafted_key_never_chooses_where_predict_writes(finished_run, data_env, tmp_path, monkeypatch):
+    """A run folder whose record names a key like '../../x' cannot make predict write outside the working
+    directory: without --out it is refused (exit 2 in the CLI), with --out the user's path is used."""
+    from benchmark.core.errors import UserError
+    from benchmark.predict import run_prediction
+
+    spec, run_dir = finished_run
+    record = json.loads((run_dir / "result.json").read_text())
+    record["spec"]["key"] = record["key"] = "../../escaped"
+    (run_dir / "result.json").write_text(json.dumps(record))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    with pytest.raises(UserError, match=r"its key '\.\./\.\./escaped' is not a job key \(16 hex digits\)"):
+        run_prediction(str(run_dir), [str(data_env / "breastmnist.npz")], tmp_path / "results")
+    assert not list(tmp_path.rglob("predictions-*.csv"))
+    run_prediction(str(run_dir), [str(data_env / "breastmnist.npz")], tmp_path / "results", out=work / "p.csv")
+    assert (work / "p.csv").is_file()

@@ -123,9 +123,25 @@ def sheets_in(folder: Path) -> dict:
     for label, entry in index.items():
         found[label] = {k: v for k, v in entry.items() if k not in ("sheet", "closest")}
         for kind in ("sheet", "closest"):
-            if isinstance(entry.get(kind), str) and (Path(folder) / entry[kind]).is_file():
-                found[label][kind] = Path(folder) / entry[kind]
+            sheet = _sheet_inside(Path(folder), entry.get(kind))
+            if sheet is not None:
+                found[label][kind] = sheet
+            elif entry.get(kind) is not None:
+                print(f"warning: {path} names {entry.get(kind)!r} for {label!r}, which is not a PNG file inside "
+                      f"{Path(folder) / SAMPLES_DIR}; left out of the report", file=sys.stderr)
     return found
+
+
+def _sheet_inside(folder: Path, rel) -> Path | None:
+    """``folder/rel`` when it is a regular .png file inside ``folder/samples/`` (no symlink, no '..' out of it): an
+    index is read from a results folder, which is not trusted to point the report at any other file."""
+    if not isinstance(rel, str) or not rel.endswith(".png"):
+        return None
+    path = folder / rel
+    root = (folder / SAMPLES_DIR).resolve()
+    if path.is_symlink() or not path.is_file() or root not in path.resolve().parents:
+        return None
+    return path
 
 
 def copy_sheets(sources: dict, out_dir: Path) -> dict:

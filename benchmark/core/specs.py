@@ -59,6 +59,12 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(canonical_value(obj), sort_keys=True, separators=(",", ":"), default=str)
 
 
+def is_key(text) -> bool:
+    """Whether `text` is a job key as the harness writes them (KEY_LENGTH lowercase hex digits): checked wherever a
+    path is built from a key read from a run folder or a record."""
+    return isinstance(text, str) and len(text) == KEY_LENGTH and all(c in "0123456789abcdef" for c in text)
+
+
 def short_hash(obj: Any, length: int = KEY_LENGTH) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.generators._common import CorruptArtifactError, GeneratorConfigError, resolve_config
-from benchmark.run.run_dir import replace_dir
+from benchmark.run.run_dir import replace_dir, temp_sibling
 
 NAME = "domain_cnn_v1"
 VERSION = 1
@@ -210,7 +210,7 @@ def ensure_extractor(root, images: np.ndarray, labels: np.ndarray, num_classes: 
                   "num_classes": int(num_classes), "image_shape": list(images.shape[1:]),
                   "feature_dim": int(net.num_features), "trained_at": datetime.now(timezone.utc).isoformat(),
                   "host": socket.gethostname(), "pid": os.getpid(), **log}
-        tmp = root / f".{key}.{os.getpid()}.tmp"
+        tmp = temp_sibling(root / key)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp / WEIGHTS_FILE))

@@ -150,6 +150,18 @@ def execute(spec: JobSpec, run_dir: Path, force: bool = False, progress: bool = 
         print(f"running elsewhere: {spec.name} ({spec.key}) is locked by {rd.describe_holder(exc.holder)}; "
               "left alone", flush=True)
         return rd.RUNNING_ELSEWHERE
+    except rd.UnsafeRunFolder as exc:  # e.g. a symlink planted at the lock path: refused, recorded, never followed
+        print(f"refused: {spec.name} ({spec.key}): {exc}", flush=True)
+        _record_failure(spec, run_dir, exc)
+        return "failed"
+
+
+def _record_failure(spec: JobSpec, run_dir: Path, exc: BaseException) -> None:
+    """error.json: what failed and where (a failure is never cached as done; the next run retries the job)."""
+    write_json_atomic(run_dir / ERROR_FILE, {
+        "key": spec.key, "name": spec.name, "error": f"{type(exc).__name__}: {exc}",
+        "traceback": traceback.format_exc(), "failed_at": now_iso(), "host": socket.gethostname(),
+    })
 
 
 def _run(spec: JobSpec, run_dir: Path, progress: bool, resumable: bool, checkpoint_every_s: float) -> str:
@@ -162,10 +174,7 @@ def _run(spec: JobSpec, run_dir: Path, progress: bool, resumable: bool, checkpoi
         else:
             record, is_main = run_generator_record(spec, run_dir), True
     except Exception as exc:  # noqa: BLE001 - every failure is recorded, never cached as done
-        write_json_atomic(run_dir / ERROR_FILE, {
-            "key": spec.key, "name": spec.name, "error": f"{type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc(), "failed_at": now_iso(), "host": socket.gethostname(),
-        })
+        _record_failure(spec, run_dir, exc)
         return "failed"
     if is_main:
         write_json_atomic(run_dir / RESULT_FILE, record)

@@ -25,6 +25,7 @@ import errno
 import fcntl
 import json
 import os
+import secrets
 import socket
 import sys
 import time
@@ -63,6 +64,13 @@ def now_iso() -> str:
 
 
 # ------------------------------------------------------------------------------------------------ atomic writes
+def temp_sibling(path: Path, suffix: str = ".tmp") -> Path:
+    """A hidden temporary name beside ``path``, unique across processes, nodes and containers sharing the folder
+    (a pid alone collides across hosts): host, pid and a random token."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(4)}{suffix}")
+
+
 @contextmanager
 def atomic_path(path: Path, suffix: str = ".tmp"):
     """A temporary path beside ``path`` for a writer that needs a file name (numpy, safetensors, pandas, a
@@ -71,7 +79,7 @@ def atomic_path(path: Path, suffix: str = ".tmp"):
     ends the temporary name (numpy's savez appends ``.npz`` to any other)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{suffix}")
+    tmp = temp_sibling(path, suffix)
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
@@ -188,6 +196,10 @@ def status(run_dir: Path, probe_lock: bool = True) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ the lock
+class UnsafeRunFolder(OSError):
+    """A run folder entry the harness refuses to touch (e.g. a symlink planted at its lock path)."""
+
+
 class RunningElsewhere(Exception):
     """Another live process holds the run folder's lock."""
 
@@ -239,7 +251,7 @@ def lock_holder(run_dir: Path) -> dict | None:
     creates the lock file; takes a shared lock for an instant to find out."""
     path = Path(run_dir) / LOCK_FILE
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)  # a planted symlink is never followed
     except OSError:
         return None
     try:
@@ -272,7 +284,13 @@ def lock(run_dir: Path, patience_s: float = LOCK_PATIENCE_S):
     global _warned_no_locks
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:  # never through a symlink: a link planted at the lock path could make us write into any file
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeRunFolder(f"{run_dir / LOCK_FILE} is a symbolic link; the harness never follows one at a "
+                                  "lock path. Remove it (and check who made it) before running this job.") from None
+        raise
     try:
         deadline, predecessor_deadline = time.monotonic() + patience_s, None
         while True:

@@ -1,0 +1,68 @@
+"""Run folders are not trusted (issue 21, first slice): a symlink planted at a lock path is never followed, and
+temporary files beside a result are unique across hosts and processes."""
+
+import json
+import os
+
+from benchmark.run import run_dir as rd
+
+
+def test_a_planted_symlink_at_the_lock_path_is_left_untouched(tmp_path):
+    target = tmp_path / "victim.txt"
+    target.write_text("precious\n")
+    run_dir = tmp_path / "runs" / "0123456789abcdef"
+    run_dir.mkdir(parents=True)
+    os.symlink(target, run_dir / rd.LOCK_FILE)
+    try:
+        with rd.lock(run_dir):
+            raise AssertionError("the lock was taken through a symlink")
+    except rd.UnsafeRunFolder as exc:
+        assert "is a symbolic link" in str(exc) and str(run_dir / rd.LOCK_FILE) in str(exc)
+    assert target.read_text() == "precious\n" and os.path.islink(run_dir / rd.LOCK_FILE)
+    assert rd.lock_holder(run_dir) is None  # probing the status does not follow it either
+    assert target.read_text() == "precious\n"
+
+
+def test_a_job_refuses_the_folder_records_why_and_touches_nothing_else(tmp_path, data_env):
+    from benchmark.plan.grid import Grid, expand
+    from benchmark.run.job import execute
+
+    (spec,) = expand(Grid("t", None, {"dataset": ["breastmnist"], "generator": ["none"], "backbone": ["resnet18"],
+                                      "rare_count": [20], "seed": [0]}, [], [], {"epochs": 1}, "test"))
+    target = tmp_path / "victim.txt"
+    target.write_text("precious\n")
+    run_dir = tmp_path / spec.key
+    run_dir.mkdir()
+    os.symlink(target, run_dir / rd.LOCK_FILE)
+    assert execute(spec, run_dir) == "failed"
+    error = json.loads((run_dir / rd.ERROR_FILE).read_text())
+    assert error["error"].startswith("UnsafeRunFolder:") and "symbolic link" in error["error"]
+    assert target.read_text() == "precious\n" and not (run_dir / rd.RESULT_FILE).exists()
+
+
+def test_temporary_names_are_unique_and_hidden(tmp_path):
+    names = {rd.temp_sibling(tmp_path / "result.json").name for _ in range(200)}
+    assert len(names) == 200 and all(n.startswith(".result.json.") and n.endswith(".tmp") for n in names)
+    rd.write_bytes_atomic(tmp_path / "result.json", b"{}")
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # nothing left behind
+
+
+def test_a_crafted_sample_index_cannot_pull_other_files_into_the_report(tmp_path, capsys):
+    from benchmark.collect import report_figures as rf
+
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"\x89PNG not yours")
+    samples = tmp_path / "out" / rf.SAMPLES_DIR
+    samples.mkdir(parents=True)
+    (samples / "ok.png").write_bytes(b"\x89PNG mine")
+    os.symlink(secret, samples / "link.png")
+    index = {"dcgan": {"key": "0123456789abcdef", "seed": 0, "sheet": f"{rf.SAMPLES_DIR}/ok.png",
+                       "closest": "../secret.png"},
+             "ddpm": {"key": "fedcba9876543210", "seed": 0, "sheet": f"{rf.SAMPLES_DIR}/link.png",
+                      "closest": "/etc/passwd"}}
+    (samples / rf.SAMPLES_INDEX).write_text(json.dumps(index))
+    found = rf.sheets_in(tmp_path / "out")
+    assert found["dcgan"]["sheet"] == samples / "ok.png" and "closest" not in found["dcgan"]
+    assert "sheet" not in found["ddpm"] and "closest" not in found["ddpm"]
+    err = capsys.readouterr().err
+    assert "'../secret.png'" in err and "'/etc/passwd'" in err and "not a PNG file inside" in err
