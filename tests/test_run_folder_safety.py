@@ -1,8 +1,11 @@
-"""Run folders are not trusted (issue 21, first slice): a symlink planted at a lock path is never followed, and
-temporary files beside a result are unique across hosts and processes."""
+"""Run folders and grid files are not trusted (issue 21, first slice): a symlink planted at a lock path is never
+followed, temporary names are unique across hosts, crafted keys and sample indexes cannot choose paths, and a
+grid name is a plain name."""
 
 import json
 import os
+
+import pytest
 
 from benchmark.run import run_dir as rd
 
@@ -66,3 +69,18 @@ def test_a_crafted_sample_index_cannot_pull_other_files_into_the_report(tmp_path
     assert "sheet" not in found["ddpm"] and "closest" not in found["ddpm"]
     err = capsys.readouterr().err
     assert "'../secret.png'" in err and "'/etc/passwd'" in err and "not a PNG file inside" in err
+
+
+@pytest.mark.parametrize("name", ["../../escape", "/abs/path", "a/b", 123, "..", ".hidden"])
+def test_a_grid_name_that_is_not_a_plain_name_is_refused_before_anything(tmp_path, name):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    grid = tmp_path / "g.yaml"
+    grid.write_text(f"name: {json.dumps(name)}\nversion: 1\naxes: {{dataset: [breastmnist]}}\n")
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(repo / "launch" / "grid.py"), "--grid", str(grid), "--dry-run",
+                           "--results", str(tmp_path / "results")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and f"{grid}: grid name" in done.stderr and "not a plain name" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "results").exists()

@@ -79,6 +79,9 @@ def load_grid(name_or_path: str, profile: str | None = None) -> Grid:
     else:
         entry = registry.get("grid", name_or_path)
     data = entry.config
+    check_plain_name(entry.name, "name", entry.source)
+    if profile is not None:
+        check_plain_name(profile, "profile", entry.source)
     unknown = set(data) - GRID_KEYS - {"include"}
     if unknown:
         raise UserError(f"{entry.source}: unknown grid key(s) {', '.join(sorted(unknown))}; "
@@ -106,6 +109,16 @@ def load_grid(name_or_path: str, profile: str | None = None) -> Grid:
     return Grid(entry.name, profile, axes, list(data.get("coupled") or []), list(data.get("exclude") or []),
                 training, entry.source, 0 if k_folds is None else k_folds,
                 check_margins(data.get("margins"), entry.source))
+
+
+def check_plain_name(name, what: str, source: str) -> None:
+    """A grid's name and profile become a folder under the results root: letters, digits, '_', '-', '.', starting
+    with a letter or digit (no path separators, no '..'); exit 2 naming the file otherwise."""
+    import re
+
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", name) or ".." in name:
+        raise UserError(f"{source}: grid {what} {name!r} is not a plain name (letters, digits, '_', '-', '.'; it "
+                        "names a folder under the results root). Rename it, e.g. name: my_grid.")
 
 
 def check_margins(margins, source: str) -> dict:
