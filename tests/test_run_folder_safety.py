@@ -84,3 +84,13 @@ def test_a_grid_name_that_is_not_a_plain_name_is_refused_before_anything(tmp_pat
                            "--results", str(tmp_path / "results")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and f"{grid}: grid name" in done.stderr and "not a plain name" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("content, said", [(b"{not json", "unreadable"), (b"[1, 2]", "malformed"),
+                                           (b"\xff\xfe\x00", "unreadable")])
+def test_a_malformed_error_file_is_named_never_crashed_on(tmp_path, content, said):
+    from benchmark.collect.records import read_error
+
+    path = tmp_path / "error.json"
+    path.write_bytes(content)
+    assert read_error(path).startswith(f"{said} {path}")

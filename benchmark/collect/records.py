@@ -138,6 +138,17 @@ class GridRecords:
     sheets: dict = field(default_factory=dict)  # generators' picture sheets: benchmark.collect.report_figures.sheet_sources
 
 
+def read_error(path: Path) -> str:
+    """The failure an error.json records; a file that does not parse as one is named, never crashed on."""
+    try:
+        error = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        return f"unreadable {path} ({type(exc).__name__}: {exc})"
+    if not isinstance(error, dict):
+        return f"malformed {path} (not a JSON object)"
+    return str(error.get("error", ""))
+
+
 def gather(jobs, runs_dir: Path):
     """(rows, failed, missing, blocked) for the expected classifier jobs: a job counts only through its
     result.json; one whose generator job failed is blocked."""
@@ -161,8 +172,7 @@ def gather(jobs, runs_dir: Path):
                 print(f"warning: corrupt record {exc}; listed as failed, not counted", file=sys.stderr)
                 failed.append({"key": spec.key, "name": spec.name, "error": f"corrupt record {exc}"})
         elif (run_dir / ERROR_FILE).is_file():
-            error = json.loads((run_dir / ERROR_FILE).read_text())
-            failed.append({"key": spec.key, "name": spec.name, "error": error.get("error", "")})
+            failed.append({"key": spec.key, "name": spec.name, "error": read_error(run_dir / ERROR_FILE)})
         else:
             missing.append({"key": spec.key, "name": spec.name})
     return rows, failed, missing, blocked
