@@ -26,8 +26,12 @@ def power_of_paired_t(n: int, delta: float, sd: float, alpha: float) -> float:
 @pytest.mark.parametrize("delta, sd, alpha", [(0.02, 0.035, 0.05 / 11), (0.05, 0.215, 0.05 / 11),
                                              (0.02, 0.045, 0.05), (0.1, 0.05, 0.01)])
 def test_seeds_needed_is_the_smallest_n_with_80_percent_power(delta, sd, alpha):
+    from statsmodels.stats.power import TTestPower
+
     n = seeds_needed(delta, sd, alpha)
     assert power_of_paired_t(n, delta, sd, alpha) >= 0.8 > power_of_paired_t(n - 1, delta, sd, alpha)
+    solved = TTestPower().solve_power(effect_size=delta / sd, alpha=alpha, power=0.8, alternative="two-sided")
+    assert n == max(2, int(np.ceil(solved)))  # statsmodels, an independent implementation
 
 
 def test_undefined_when_nothing_varies():

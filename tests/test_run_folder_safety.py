@@ -94,3 +94,23 @@ def test_a_malformed_error_file_is_named_never_crashed_on(tmp_path, content, sai
     path = tmp_path / "error.json"
     path.write_bytes(content)
     assert read_error(path).startswith(f"{said} {path}")
+
+
+@pytest.mark.parametrize("text, said", [
+    (b"name: g\nversion: 1\naxes: [dataset, breastmnist]\n", "'axes' must be a mapping, got list"),
+    (b"name: g\nversion: 1\naxes: {dataset: [breastmnist]}\ntraining: 30\n", "'training' must be a mapping"),
+    (b"name: g\nversion: 1\naxes: {dataset: [breastmnist]}\nexclude: {generator: none}\n", "'exclude' must be a list"),
+    (b"name: g\nversion: 1\naxes: {dataset: [\xe9]}\n", "is not UTF-8 text"),
+])
+def test_grid_files_of_the_wrong_shape_exit_2_naming_the_file(tmp_path, text, said):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    grid = tmp_path / "g.yaml"
+    grid.write_bytes(text)
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(repo / "launch" / "grid.py"), "--grid", str(grid), "--dry-run",
+                           "--results", str(tmp_path / "results")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and str(grid) in done.stderr and said in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

@@ -117,9 +117,12 @@ def load_yaml(path: Path) -> Any:
     import yaml
 
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"Cannot read {path}: {exc.strerror}.") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8 and run "
+                        "again.") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:

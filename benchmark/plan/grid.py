@@ -86,6 +86,10 @@ def load_grid(name_or_path: str, profile: str | None = None) -> Grid:
     if unknown:
         raise UserError(f"{entry.source}: unknown grid key(s) {', '.join(sorted(unknown))}; "
                         f"valid keys: {', '.join(sorted(GRID_KEYS))}.")
+    for key, kind in (("axes", dict), ("training", dict), ("profiles", dict), ("coupled", list), ("exclude", list)):
+        if data.get(key) is not None and not isinstance(data[key], kind):
+            raise UserError(f"{entry.source}: '{key}' must be a {'mapping' if kind is dict else 'list'}, got "
+                            f"{type(data[key]).__name__} {data[key]!r:.60}. See the README's Grids section.")
     axes = dict(data.get("axes") or {})
     training = dict(data.get("training") or {})
     profiles = data.get("profiles") or {}
@@ -93,6 +97,10 @@ def load_grid(name_or_path: str, profile: str | None = None) -> Grid:
         if profile not in profiles:
             raise unknown_name_error(f"profile of grid {entry.name!r}", profile, profiles)
         chosen = profiles[profile] or {}
+        if not isinstance(chosen, dict) or any(chosen.get(k) is not None and not isinstance(chosen[k], dict)
+                                               for k in ("axes", "training")):
+            raise UserError(f"{entry.source}: profile {profile!r} must be a mapping whose axes and training are "
+                            "mappings (see the README's Grids section).")
         bad = set(chosen) - {"axes", "training", "exclude", "coupled", "description", "k_folds", "margins"}
         if bad:
             raise UserError(f"{entry.source}: profile {profile!r} has unknown key(s) {', '.join(sorted(bad))}; "

@@ -17,15 +17,29 @@ DEFAULT_PAIRED_SD = {"test_auroc": 0.035, "test_thr_balanced_accuracy": 0.045, "
 DEFAULT_MARGINS = {"test_auroc": 0.02, "test_thr_balanced_accuracy": 0.02, "test_thr_rare_sensitivity": 0.05}
 
 
-def seeds_needed(delta: float, sd: float, alpha: float, power: float = POWER) -> int | None:
-    """Smallest n of a two-sided paired (one-sample) t test detecting a mean difference `delta` at `alpha` with
-    `power` (statsmodels TTestPower); None when it is undefined (sd 0, delta 0)."""
+def t_test_power(n: int, effect: float, alpha: float) -> float:
+    """Exact power of a two-sided one-sample (paired) t test with n pairs at standardised effect `effect`
+    (noncentral t, scipy; statsmodels' TTestPower gives the same, but imports pandas on the dry-run path)."""
+    from scipy import stats as sps
+
+    df, nc = n - 1, effect * math.sqrt(n)
+    crit = sps.t.ppf(1 - alpha / 2, df)
+    return float(sps.nct.sf(crit, df, nc) + sps.nct.cdf(-crit, df, nc))
+
+
+def seeds_needed(delta: float, sd: float, alpha: float, power: float = POWER, most: int = 100_000) -> int | None:
+    """Smallest n ≥ 2 of a two-sided paired t test detecting a mean difference `delta` at `alpha` with `power`;
+    None when it is undefined (sd 0, delta 0)."""
     if not (sd > 0 and delta > 0):
         return None
-    from statsmodels.stats.power import TTestPower
-
-    n = TTestPower().solve_power(effect_size=delta / sd, alpha=alpha, power=power, alternative="two-sided")
-    return max(2, math.ceil(float(n)))
+    effect = delta / sd
+    lo, hi = 2, 4
+    while t_test_power(hi, effect, alpha) < power and hi < most:
+        lo, hi = hi, hi * 2
+    while lo < hi:  # power grows with n: bisect for the first n that reaches it
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if t_test_power(mid, effect, alpha) < power else (lo, mid)
+    return lo
 
 
 def _budget(training: dict) -> str:
@@ -87,8 +101,8 @@ def power_lines(jobs: list, runs_dir: Path, margins: dict | None = None) -> list
             else (default_sd, "stated default: the first study's, docs/study.md")
         n = seeds_needed(delta, sd, alpha)
         need = "undefined (paired SD 0)" if n is None else f"{n} paired seeds"
-        cost = ", ".join(f"{device} ~{hours * n / len(seeds):,.1f} h" for device, hours in sorted(totals.items())) \
-            if n is not None and totals else ""
+        cost = ", ".join(f"{device} ~{hours * n / len(seeds):,.1f} h" for device, hours in sorted(totals.items())
+                         if hours > 0) if n is not None else ""
         lines.append(f"{metric}: paired SD {sd:.3f} ({source}); detecting Δ = {delta:g} (the margin) with "
                      f"{POWER:.0%} power at Holm's first α/m = {ALPHA:g}/{comparisons} needs {need} (this grid has "
                      f"{len(seeds)})" + (f"; at {n} seeds the classifier stage would take {cost}" if cost else ""))
