@@ -193,21 +193,37 @@ def test_afterok_on_a_failed_job_cancels_the_dependent(slurm_cluster, tmp_path):
     assert not second.paths.result_pickle.exists()
 
 
-def generator_like(i, sleep_s, fail_index):
+def generator_like(i, sleep_s, fail_index, until_file=None, timeout_s=60.0):
+    """Sleep `sleep_s`, or, with `until_file`, run until that file exists (at most `timeout_s`)."""
     start = time.time()
-    time.sleep(sleep_s)
+    if until_file is None:
+        time.sleep(sleep_s)
+    else:
+        while not Path(until_file).exists() and time.time() - start < timeout_s:
+            time.sleep(0.1)
     if i == fail_index:
         raise ValueError(f"task {i} fails")
     return {"i": i, "start": start, "end": time.time()}
 
 
+def stamp_and_mark(tag, folder):
+    """stamp(), and leave a file named `tag` in `folder` as it starts."""
+    Path(folder, tag).touch()
+    return stamp(tag)
+
+
 def test_aftercorr_pairs_the_tasks_of_two_arrays(slurm_cluster, tmp_path):
     """Stage dependencies without one job per pair: task i of the second array waits for task i of the first only;
-    a failed task cancels just its partner."""
-    firsts = executor(tmp_path).map_array(generator_like, [0, 1, 2], [6.0, 0.2, 0.5], [1, 1, 1])
+    a failed task cancels just its partner. The slow task 0 runs until c2 has started (event-driven, not a fixed
+    sleep that a loaded machine may outlast): were c2 waiting for it, it would end only at its timeout, before c2."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    firsts = executor(tmp_path).map_array(generator_like, [0, 1, 2], [0.0, 0.2, 0.5], [1, 1, 1],
+                                          [str(marks / "c2"), None, None])
     first_array = firsts[0].job_id.split("_")[0]
     deps = {"dependency": f"aftercorr:{first_array}"}
-    seconds = executor(tmp_path, slurm_additional_parameters=deps).map_array(stamp, ["c0", "c1", "c2"])
+    seconds = executor(tmp_path, slurm_additional_parameters=deps).map_array(stamp_and_mark, ["c0", "c1", "c2"],
+                                                                             [str(marks)] * 3)
     wait_until(lambda: all(j.done(force_check=True) for j in firsts + seconds), what="both arrays")
     assert [j.state for j in firsts] == ["COMPLETED", "FAILED", "COMPLETED"]
     assert seconds[1].state.startswith("CANCELLED")
@@ -224,7 +240,9 @@ def test_scancel_shows_as_cancelled(slurm_cluster, tmp_path):
     wait_until(lambda: job.done(force_check=True), timeout_s=30, what="cancelled job to be done")
     assert job.state.startswith("CANCELLED")
     assert sacct(job.job_id)["State"].startswith("CANCELLED")
-    # job.result() waits submitit's 15 s for a result file that never comes, then says why.
+    # job.result() waits up to submitit's 15 s for a result file a slow file system may still show, then says why.
+    # The scheduler has recorded the job's end (sacct above) and a cancelled job writes none: no need to wait.
+    job._results_timeout_s = 0
     with pytest.raises(submitit.core.utils.UncompletedJobError, match=r"has not produced any output \(state: CANCELLED"):
         job.result()
 

@@ -1,6 +1,7 @@
 """`launch/grid.py --executor slurm` against a real SLURM cluster (the `slurm_cluster` fixture), on the real
 BreastMNIST: a staged grid end to end with its dependencies, scancel → failed → --retry-failed, scontrol requeue →
-resume from the epoch state, and a 2-task DDP job on gloo. Tiny jobs (resnet18, 28 px, a few epochs).
+resume from the epoch state, and a 2-task DDP job on gloo. Tiny jobs (resnet18 with its standard stem, 28 px, a few
+epochs; the DDP job with resnet18 itself, as its tolerance was measured).
 
 The generator stage uses `MeanGenerator` below (registered through GENMED_REGISTRY_PATH): a trivial but real
 generator that the SLURM jobs import from this module.
@@ -52,22 +53,35 @@ class MeanGenerator(Generator):
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+FAST = "resnet18_fast"  # resnet18 with its standard stem at 28 px (no small-input adaptation): ≈ 4× cheaper epochs
+
+
+@pytest.fixture(scope="session")
+def extractors_dir(tmp_path_factory) -> Path:
+    """One cache of the in-domain audit extractor for the session's generator jobs (trained by the first, ~15 s;
+    each test's own results folder would train it again)."""
+    return tmp_path_factory.mktemp("extractors")
+
+
 @pytest.fixture
-def env(slurm_cluster, real_data_dir, tmp_path):
+def env(slurm_cluster, real_data_dir, extractors_dir, tmp_path):
     folder = tmp_path / "reg" / "generators"
     folder.mkdir(parents=True)
     (folder / "meangen.yaml").write_text(
         "target: tests.test_slurm_grid:MeanGenerator\nversion: 1\nconfig: {kind: generative, noise: 20.0}\n")
+    (tmp_path / "reg" / "backbones").mkdir()
+    (tmp_path / "reg" / "backbones" / f"{FAST}.yaml").write_text(
+        f"include: {REPO / 'registry' / 'backbones' / 'resnet18.yaml'}\nconfig: {{small_input: {{below: 0}}}}\n")
     return {**os.environ, "GENMED_DATA_DIR": str(real_data_dir), "GENMED_REGISTRY_PATH": str(tmp_path / "reg"),
             "GENMED_RESULTS_DIR": str(tmp_path / "results"), "SLURM_CONF": slurm_cluster.conf,
-            "GENMED_SLURM_POLL_S": "1"}
+            "GENMED_SLURM_POLL_S": "1", "GENMED_EXTRACTORS_DIR": str(extractors_dir)}
 
 
-def write_grid(tmp_path, name, generator=("none",), rare_count=(10,), epochs=1, **training) -> str:
+def write_grid(tmp_path, name, generator=("none",), rare_count=(10,), epochs=1, backbone=FAST, **training) -> str:
     path = tmp_path / f"{name}.yaml"
     path.write_text(json.dumps({  # JSON is YAML
         "name": name, "axes": {"dataset": ["breastmnist"], "rare_count": list(rare_count),
-                               "generator": list(generator), "synthetic_ratio": [1], "backbone": ["resnet18"],
+                               "generator": list(generator), "synthetic_ratio": [1], "backbone": [backbone],
                                "seed": [0]},
         "training": {"epochs": epochs, "batch_size": 64, "save_checkpoint": False, **training}}))
     return str(path)
@@ -213,7 +227,7 @@ def test_scancel_shows_failed_and_retry_failed_completes_it(env, tmp_path):
 def test_scontrol_requeue_resumes_from_the_epoch_state(env, tmp_path):
     """A running job requeued by the scheduler continues from its last epoch state and ends with the same record
     as an uninterrupted run of the same job (bit for bit: same code, same CPU, one thread each)."""
-    grid = write_grid(tmp_path, "requeued", epochs=6)
+    grid = write_grid(tmp_path, "requeued", epochs=12)  # the old run trains on for KillWait (5 s) after it
     every_epoch = tmp_path / "every-epoch.yaml"  # scontrol requeue sends no USR2: resume from the last epoch saved
     every_epoch.write_text("include: local-cpu\ncheckpoint_every_s: 0\n")
     args = ("--grid", grid, "--executor", "slurm", "--cluster-profile", f"local-cpu,classifier={every_epoch}",
@@ -237,12 +251,12 @@ def test_scontrol_requeue_resumes_from_the_epoch_state(env, tmp_path):
     ok(cli("--grid", grid, "--status", "--wait", env=reference_env, timeout=300))
 
     log = (out_dir / "logs" / entry["job_id"] / f"{entry['job_id']}_0_log.out").read_text()
-    assert "resuming resnet18[breastmnist,rare=10,none,seed=0]" in log  # the second run started from the state
+    assert f"resuming {FAST}[breastmnist,rare=10,none,seed=0]" in log  # the second run started from the state
     resumed = records(out_dir)["classifier:none"]
     straight = records(tmp_path / "reference" / "requeued")["classifier:none"]
     assert resumed["metrics"] == straight["metrics"]
     strip = lambda history: [{k: v for k, v in h.items() if k != "train_s"} for h in history]  # noqa: E731
-    assert strip(resumed["history"]) == strip(straight["history"]) and len(resumed["history"]) == 6
+    assert strip(resumed["history"]) == strip(straight["history"]) and len(resumed["history"]) == 12
     assert resumed["best_epoch"] == straight["best_epoch"]
     assert not (out_dir / "runs" / entry["key"] / "state").exists()
 
@@ -251,7 +265,7 @@ def test_preemption_saves_the_running_epoch_then_requeues_and_resumes(env, tmp_p
     """checkpoint_every_s 600 (the default): no state is saved during this short job, except on the preemption
     signal (SIGTERM + USR2, as SLURM sends): the running epoch ends, its state is saved, submitit requeues, and the
     resumed job ends with the uninterrupted run's record."""
-    grid = write_grid(tmp_path, "preempted", epochs=8)
+    grid = write_grid(tmp_path, "preempted", epochs=16)
     args = ("--grid", grid, "--executor", "slurm", "--cluster-profile", "collector=none")
     reference_env = {**env, "GENMED_RESULTS_DIR": str(tmp_path / "reference")}
     ok(cli(*args, env=reference_env))
@@ -270,7 +284,7 @@ def test_preemption_saves_the_running_epoch_then_requeues_and_resumes(env, tmp_p
     ok(cli("--grid", grid, "--status", "--wait", env=reference_env, timeout=400))
     log = (out_dir / "logs" / entry["job_id"] / f"{entry['job_id']}_0_log.out").read_text()
     assert "saving the training state at the end of this epoch, then requeueing" in log, log[-3000:]
-    assert "resuming resnet18[breastmnist,rare=10,none,seed=0]" in log, log[-3000:]
+    assert f"resuming {FAST}[breastmnist,rare=10,none,seed=0]" in log, log[-3000:]
     resumed = records(out_dir)["classifier:none"]
     straight = records(tmp_path / "reference" / "preempted")["classifier:none"]
     assert resumed["metrics"] == straight["metrics"] and resumed["best_epoch"] == straight["best_epoch"]
@@ -281,7 +295,7 @@ def test_preemption_saves_the_running_epoch_then_requeues_and_resumes(env, tmp_p
 def test_two_task_job_trains_with_ddp_on_gloo(env, tmp_path):
     """tasks_per_node: 2 → one job, two processes, one process group (gloo); one record, written once, with test
     metrics over the whole test set exactly once, close to the 1-process job's (DDP_AUROC_TOLERANCE)."""
-    grid = write_grid(tmp_path, "ddp", rare_count=("all",), epochs=3,
+    grid = write_grid(tmp_path, "ddp", rare_count=("all",), epochs=3, backbone="resnet18",
                       augment={"hflip": False, "rotate_degrees": 0.0, "brightness": 0.0, "contrast": 0.0})
     ddp_env = {**env, "GENMED_RESULTS_DIR": str(tmp_path / "ddp")}
     ok(cli("--grid", grid, "--executor", "slurm", "--cluster-profile", "local-cpu-ddp,collector=none", env=ddp_env))
