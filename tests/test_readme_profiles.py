@@ -12,8 +12,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = {  # profile: (generator jobs, classifier jobs, image sources compared with duplication)
-    "smoke": (6, 30, {"dcgan_small@balance"}),
-    "generators_smoke": (2, 7, {"dcgan_small@balance", "ddpm_small@balance"}),
+    "smoke": (6, 30, {"dcgan_small@1", "dcgan_small@balance"}),
+    "generators_smoke": (2, 7, {"dcgan_small@1", "dcgan_small@balance", "ddpm_small@1", "ddpm_small@balance"}),
 }
 
 
