@@ -57,7 +57,7 @@ def effect_rows(a: stats.Analysis, metrics=None) -> pd.DataFrame:
         h = a.hierarchical[a.hierarchical["metric"].isin(metrics)]
         if h.empty:
             return pd.DataFrame(columns=cols)
-        out = h.assign(n_pairs=h["n_obs"], source="hierarchical model over cells")
+        out = h.assign(n_pairs=h["n_obs"], source="across the cells: seed means, t interval")
     return out[cols].reset_index(drop=True)
 
 
