@@ -9,6 +9,8 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+from benchmark.core.training import budget_label
+
 ALPHA, POWER = 0.05, 0.80
 BASELINE = "none"
 # Paired SD of (method − none) over seeds measured by the first study (docs/study.md, BreastMNIST, 20 rare images,
@@ -42,10 +44,6 @@ def seeds_needed(delta: float, sd: float, alpha: float, power: float = POWER, mo
     return lo
 
 
-def _budget(training: dict) -> str:
-    return repr(training.get("budget", training.get("epochs")))
-
-
 def _cell(spec: dict) -> tuple:
     return tuple(str(spec.get(k)) for k in ("dataset", "image_size", "rare_class", "rare_count", "backbone"))
 
@@ -59,10 +57,14 @@ def measured_paired_sd(records: list[dict], metric: str) -> tuple[float, int] | 
     for r in records:
         split, _, name = metric.partition("_")  # result.json holds {"test": {"auroc": …}, "val": {…}}
         spec, value = r.get("spec") or {}, ((r.get("metrics") or {}).get(split) or {}).get(name)
-        if isinstance(value, (int, float)) and value == value:
-            variant = (spec.get("generator"), str(spec.get("synthetic_ratio")))
-            by[(_cell(spec), spec.get("fold", 0), _budget(spec.get("training") or {}))].setdefault(variant, {})[
-                spec.get("seed")] = float(value)
+        if not (isinstance(value, (int, float)) and value == value):
+            continue
+        try:  # a record from another harness version whose settings no longer parse only leaves out its value
+            budget = budget_label(spec.get("training") or {})
+        except (TypeError, ValueError, KeyError):
+            continue
+        variant = (spec.get("generator"), str(spec.get("synthetic_ratio")))
+        by[(_cell(spec), spec.get("fold", 0), budget)].setdefault(variant, {})[spec.get("seed")] = float(value)
     sds = []
     for variants in by.values():
         base = next((s for (g, _), s in variants.items() if g == BASELINE), None)
@@ -85,7 +87,7 @@ def power_lines(jobs: list, runs_dir: Path, margins: dict | None = None) -> list
         return []
     seeds = sorted({j.seed for j in classifiers})
     comparisons = len({(j.dataset, j.image_size, j.rare_class, j.rare_count, j.backbone, j.fold, j.generator,
-                        str(j.synthetic_ratio), _budget(j.training))
+                        str(j.synthetic_ratio), budget_label(j.training))
                        for j in classifiers if j.generator != BASELINE})
     if not comparisons:
         return []
