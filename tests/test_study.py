@@ -1,4 +1,4 @@
-"""The committed study (docs/study/, docs/study.md): its records collect into the committed leaderboard, the
+"""The committed study (docs/study_v1/, docs/study_v1.md: the first study): its records collect into the committed leaderboard, the
 leaderboard holds every method of the study profile with at least 8 paired seeds, the generated tables in
 docs/study.md are what the records give, and the committed report's sections and images load."""
 
@@ -12,7 +12,7 @@ import pytest
 from tests.test_collect_end_to_end import assert_images_load
 
 REPO = Path(__file__).resolve().parent.parent
-STUDY = REPO / "docs" / "study"
+STUDY = REPO / "docs" / "study_v1"
 STUDY_VARIANTS = {"none", "class_weight", "focal", "logit_adjust", "oversample@balance",
                   "real_extra@1", "real_extra@balance", "dcgan@1", "dcgan@4", "dcgan@balance", "ddpm_cpu@1",
                   "ddpm_cpu@balance"}
@@ -55,7 +55,7 @@ def test_every_study_method_has_at_least_8_paired_seeds():
 def test_study_md_tables_are_what_the_records_give(recollected):
     from benchmark.collect.study import STUDY_TABLES_BEGIN, STUDY_TABLES_END, study_tables
 
-    text = (REPO / "docs" / "study.md").read_text()
+    text = (REPO / "docs" / "study_v1.md").read_text()
     committed = text.split(STUDY_TABLES_BEGIN, 1)[1].split(STUDY_TABLES_END, 1)[0]
     assert committed.strip() == study_tables(recollected).strip()
 

@@ -13,7 +13,7 @@ from benchmark.core.training import budget_label
 
 ALPHA, POWER = 0.05, 0.80
 BASELINE = "none"
-# Paired SD of (method − none) over seeds measured by the first study (docs/study.md, BreastMNIST, 20 rare images,
+# Paired SD of (method − none) over seeds measured by the first study (docs/study_v1.md, BreastMNIST, 20 rare images,
 # resnet18, 3 epochs): the stated default where a grid has no finished records of its own yet.
 DEFAULT_PAIRED_SD = {"test_auroc": 0.035, "test_thr_balanced_accuracy": 0.045, "test_thr_rare_sensitivity": 0.215}
 DEFAULT_MARGINS = {"test_auroc": 0.02, "test_thr_balanced_accuracy": 0.02, "test_thr_rare_sensitivity": 0.05}
@@ -100,7 +100,7 @@ def power_lines(jobs: list, runs_dir: Path, margins: dict | None = None) -> list
                                                                       DEFAULT_MARGINS[metric])))
         measured = measured_paired_sd(records, metric)
         sd, source = (measured[0], f"measured: median of {measured[1]} comparison(s) in {runs_dir}") if measured \
-            else (default_sd, "stated default: the first study's, docs/study.md")
+            else (default_sd, "stated default: the first study's, docs/study_v1.md")
         n = seeds_needed(delta, sd, alpha)
         need = "undefined (paired SD 0)" if n is None else f"{n} paired seeds"
         cost = ", ".join(f"{device} ~{hours * n / len(seeds):,.1f} h" for device, hours in sorted(totals.items())
