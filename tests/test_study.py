@@ -69,3 +69,41 @@ def test_the_committed_report_has_its_sections_and_every_image_loads():
     for generator in ("dcgan", "ddpm_cpu"):
         for kind in ("sheet", "closest"):
             assert (STUDY / "samples" / f"{generator}_breastmnist_rare_20_{kind}.png").is_file()
+
+
+def test_budget_confound_is_the_paired_difference_of_the_two_gains():
+    """budget_confound against a direct computation: per seed, (oversample − none) under the epoch budget minus the
+    same under the step-matched budget; mean, t interval and p from scipy on those differences."""
+    import numpy as np
+    from scipy import stats as sps
+
+    from benchmark.collect.study import budget_confound, confound_table
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for seed in range(6):
+        for budget, steps in (("epochs=3", {"none": 42, "oversample": 75}),
+                              ("match_real_epochs=3", {"none": 42, "oversample": 42})):
+            for generator in ("none", "oversample"):
+                rows.append({"dataset": "breastmnist", "budget": budget, "generator": generator, "seed": seed,
+                             "synthetic_ratio": "balance" if generator == "oversample" else "-",
+                             "optimizer_steps": steps[generator], "test_auroc": rng.uniform(0.6, 0.9)})
+    # a cell with another budget and a method that is not part of the comparison are ignored
+    rows.append({"dataset": "breastmnist", "budget": "match_real_epochs=20", "generator": "none", "seed": 0,
+                 "synthetic_ratio": "-", "optimizer_steps": 280, "test_auroc": 0.5})
+    records = pd.DataFrame(rows)
+    out = budget_confound(records, metrics=("test_auroc",)).set_index("budget")
+    w = records.pivot_table(index="seed", columns=["budget", "generator"], values="test_auroc")
+    gain_e = w[("epochs=3", "oversample")] - w[("epochs=3", "none")]
+    gain_m = w[("match_real_epochs=3", "oversample")] - w[("match_real_epochs=3", "none")]
+    for label, d in (("epochs", gain_e), ("match_real_epochs", gain_m), ("difference", gain_e - gain_m)):
+        res = sps.ttest_1samp(d.dropna(), 0.0)
+        ci = res.confidence_interval(0.95)
+        assert out.loc[label, "mean"] == pytest.approx(d.mean())
+        assert out.loc[label, "p_t"] == pytest.approx(res.pvalue)
+        assert (out.loc[label, "ci_low"], out.loc[label, "ci_high"]) == pytest.approx((ci.low, ci.high))
+        assert out.loc[label, "n_seeds"] == 6
+    assert out.loc["epochs", "steps_baseline_method"] == "42 / 75"
+    assert out.loc["match_real_epochs", "steps_baseline_method"] == "42 / 42"
+    assert "**difference** (epoch − step-matched)" in confound_table(records, metrics=("test_auroc",))
+    assert budget_confound(records[records["budget"] != "epochs=3"]).empty  # no pair of budgets, no rows
