@@ -14,6 +14,12 @@ giving a base size b and n upsamplings (28 -> 7 with n = 2; 32 -> 4, n = 3; 64 -
   [+ perceptual_weight · ||mean VGG(real) - mean VGG(fake)||² when local VGG weights are configured].
 - Batches are class-balanced (``balanced: true``) so the rare class is seen as often as the others; generated
   labels are drawn uniformly.
+- DiffAugment (``diffaugment``, Zhao et al. 2020; :mod:`benchmark.generators.diffaugment`): with a policy such as
+  ``"color,translation,cutout"`` every batch goes through it before the discriminator — real and generated, in the
+  discriminator update and in the generator update (adversarial and feature-matching terms; the real batch's draw
+  of the discriminator update is reused for its features) — with fresh per-image parameters from a generator
+  seeded by the fit seed. On one-channel images its saturation step is the identity. Off (null) by default: the
+  fit is then exactly the one without the option. The perceptual loss compares un-augmented images.
 Sampling runs the generator in eval mode (BatchNorm running statistics), so a sample does not depend on ``n``.
 """
 
@@ -29,6 +35,7 @@ from benchmark.generators._common import (
     resolve_config, save_grid, to_signed, to_uint8
 )
 from benchmark.generators.base import Generator
+from benchmark.generators.diffaugment import parse_policy
 
 DEFAULTS = {
     "steps": 2000,
@@ -42,6 +49,7 @@ DEFAULTS = {
     "real_label": 0.9,
     "feature_matching_weight": 1.0,
     "balanced": True,
+    "diffaugment": None,       # DiffAugment policy, e.g. "color,translation,cutout"; null or "" = off
     "perceptual_weight": 0.1,
     "vgg_weights": None,       # local file (safetensors, or a torch state dict) of torchvision VGG16 `features`
     "vgg_layers": 9,           # vgg16.features[:9] = up to relu2_2; only these weights need to be in the file
@@ -126,6 +134,7 @@ class DCGAN(Generator):
         for key in ("feature_matching_weight", "perceptual_weight"):
             if float(self.cfg[key]) < 0:
                 raise GeneratorConfigError(f"DCGAN: {key} must be ≥ 0, got {self.cfg[key]!r}.")
+        self.policy = ",".join(parse_policy(self.cfg["diffaugment"]))
         self.device = choose_device(self.cfg["device"])
         self.generator = None
         self.discriminator = None
@@ -150,7 +159,6 @@ class DCGAN(Generator):
     def fit(self, images: np.ndarray, labels: np.ndarray, seed: int, out_dir=None) -> dict:
         """Train from scratch; with ``out_dir`` write fixed-noise grids ``grid_step<k>.png`` there."""
         import torch
-        import torch.nn.functional as F
 
         labels = check_training_data(images, labels, self.image_shape, self.num_classes)
         cfg = self.cfg
@@ -166,41 +174,22 @@ class DCGAN(Generator):
         probs = class_balanced_probabilities(labels, self.num_classes) if cfg["balanced"] else None
         rng = np.random.default_rng(seed)
         noise = torch.Generator().manual_seed(seed)
-        batch, nz, real_label = int(cfg["batch_size"]), int(cfg["nz"]), float(cfg["real_label"])
+        batch, nz = int(cfg["batch_size"]), int(cfg["nz"])
+        augment = self._augmentation(seed)
         fixed = self.fixed_noise(int(cfg["grid_columns"]), seed) if out_dir else None
         grids = []
         log = {"steps": 0, "loss_d": [], "loss_g": [], "loss_fm": [], "loss_perceptual": [], "log_steps": [],
                "perceptual": perceptual_reason, "grids": grids}
+        if self.policy:
+            log["diffaugment"] = self.policy
         for step in range(1, int(cfg["steps"]) + 1):
             idx = torch.from_numpy(rng.choice(len(images), size=batch, replace=True, p=probs)).to(self.device)
             real, y_real = data[idx], targets[idx]
             z = torch.randn(batch, nz, generator=noise).to(self.device)
             y_fake = torch.from_numpy(rng.choice(present, size=batch)).to(self.device)
             fake = g(z, y_fake)
-
-            logit_real, _ = d(real, y_real)
-            logit_fake, _ = d(fake.detach(), y_fake)
-            loss_d = (F.binary_cross_entropy_with_logits(logit_real, torch.full_like(logit_real, real_label))
-                      + F.binary_cross_entropy_with_logits(logit_fake, torch.zeros_like(logit_fake)))
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-
-            logit_fake, f_fake = d(fake, y_fake)
-            with torch.no_grad():
-                _, f_real = d(real, y_real)
-            loss_adv = F.binary_cross_entropy_with_logits(logit_fake, torch.ones_like(logit_fake))
-            loss_fm = (f_real.mean(0) - f_fake.mean(0)).pow(2).mean()
-            loss_g = loss_adv + float(cfg["feature_matching_weight"]) * loss_fm
-            if perceptual is not None:
-                with torch.no_grad():
-                    p_real = perceptual(real).mean(0)
-                loss_p = (p_real - perceptual(fake).mean(0)).pow(2).mean()
-                loss_g = loss_g + float(cfg["perceptual_weight"]) * loss_p
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-
+            loss_d, loss_g, loss_fm, loss_p = self._update(real, y_real, fake, y_fake, (opt_d, opt_g), augment,
+                                                           perceptual)
             if step % int(cfg["log_every"]) == 0 or step == int(cfg["steps"]):
                 log["log_steps"].append(step)
                 log["loss_d"].append(loss_d.item())
@@ -218,6 +207,51 @@ class DCGAN(Generator):
         if not log["loss_perceptual"]:
             del log["loss_perceptual"]
         return log
+
+    def _augmentation(self, seed: int):
+        """The function every discriminator input passes through: DiffAugment with a generator seeded from ``seed``
+        (its own stream: the noise and batch draws are those of a fit without it), or the identity when off."""
+        if not self.policy:
+            return lambda x: x
+        import torch
+
+        from benchmark.generators.diffaugment import diff_augment
+
+        draws = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 0xD1FF]).generate_state(1)[0]))
+        return lambda x: diff_augment(x, self.policy, draws)
+
+    def _update(self, real, y_real, fake, y_fake, optimizers, augment, perceptual):
+        """One discriminator then one generator step; returns (loss_d, loss_g, loss_fm, loss_perceptual or None)."""
+        import torch
+        import torch.nn.functional as F
+
+        d, cfg = self.discriminator, self.cfg
+        opt_d, opt_g = optimizers
+        real_seen = augment(real)
+        logit_real, _ = d(real_seen, y_real)
+        logit_fake, _ = d(augment(fake.detach()), y_fake)
+        loss_d = (F.binary_cross_entropy_with_logits(logit_real, torch.full_like(logit_real, float(cfg["real_label"])))
+                  + F.binary_cross_entropy_with_logits(logit_fake, torch.zeros_like(logit_fake)))
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+
+        logit_fake, f_fake = d(augment(fake), y_fake)
+        with torch.no_grad():
+            _, f_real = d(real_seen, y_real)
+        loss_adv = F.binary_cross_entropy_with_logits(logit_fake, torch.ones_like(logit_fake))
+        loss_fm = (f_real.mean(0) - f_fake.mean(0)).pow(2).mean()
+        loss_g = loss_adv + float(cfg["feature_matching_weight"]) * loss_fm
+        loss_p = None
+        if perceptual is not None:
+            with torch.no_grad():
+                p_real = perceptual(real).mean(0)
+            loss_p = (p_real - perceptual(fake).mean(0)).pow(2).mean()
+            loss_g = loss_g + float(cfg["perceptual_weight"]) * loss_p
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        return loss_d, loss_g, loss_fm, loss_p
 
     def _save_grid(self, path, fixed):
         import torch
