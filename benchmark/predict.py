@@ -5,9 +5,11 @@
 - The run is a folder holding ``model.safetensors`` (written when ``training.save_checkpoint`` is true: the weights
   of the epoch selected on validation AUROC), or a job key (or unique key prefix) looked up under
   ``<results>/*/runs/<key>`` (and ``<results>/runs/<key>``).
-- The model is rebuilt from the run's ``result.json`` (or ``spec.json``): the backbone's registry target with the
-  config recorded in the spec, the classes of the dataset, the image size of the job; the input channels are
-  read from the weights. Weights are read with safetensors only (no pickles).
+- The model is rebuilt from the backbone's registry entry, never from the run folder alone: a run folder is
+  untrusted input. From the run's ``result.json`` (or ``spec.json``) only type-checked values are taken: the
+  backbone's registered name, recorded values of keys the entry's config itself has (same JSON type), the class
+  names (strings) and the image size (an int in range); the input channels are read from the weights. Weights are
+  read with safetensors only (no pickles).
 - Inputs: image files (.png, .jpg, .jpeg), NIfTI files (slices as the run's dataset declares, else the middle
   slice), folders (searched recursively for those), and ``.npz`` files with an ``images`` array or MedMNIST keys
   (``<split>_images``; ``split`` picks which, default test). Every image goes through the training preprocessing:
@@ -78,6 +80,61 @@ def _run_spec(run_dir: Path) -> tuple[dict, dict | None]:
     raise UserError(f"{run_dir} is not a run folder: it has no result.json or spec.json.")
 
 
+MAX_IMAGE_SIZE, MAX_CLASSES = 4096, 100_000  # bounds on what a run's record may ask the model to be
+PLAIN = (str, int, float, bool, type(None))
+
+
+def _checked(value, kind, what: str, run_dir: Path):
+    """``value`` if it is a ``kind`` (bool is not an int here), else a UserError naming the run and the field."""
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise UserError(f"Run {run_dir}: {what} in its record is {type(value).__name__}, expected "
+                        f"{kind.__name__}; the run folder is damaged or not one the harness wrote.")
+    return value
+
+
+def _plain(value) -> bool:
+    """JSON scalars, and lists / string-keyed dicts of them (nested): what a registry config value may be."""
+    if isinstance(value, PLAIN):
+        return True
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return isinstance(value, dict) and all(isinstance(k, str) and _plain(v) for k, v in value.items())
+
+
+def _same_kind(value, registered) -> bool:
+    """Whether a recorded config value may stand in for the registry's: both numbers, the same JSON type, or a
+    registry default of None."""
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    return registered is None or (number(value) and number(registered)) or type(value) is type(registered)
+
+
+def _backbone_config(spec: dict, run_dir: Path):
+    """(registry entry, config, what changed) to rebuild a run's backbone. The run folder is untrusted input: the
+    backbone must be a registered name, and the config is the registry entry's, with the run's recorded value taken
+    only for a key the entry itself has, of the same JSON type (so a record cannot add keyword arguments such as a
+    checkpoint path); any other recorded key is refused."""
+    from benchmark.core import registry
+
+    name = _checked(spec.get("backbone"), str, "backbone", run_dir)
+    entry = registry.get("backbone", name)
+    recorded = spec.get("entries", {}).get("backbone", {})
+    recorded_config = _checked(recorded.get("config", {}), dict, "entries.backbone.config", run_dir)
+    config = dict(entry.config)
+    for key, value in recorded_config.items():
+        if key not in entry.config:
+            raise UserError(f"Run {run_dir}: its record gives backbone {name!r} the config key {key!r}, which the "
+                            f"registry entry does not have (keys: {', '.join(sorted(entry.config)) or 'none'}). "
+                            "predict rebuilds models from the registry only; restore the entry the run was trained "
+                            "with, or retrain.")
+        if not _plain(value) or not _same_kind(value, entry.config[key]):
+            raise UserError(f"Run {run_dir}: backbone config {key!r} = {value!r} in its record does not have the "
+                            f"registry's type ({type(entry.config[key]).__name__}).")
+        config[key] = value
+    changed = [f"version {recorded.get('version')} → {entry.version}"] if entry.version != recorded.get("version") else []
+    changed += [f"{k}: {entry.config[k]!r} → recorded {config[k]!r}" for k in config if config[k] != entry.config[k]]
+    return entry, config, "; ".join(changed)
+
+
 def _input_channels(model, state: dict) -> int | None:
     """In-channels of the checkpoint's stem: its first 4D weight, in the model's registration order."""
     for name, tensor in model.state_dict().items():
@@ -96,6 +153,7 @@ def load_run(run_dir, device=None) -> LoadedRun:
 
     run_dir = Path(run_dir)
     spec, result = _run_spec(run_dir)
+    _checked(spec, dict, "spec", run_dir)
     if spec.get("stage", "classifier") != "classifier":
         raise UserError(f"Run {run_dir} is a {spec.get('stage')} job; prediction needs a classifier run.")
     weights = run_dir / WEIGHTS_FILE
@@ -105,7 +163,10 @@ def load_run(run_dir, device=None) -> LoadedRun:
                         "with training.save_checkpoint: true (launch/grid.py … --force --only <key>).")
     notes = []
     if result is not None:
-        label_names = list(result["dataset"]["label_names"])
+        label_names = _checked(result.get("dataset", {}).get("label_names"), list, "dataset.label_names", run_dir)
+        if not 2 <= len(label_names) <= MAX_CLASSES or not all(isinstance(n, str) for n in label_names):
+            raise UserError(f"Run {run_dir}: dataset.label_names in result.json must be 2..{MAX_CLASSES} strings; "
+                            "the run folder is damaged or not one the harness wrote.")
     else:
         from benchmark.data import dataset_source
 
@@ -115,13 +176,15 @@ def load_run(run_dir, device=None) -> LoadedRun:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as exc:
         raise UserError(f"{weights} cannot be read as safetensors ({exc}).") from None
-    recorded = spec["entries"]["backbone"]
-    entry = registry.get("backbone", spec["backbone"])
-    if entry.version != recorded.get("version") or entry.config != recorded.get("config"):
-        notes.append(f"backbone {entry.name!r} changed in the registry since this run (version {recorded.get('version')}"
-                     f" → {entry.version}); the model is rebuilt from the config recorded with the run")
-    backbone = registry.create("backbone", entry, config=recorded.get("config", {}))
-    image_size = int(spec["image_size"])
+    entry, config, changed = _backbone_config(spec, run_dir)
+    if changed:
+        notes.append(f"backbone {entry.name!r} changed in the registry since this run ({changed}); the model is "
+                     "rebuilt from the registry entry with the run's recorded values of the entry's own keys")
+    backbone = registry.create("backbone", entry, config=config)
+    image_size = _checked(spec.get("image_size"), int, "image_size", run_dir)
+    if not 1 <= image_size <= MAX_IMAGE_SIZE:
+        raise UserError(f"Run {run_dir}: image_size {image_size} is outside 1..{MAX_IMAGE_SIZE}; the run folder is "
+                        "damaged or not one the harness wrote.")
     model = backbone.build(1, len(label_names), image_size)
     channels = _input_channels(model, state) or 1
     if channels != 1:
@@ -141,7 +204,7 @@ def _dataset_nifti_config(spec: dict) -> dict:
     """The run's slice policy when its dataset is a NIfTI dataset (else the defaults: middle slice)."""
     config = spec.get("entries", {}).get("dataset", {}).get("config", {})
     keys = ("slices", "axis", "window", "canonical")
-    return {k: config[k] for k in keys if k in config}
+    return {k: config[k] for k in keys if isinstance(config, dict) and k in config and _plain(config[k])}
 
 
 def read_inputs(paths: list, image_size: int, channels: int, split: str = "test",

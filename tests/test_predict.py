@@ -104,7 +104,7 @@ def test_prediction_errors_are_clear(tmp_path, monkeypatch):
         load_run(runs / "abcdef1234567890")
     spec = {"stage": "classifier", "dataset": "breastmnist", "backbone": "resnet18", "image_size": 28,
             "entries": {"backbone": {"name": "resnet18", "version": 1, "config": {}}}}
-    (runs / "abcdef1234567890" / "result.json").write_text(json.dumps({"spec": spec, "dataset": {"label_names": []}}))
+    (runs / "abcdef1234567890" / "result.json").write_text(json.dumps({"spec": spec, "dataset": {"label_names": ["a", "b"]}}))
     with pytest.raises(UserError, match=r"\(finished\) has no model\.safetensors.*save_checkpoint: true"):
         load_run(runs / "abcdef1234567890")
     (runs / "abcdef1234567890" / "model.safetensors").write_bytes(b"not safetensors")
@@ -138,3 +138,37 @@ def test_a_crafted_key_never_chooses_where_predict_writes(finished_run, data_env
     assert not list(tmp_path.rglob("predictions-*.csv"))
     run_prediction(str(run_dir), [str(data_env / "breastmnist.npz")], tmp_path / "results", out=work / "p.csv")
     assert (work / "p.csv").is_file()
+
+
+@pytest.mark.slow
+def test_a_run_record_cannot_choose_what_the_model_is_built_with(finished_run, data_env, tmp_path):
+    """The run folder is untrusted: keyword arguments the registry entry does not have (a checkpoint path that
+    some timm versions would torch.load), values of the wrong type, a malformed image size or class list are
+    refused with the run and the field named; the untampered run still loads."""
+    from benchmark.predict import load_run
+
+    _, run_dir = finished_run
+    original = (run_dir / "result.json").read_text()
+    assert load_run(run_dir).model is not None
+
+    def tampered(change) -> None:
+        record = json.loads(original)
+        change(record)
+        (run_dir / "result.json").write_text(json.dumps(record))
+
+    cases = [
+        (lambda r: r["spec"]["entries"]["backbone"]["config"].update(checkpoint_path="/tmp/evil.pth"),
+         r"config key 'checkpoint_path', which the registry entry does not have"),
+        (lambda r: r["spec"]["entries"]["backbone"].update(config=["not", "a", "dict"]),
+         r"entries\.backbone\.config in its record is list, expected dict"),
+        (lambda r: r["spec"].update(image_size="28; rm -rf ~"), r"image_size in its record is str, expected int"),
+        (lambda r: r["spec"].update(image_size=10**9), r"image_size 1000000000 is outside"),
+        (lambda r: r["dataset"].update(label_names=[{"x": 1}, 2]), r"label_names in result\.json must be"),
+        (lambda r: r["spec"].update(backbone="no_such_net"), r"no_such_net"),
+    ]
+    for change, message in cases:
+        tampered(change)
+        with pytest.raises(UserError, match=message) as caught:
+            load_run(run_dir)
+        assert str(run_dir) in str(caught.value) or "no_such_net" in str(caught.value)
+    (run_dir / "result.json").write_text(original)
