@@ -200,10 +200,11 @@ def power_table(tests: pd.DataFrame, metrics=EFFECT_METRICS) -> str:
         tm = t[t["metric"] == m]
         if tm.empty:
             continue
-        rows.append([metric_title(m), str(int(tm["n_pairs"].median())), str(int(tm["family_size"].max())),
+        count = lambda x: "–" if pd.isna(x) else str(int(x))  # noqa: E731
+        rows.append([metric_title(m), count(tm["n_pairs"].median()), count(tm["family_size"].max()),
                      f"{float(tm['alpha_family'].min()):.4f}", _num(tm["sd_diff"].median()),
                      _num(tm["mde"].median()), _num(tm["mde_dz"].median(), 2),
-                     str(int(tm["min_pairs_wilcoxon"].max()))])
+                     count(tm["min_pairs_wilcoxon"].max())])
     return _table(rows, ["metric", "paired seeds", "comparisons (Holm family)", "corrected α", "median SD of "
                          "the paired differences", "median detectable Δ (80 % power)", "as Cohen's d_z",
                          "seeds an exact Wilcoxon test needs"])
