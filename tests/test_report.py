@@ -250,7 +250,7 @@ def test_the_answer_table_opens_the_report(tmp_path):
     against duplication, Δ [95 % t interval] and a verdict per metric, the margin beside each metric."""
     from pathlib import Path
 
-    records = pd.read_csv(Path(__file__).resolve().parents[1] / "docs" / "study" / "records.csv")
+    records = pd.read_csv(Path(__file__).resolve().parents[1] / "docs" / "study_v1" / "records.csv")
     a = stats.analyse(records)
     report.write_all(a, tmp_path, title="study")
     md = (tmp_path / "report.md").read_text()

@@ -14,7 +14,9 @@ records.csv columns (one row per finished classifier job; documented in README "
   compute       wall_s, train_s, train_images_per_s, num_processes, device, compute_hours
   provenance    dataset_sha256, git_sha, git_dirty, python_version, torch_version, timm_version,
                 accelerate_version, host, finished_at
-  audit         audit_<name> for generative methods (FID, copy rate, …), when present
+  audit         audit_<name> for generative methods (FID, copy rate, …), when present; audit_ct, audit_ct_z,
+                audit_ct_p, … the data-copying test against the cell's held-back real images
+                (benchmark.generators.audit), NaN with audit_ct_note saying why where it has none
 
 `synthetic_ratio` keeps the grid's value (a number, "balance" or "real_percentage=P"); `effective_ratio` is what
 the job actually trained with: (n_train_synthetic + n_real_extra) / n_rare_train, the rare images added per kept
@@ -67,7 +69,8 @@ def flatten_result(result: "dict | Record", results_version=None) -> dict:
         "rare_class": resolved.get("rare_class", spec["rare_class"]),
         "rare_class_name": resolved.get("rare_class_name"),
         "rare_count": spec["rare_count"], "n_rare_train": resolved.get("n_rare_train"),
-        "generator": spec["generator"], "synthetic_ratio": spec["synthetic_ratio"], "backbone": spec["backbone"],
+        "generator": spec["generator"], "synthetic_ratio": spec["synthetic_ratio"],
+        "mixing": spec.get("mixing", "concat"), "backbone": spec["backbone"],
         "seed": spec["seed"], "fold": spec.get("fold", 0),
         **{k: training.get(k) for k in ("epochs", "batch_size", "lr", "weight_decay", "mixed_precision")},
         "best_epoch": record.best_epoch, "budget": budget_label(training),

@@ -2,7 +2,8 @@
 report.html (plots embedded as base64) with their sections, and :func:`write_all`, which writes every output file
 (leaderboards md/tex/csv, stats CSVs, PNG plots, the reports), each atomically (benchmark.run.run_dir.write_bytes_atomic).
 Text formatting and leaderboards: benchmark.collect.report_tables; plots: benchmark.collect.report_plots; audit table and picture
-sheets: benchmark.collect.report_figures. Entry points: :func:`read_records`, :func:`write_all`.
+sheets: benchmark.collect.report_figures; whether fidelity predicts utility: benchmark.collect.fidelity_utility.
+Entry points: :func:`read_records`, :func:`write_all`.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from benchmark.run.run_dir import write_bytes_atomic
 
 NA_VALUES = ["", "nan", "NaN", "-nan", "-NaN", "NULL", "null", "<NA>", "N/A", "n/a", "#N/A"]  # not None/none/NA
 STATS_FILES = ("answer", "test_noise", "paired_tests", "hierarchical", "power", "missing_baseline", "seed_mismatch", "nan_metrics",
-               "duplicates", "friedman", "ranks", "dose_response", "dose_curves", "audit", "gap_closed")
+               "duplicates", "friedman", "ranks", "dose_response", "dose_curves", "audit", "gap_closed",
+               "fidelity_utility")
 PRIOR_SHIFT_NOTE = (
     "Adding rare images (synthetic, duplicated or extra real ones) raises the rare class's share of the training set, "
     "which moves the arg-max (0.5) operating point towards the rare class and so raises rare-class sensitivity and "
@@ -290,6 +292,7 @@ class ReportInputs:
     files: tuple = ()
     sheets: dict | None = None
     noise: pd.DataFrame | None = None  # collect.noise.noise_table: the test set's own noise, from predictions
+    fidelity: pd.DataFrame | None = None  # collect.fidelity_utility: audit metrics against the gain over duplication
 
 
 def _section_title(doc: Doc, r: ReportInputs) -> None:
@@ -604,6 +607,40 @@ def _section_audit(doc: Doc, r: ReportInputs) -> None:
                 doc.image(sheet[kind][0], sheet[kind][1], f"{label}: {alt}")
 
 
+FIDELITY_SHOWN = ("metric", "audit_label", "scope", "n_banks", "n_pairs", "n_datasets", "rho", "ci_low", "ci_high",
+                  "reading")
+
+
+def _section_fidelity(doc: Doc, r: ReportInputs) -> None:
+    from benchmark.collect import fidelity_utility as fu
+
+    fidelity = r.fidelity if r.fidelity is not None else pd.DataFrame(columns=list(fu.COLUMNS))
+    doc.h(2, "Does fidelity predict utility?")
+    dup = r.analysis.options.get("duplication", stats.DUPLICATION)
+    doc.p(f"Spearman's ρ between each audit metric of a bank and the bank's paired gain over duplication "
+          f"(`{dup}` at the same ratio, cell and seed; positive gain = better), one point per bank (its mean gain "
+          f"over the ratios it was used at, or at one ratio), with a 95 % bootstrap interval over banks. "
+          f"Banks of several datasets are pooled, so a correlation can reflect differences between datasets. "
+          f"Every row and column: stats/fidelity_utility.csv; method: docs/statistics.md.")
+    if fidelity.empty:
+        doc.p(f"No bank could be related to its utility: no record with audit columns has a `{dup}` twin at the "
+              f"same ratio, cell and seed.")
+        return
+    most = int(fidelity["n_banks"].max())
+    if most < fu.MIN_BANKS_CI:
+        doc.p(f"**Too few banks to tell**: at most {most} bank(s) per comparison, and an interval needs at least "
+              f"{fu.MIN_BANKS_CI}. The correlations in stats/fidelity_utility.csv are descriptive only.")
+    shown = fidelity[fidelity["scope"] == fu.ALL_RATIOS][list(FIDELITY_SHOWN)].copy()
+    shown["metric"] = shown["metric"].map(metric_title)
+    doc.table(format_frame(shown.head(MAX_ROWS)), _more(shown, "stats/fidelity_utility.csv"))
+    clear = fidelity[fidelity["reading"].str.startswith("better fidelity")]
+    if len(clear):
+        doc.items([f"{metric_title(x.metric)} · {x.audit_label} ({x.scope}): ρ = {x.rho:+.2f} [{x.ci_low:+.2f}, "
+                   f"{x.ci_high:+.2f}], {x.n_banks} banks — {x.reading}" for x in clear.itertuples()])
+    elif most >= fu.MIN_BANKS_CI:
+        doc.p("No audit metric's interval excludes 0: these banks give no evidence that fidelity predicts utility.")
+
+
 def _section_files(doc: Doc, r: ReportInputs) -> None:
     files = r.files
     doc.h(2, "Files")
@@ -613,13 +650,13 @@ def _section_files(doc: Doc, r: ReportInputs) -> None:
 # the report's sections, in order: one function each
 SECTIONS = (_section_title, _section_answer, _section_noise, _section_summary, _section_design, _section_warnings, _section_jobs, _section_per_dataset,
             _section_metric_kinds, _section_paired, _section_hierarchical, _section_gap, _section_ranks,
-            _section_dose, _section_audit, _section_files)
+            _section_dose, _section_audit, _section_fidelity, _section_files)
 
 
 def build_report(a: stats.Analysis, title: str, plots: dict, design=None, failed=None, missing=None, blocked=None,
-                 files=(), sheets=None, noise=None) -> Doc:
+                 files=(), sheets=None, noise=None, fidelity=None) -> Doc:
     """The report as a Doc (Markdown and HTML), section by section (SECTIONS)."""
-    inputs = ReportInputs(a, title, plots, design, failed, missing, blocked, files, sheets, noise)
+    inputs = ReportInputs(a, title, plots, design, failed, missing, blocked, files, sheets, noise, fidelity)
     doc = Doc()
     for section in SECTIONS:
         section(doc, inputs)
@@ -639,12 +676,13 @@ def _safe(name: str) -> str:
 
 def write_all(a: stats.Analysis, out_dir, title: str | None = None, design: dict | None = None, failed=None,
               missing=None, blocked=None, plots: bool = True, sheets: dict | None = None,
-              noise: pd.DataFrame | None = None) -> dict[str, Path]:
+              noise: pd.DataFrame | None = None, fidelity: pd.DataFrame | None = None) -> dict[str, Path]:
     """Write leaderboards, stats CSVs, plots and the reports under ``out_dir``; returns {label: path}.
 
     ``failed``/``missing``/``blocked`` are lists of dicts (key, name, error/reason) or None when not known;
     ``sheets``: the generators' picture sheets (benchmark.collect.report_figures.load_sheets); ``noise``: the test
-    set's own noise (benchmark.collect.noise.noise_table), None when the jobs' predictions are not at hand.
+    set's own noise (benchmark.collect.noise.noise_table), None when the jobs' predictions are not at hand;
+    ``fidelity``: the fidelity-utility table (benchmark.collect.fidelity_utility), computed from ``a`` when None.
     """
     out = Path(out_dir)
     title = title or (design or {}).get("grid") or out.name
@@ -654,14 +692,20 @@ def write_all(a: stats.Analysis, out_dir, title: str | None = None, design: dict
         write_bytes_atomic(out / rel, data.encode("utf-8") if isinstance(data, str) else data)
         written[rel] = out / rel
 
+    from benchmark.collect.fidelity_utility import fidelity_utility
     from benchmark.collect.noise import COLUMNS as NOISE_COLUMNS
+
+    if fidelity is None:
+        fidelity = fidelity_utility(a.records, a.metrics, a.options.get("duplication", stats.DUPLICATION),
+                                    a.options.get("n_boot", stats.N_BOOT), a.options.get("bootstrap_seed", 0))
 
     tables = {"answer": a.answer, "test_noise": noise if noise is not None else pd.DataFrame(
         columns=list(NOISE_COLUMNS)), "paired_tests": a.tests, "hierarchical": a.hierarchical,
               "power": stats.power_summary(a.tests, a.options["alpha"]),
               "missing_baseline": a.missing_baseline, "seed_mismatch": a.seed_mismatch,
               "nan_metrics": a.nan_rows, "duplicates": a.duplicates, "friedman": a.friedman, "ranks": a.ranks,
-              "dose_response": a.dose, "dose_curves": a.dose_curves, "audit": a.audit, "gap_closed": a.gap}
+              "dose_response": a.dose, "dose_curves": a.dose_curves, "audit": a.audit, "gap_closed": a.gap,
+              "fidelity_utility": fidelity}
     for name in STATS_FILES:
         put(f"stats/{name}.csv", tables[name].to_csv(index=False))
     put("leaderboard.csv", a.leaderboard.to_csv(index=False))
@@ -693,7 +737,7 @@ def write_all(a: stats.Analysis, out_dir, title: str | None = None, design: dict
                 put(rel, data)
     files = sorted([*written, "report.md", "report.html"])
     files += [entry[kind][0] for entry in (sheets or {}).values() for kind in ("sheet", "closest") if kind in entry]
-    doc = build_report(a, title, figs, design, failed, missing, blocked, sorted(files), sheets, noise)
+    doc = build_report(a, title, figs, design, failed, missing, blocked, sorted(files), sheets, noise, fidelity)
     put("report.md", doc.markdown())
     put("report.html", doc.html(f"GenMed-Rare report — {title}"))
     return written

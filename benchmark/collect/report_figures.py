@@ -41,6 +41,11 @@ AUDIT_BRIEF = (
      "share of synthetic images closer (pixels) to a fit-set image than 95 % of fit-set images are to their own "
      "nearest neighbour: near-copies of training images"),
     ("audit_nn_pixel_min", "closest pixel distance", "smallest synthetic-to-training pixel distance (RMS on [0, 1])"),
+    ("audit_ct", "C_T (data copying)", "Meehan et al.'s three-sample statistic: the bank's distances to the "
+                                       "generator's training images against held-back real images' (in-domain "
+                                       "features); strongly negative = closer than fresh real images, i.e. copying"),
+    ("audit_ct_p", "C_T p", "one-sided p of copying (small when the bank is closer to the training images than "
+                            "held-back real images are)"),
 )
 
 

@@ -1,7 +1,7 @@
 """Audit of a synthetic image set: FID/KID, precision/recall/density/coverage, memorization (copy rate, SSIM).
 
-``audit(synthetic, real_rare, train_all, out_dir=None, reference=None, domain_extractor=None) -> dict`` of flat
-record columns.
+``audit(synthetic, real_rare, train_all, out_dir=None, reference=None, domain_extractor=None, held_back=None) ->
+dict`` of flat record columns.
 
 Feature space. FID and KID need an image embedding. Inception-v3 (the usual one) needs weights that cannot be
 downloaded here, so ``feature_extractor="auto"`` uses it only when ``torch-fidelity`` is installed *and* its weights
@@ -53,6 +53,15 @@ Definitions:
   in feature space. Exact copies always count (distance 0 ≤ threshold).
 - ``ssim_nn``: SSIM (torchmetrics, Gaussian 11×11, σ = 1.5, data range 1, float32) between each synthetic image
   and its nearest training image in pixel space.
+- ``ct`` (data copying against held-back real images): Meehan, Chaudhuri & Dasgupta's (AISTATS 2020) three-sample
+  C_T statistic (:mod:`benchmark.stats.data_copying`) with T = the fit set's rare-class images, P_n = ``held_back``
+  (the cell's rare images that rarity removed, which the generator never saw), Q_m = the synthetic set; ≪ 0: the
+  bank is closer to the generator's training images than fresh real images are. ``ct_z`` = C_T over its null SD,
+  ``ct_p`` its one-sided p (small = copying), ``ct_cells`` the k-means cells (rule in that module),
+  ``ct_cells_used`` those with enough synthetic images (τ = ``ct_tau``), ``ct_n_train/test/generated``.
+  Computed in the in-domain features when ``domain_extractor`` is given, else in the generic extractor's;
+  ``ct_feature_extractor`` names the one used. NaN with ``ct_note`` saying why when ``held_back`` is None (the
+  caller does not know what the generator saw: an external bank) or empty (rare count ``all``).
 With ``out_dir``: ``audit_closest_pairs.png`` (the 16 synthetic images with the smallest ``nn_pixel``, each above
 its nearest training image), ``audit_real_vs_synthetic.png`` (top rows real rare-class images, bottom rows synthetic)
 and ``audit_nearest.npz`` (per synthetic image: nearest training index and distances, pixel and feature, and SSIM).
@@ -337,6 +346,53 @@ def ssim_pairs(a: np.ndarray, b: np.ndarray, batch_size: int | None = None) -> n
     return np.concatenate(out) if out else np.zeros(0)
 
 
+CT_COLUMNS = ("ct", "ct_z", "ct_p", "ct_cells", "ct_cells_used", "ct_tau", "ct_n_train", "ct_n_test",
+              "ct_n_generated", "ct_feature_extractor", "ct_note")
+
+
+def data_copying_columns(fit_rare: np.ndarray, held_back, module, f_syn: np.ndarray, seed: int = 0) -> dict:
+    """The ``ct_*`` columns: Meehan et al.'s three-sample data-copying test (benchmark.stats.data_copying) with
+    T = ``fit_rare`` (the rare-class images the generator saw), P_n = ``held_back`` (real rare images it never saw),
+    Q_m = the bank (features ``f_syn`` of ``module``), in ``module``'s feature space. NaN with ``ct_note`` saying
+    why when there is no held-back sample (None: unknown training set; empty: nothing held back)."""
+    from benchmark.stats.data_copying import data_copying_test
+
+    name = getattr(module, "name", type(module).__name__)
+    nan = {c: float("nan") for c in CT_COLUMNS}
+    nan.update(ct_feature_extractor=name, ct_n_generated=len(f_syn), ct_n_train=len(fit_rare))
+    if held_back is None:
+        return {**nan, "ct_n_test": float("nan"), "ct_note": (
+            "not computed: no held-back real images given; the generator's training images are unknown here "
+            "(an external bank), so there is no sample it provably never saw")}
+    if len(held_back) == 0:
+        return {**nan, "ct_n_test": 0, "ct_note": "not computed: the cell holds back no real rare-class images "
+                                                  "(its rare count keeps them all)"}
+    r = data_copying_test(extract_features(module, fit_rare), extract_features(module, held_back), f_syn,
+                          seed=seed)
+    return {"ct": r.ct, "ct_z": r.z, "ct_p": r.p_value, "ct_cells": r.n_cells, "ct_cells_used": r.cells_used,
+            "ct_tau": r.tau, "ct_n_train": r.n_train, "ct_n_test": r.n_test, "ct_n_generated": r.n_generated,
+            "ct_feature_extractor": name, "ct_note": r.note}
+
+
+def _checked_inputs(synthetic, real_rare, train_all, reference, held_back) -> tuple:
+    """The audit's image sets, checked: uint8 (N, C, H, W) of one shape; at least one synthetic and one training
+    image; an empty ``held_back`` becomes an empty array of that shape, None stays None."""
+    synthetic, real_rare, train_all, reference = (
+        _check_images(n, x) for n, x in (("synthetic", synthetic), ("real_rare", real_rare),
+                                         ("train_all", train_all), ("reference", reference)))
+    if held_back is not None:
+        held_back = _check_images("held_back", held_back) if len(held_back) else \
+            np.zeros((0, *synthetic.shape[1:]), np.uint8)
+    shapes = {synthetic.shape[1:], real_rare.shape[1:], train_all.shape[1:], reference.shape[1:]}
+    if len(shapes) != 1 or (held_back is not None and held_back.shape[1:] != synthetic.shape[1:]):
+        raise ValueError(f"audit: image shapes differ: synthetic {synthetic.shape[1:]}, real_rare "
+                         f"{real_rare.shape[1:]}, train_all {train_all.shape[1:]}, reference {reference.shape[1:]}"
+                         + ("" if held_back is None else f", held_back {held_back.shape[1:]}"))
+    if len(synthetic) == 0 or len(train_all) == 0:
+        raise ValueError("audit: needs at least one synthetic and one training image")
+    return synthetic, real_rare, train_all, reference, held_back
+
+
 def _check_images(name: str, images) -> np.ndarray:
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
         raise ValueError(f"audit: {name} must be uint8 (N, C, H, W), got {getattr(images, 'dtype', type(images))} "
@@ -346,23 +402,18 @@ def _check_images(name: str, images) -> np.ndarray:
 
 def audit(synthetic: np.ndarray, real_rare: np.ndarray, train_all: np.ndarray, out_dir=None,
           feature_extractor_kind="auto", seed: int = 0, threshold_queries: int = 5000, reference=None,
-          domain_extractor=None, domain_info: dict | None = None, sheet_heading: str | None = None) -> dict:
+          domain_extractor=None, domain_info: dict | None = None, sheet_heading: str | None = None,
+          held_back=None) -> dict:
     """Flat record columns describing ``synthetic`` against the real images; see the module docstring.
 
     ``real_rare``: the fit set's rare-class images; ``train_all``: the whole fit set (memorisation checks);
     ``reference``: the distribution reference (default ``real_rare``); ``domain_extractor``: an in-domain feature
     module for the ``domain_*`` columns, ``domain_info``: scalars about it recorded as ``domain_<name>``;
-    ``sheet_heading``: the first line of the labelled sheets (benchmark.generators.sheets), e.g. the job's name."""
-    reference = real_rare if reference is None else reference
-    synthetic, real_rare, train_all, reference = (
-        _check_images(n, x) for n, x in (("synthetic", synthetic), ("real_rare", real_rare),
-                                         ("train_all", train_all), ("reference", reference)))
-    shapes = {synthetic.shape[1:], real_rare.shape[1:], train_all.shape[1:], reference.shape[1:]}
-    if len(shapes) != 1:
-        raise ValueError(f"audit: image shapes differ: synthetic {synthetic.shape[1:]}, real_rare "
-                         f"{real_rare.shape[1:]}, train_all {train_all.shape[1:]}, reference {reference.shape[1:]}")
-    if len(synthetic) == 0 or len(train_all) == 0:
-        raise ValueError("audit: needs at least one synthetic and one training image")
+    ``sheet_heading``: the first line of the labelled sheets (benchmark.generators.sheets), e.g. the job's name;
+    ``held_back``: the cell's held-back real rare-class images (never seen by the generator) for the ``ct_*``
+    data-copying columns, None when the caller does not know what the generator saw (an external bank)."""
+    synthetic, real_rare, train_all, reference, held_back = _checked_inputs(
+        synthetic, real_rare, train_all, real_rare if reference is None else reference, held_back)
     module, note = feature_extractor(feature_extractor_kind, synthetic.shape[1])
     result = {"feature_extractor": getattr(module, "name", type(module).__name__),
               "feature_dim": int(getattr(module, "num_features", 0)), "feature_extractor_note": note,
@@ -378,6 +429,8 @@ def audit(synthetic: np.ndarray, real_rare: np.ndarray, train_all: np.ndarray, o
         result["domain_feature_dim"] = int(d_syn.shape[1])
         result.update({f"domain_{k}": v for k, v in distribution_metrics(d_syn, d_ref, seed=seed).items()})
         result.update({f"domain_{k}": v for k, v in (domain_info or {}).items()})
+    space = (domain_extractor, d_syn) if domain_extractor is not None else (module, f_syn)
+    result.update(data_copying_columns(real_rare, held_back, *space, seed=seed))
 
     scale = pixel_scale(train_all)
     nn_pix_idx, nn_pix = nearest_neighbours(synthetic, train_all, scale=scale)

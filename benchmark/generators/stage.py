@@ -58,8 +58,10 @@ def run_generator(spec, run_dir: Path) -> dict:
     """Fit the generator on the cell's real training images only, sample its bank, audit it, save everything.
 
     The audit's distribution reference is every rare-class image of the training split (before rarity
-    subsampling; evaluation only), its memorisation checks use the fit set, and its in-domain features come from
-    the dataset's cached extractor (:mod:`benchmark.generators.extractor`, trained once per dataset and size)."""
+    subsampling; evaluation only), its memorisation checks use the fit set, its data-copying test (``ct_*``) the
+    cell's held-back rare images (rarity removed them: the generator never saw them), and its in-domain features
+    come from the dataset's cached extractor (:mod:`benchmark.generators.extractor`, trained once per dataset and
+    size)."""
     from benchmark.core import registry
     from benchmark.generators import extractor
     from benchmark.generators.audit import audit
@@ -92,7 +94,8 @@ def run_generator(spec, run_dir: Path) -> dict:
                    "extractor_train_n": domain_record["identity"]["train_n"],
                    "extractor_train_balanced_accuracy": domain_record["train_balanced_accuracy"]}
     report = audit(bank, real.images[real.labels == cell.rare_class], real.images, out_dir=run_dir,
-                   reference=reference, domain_extractor=domain, domain_info=domain_info, sheet_heading=spec.name)
+                   reference=reference, domain_extractor=domain, domain_info=domain_info, sheet_heading=spec.name,
+                   held_back=cell.held_back.images[cell.held_back.labels == cell.rare_class])
     audit_seconds = time.perf_counter() - audit_started
     if getattr(spec, "track", True) and isinstance(fit_log, dict):
         from benchmark.generators.audit import REAL_VS_SYNTHETIC_PNG
