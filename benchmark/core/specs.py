@@ -10,6 +10,7 @@ from functools import cached_property
 from typing import Any
 
 from benchmark.core import training as _training
+from benchmark.core.training_set import DEFAULT_MIXING
 
 KEY_LENGTH = 16
 
@@ -244,6 +245,9 @@ class JobSpec(_Keyed):
     resolved: dict | None = field(default=None, hash=False)  # see _Keyed
     results_version: int = field(default_factory=_results_version)
     budget_in_name: bool = field(default=False, compare=False)  # the grid's `budget` axis has several values
+    # how the method's added images enter training (benchmark.core.training_set.MIXINGS); canonical spelling.
+    # The default `concat` stays out of the key (keys made before the axis existed are unchanged); others enter it
+    mixing: str = DEFAULT_MIXING
 
     stage = "classifier"
     IDENTITY_FIELDS = ("dataset", "image_size", "rare_class", "rare_count", "generator", "synthetic_ratio",
@@ -252,12 +256,16 @@ class JobSpec(_Keyed):
     def identity(self) -> dict:
         data = super().identity()
         data["training"] = {k: v for k, v in self.training.items() if k not in TRAINING_NOT_IN_KEY}
+        if self.mixing != DEFAULT_MIXING:
+            data["mixing"] = self.mixing
         return data
 
     @cached_property
     def name(self) -> str:
         ratio = format_ratio(self.synthetic_ratio)
         method = self.generator if ratio in ("0", "0.0") else f"{self.generator}×{ratio}"
+        if self.mixing != DEFAULT_MIXING:  # e.g. dcgan×balance+pretrain_finetune (the collector's variant spelling)
+            method += f"+{self.mixing}"
         parts = self._cell_parts() + [method, f"seed={self.seed}"] + self._fold_parts()
         if self.budget_in_name:
             parts.append(self.training_config.budget_spec.label)

@@ -18,6 +18,14 @@ k = 1..evaluations (default: one per real epoch for match_real_epochs, 10 for st
 validated at the same step indices. A step budget drops `epochs` from the stored settings (and `warmup_epochs` for
 the steps form), so a spec holds only what determines its result; the epochs form stores exactly what it did
 before budgets existed, so its keys are unchanged.
+
+Mixing `pretrain_finetune=F` (the grid's `mixing` axis, benchmark.core.training_set) splits the same budget: the
+first total − round(F × total) steps (at least one step fine-tunes) draw batches from the job's mixed set, the rest
+from the cell's real images only (`Schedule.switch_step`). One warm-up + cosine schedule runs over all the steps
+and AdamW keeps its moments across the switch (the data source changes, nothing else), so a job stays
+step-matched with its cell's concat jobs. Validation runs at the budget's usual steps, but the model is selected
+only among validations after the switch (the last step always is one): a pre-trained model that never saw the
+fine-tune data is not what the strategy is. A resumed run knows its phase from its step.
 """
 
 from __future__ import annotations
@@ -79,6 +87,14 @@ class Schedule:
     total_steps: int
     warmup_steps: int
     eval_steps: tuple
+    switch_step: int = 0  # pretrain_finetune: steps before it draw from the mixed set, from it on real images only
+
+    def with_finetune(self, fraction: float | None) -> "Schedule":
+        """This schedule with the switch to fine-tuning of `fraction` (None: no fine-tune phase, switch_step 0)."""
+        if fraction is None:
+            return self
+        finetune = min(self.total_steps, max(1, round(fraction * self.total_steps)))
+        return Schedule(self.total_steps, self.warmup_steps, self.eval_steps, self.total_steps - finetune)
 
 
 @dataclass(frozen=True)

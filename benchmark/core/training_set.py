@@ -1,9 +1,11 @@
 """What a classifier trains on and how many images a method adds: `TrainingSet`, the `synthetic_ratio` vocabulary
-(a number, ``balance``, ``real_percentage=P``), the added-image count and a generator's bank size."""
+(a number, ``balance``, ``real_percentage=P``), the added-image count, a generator's bank size, and the `mixing`
+vocabulary (how added images enter training: ``concat``, ``pretrain_finetune[=F]``, ``synthetic_rare_only``) with
+`apply_mixing`, which turns a method's training set into the one a job of that mixing trains on."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -24,6 +26,9 @@ class TrainingSet:
     info: dict = field(default_factory=dict)
     loss: dict | None = None
     batch_transform: dict | None = None
+    # pretrain_finetune (apply_mixing): the real images the last `finetune_fraction` of the step budget trains on
+    finetune_set: "TrainingSet | None" = None
+    finetune_fraction: float | None = None
 
     def counts(self, num_classes: int) -> dict:
         """Real and synthetic images per class, as recorded in every result."""
@@ -77,3 +82,89 @@ def no_held_back_note(method: str, n_jobs: int) -> tuple[str, int]:
     out where the rare count keeps every rare training image (``all``, or a number equal to the class size)."""
     return (f"{method} job(s) where the rare count keeps every rare training image (rare_count all or the class "
             f"size: no held-back real images to add)", n_jobs)
+
+
+# --- mixing: how a method's added images enter training (the grid's `mixing` axis) --------------------------------
+
+DEFAULT_MIXING = "concat"
+PRETRAIN_FINETUNE = "pretrain_finetune"
+MIXINGS = (DEFAULT_MIXING, PRETRAIN_FINETUNE, "synthetic_rare_only")
+DEFAULT_FINETUNE_FRACTION = 0.5  # `pretrain_finetune` alone: the second half of the steps on real images only
+MIXING_FORMS = ("concat, pretrain_finetune (= pretrain_finetune=0.5), pretrain_finetune=F with F in (0, 1) the "
+                "fraction of the steps that fine-tune on real images only, synthetic_rare_only")
+
+
+def parse_mixing(value) -> tuple[str, float | None]:
+    """(strategy, fine-tune fraction) of a valid mixing value; the fraction is None except for pretrain_finetune."""
+    text = str(value)
+    if text.startswith(PRETRAIN_FINETUNE + "="):
+        return PRETRAIN_FINETUNE, float(text[len(PRETRAIN_FINETUNE) + 1:])
+    return text, (DEFAULT_FINETUNE_FRACTION if text == PRETRAIN_FINETUNE else None)
+
+
+def mixing_problem(value) -> str | None:
+    """None if `value` is a valid `mixing` axis value, else what is wrong with it and how to write it."""
+    import difflib
+
+    if isinstance(value, str) and value in MIXINGS:
+        return None
+    if isinstance(value, str) and value.startswith(PRETRAIN_FINETUNE + "="):
+        try:
+            fraction = float(value[len(PRETRAIN_FINETUNE) + 1:])
+        except ValueError:
+            fraction = float("nan")
+        if 0 < fraction < 1:
+            return None
+        return (f"mixing {value!r}: the fine-tune fraction after '{PRETRAIN_FINETUNE}=' must be a number in (0, 1) "
+                f"(the share of the step budget trained on real images only), e.g. {PRETRAIN_FINETUNE}=0.25")
+    close = difflib.get_close_matches(str(value), MIXINGS, n=2, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return f"Unknown mixing {value!r}.{hint} Valid values: {MIXING_FORMS}."
+
+
+def canonical_mixing(value) -> str:
+    """One spelling per valid mixing value: 'pretrain_finetune=0.5' (the default fraction) → 'pretrain_finetune',
+    'pretrain_finetune=.250' → 'pretrain_finetune=0.25'; the others unchanged."""
+    strategy, fraction = parse_mixing(value)
+    if strategy != PRETRAIN_FINETUNE or fraction == DEFAULT_FINETUNE_FRACTION:
+        return strategy
+    return f"{PRETRAIN_FINETUNE}={fraction!r}"
+
+
+def added_mask(training_set: TrainingSet, real: TrainingSet) -> np.ndarray:
+    """True for the images a method added to the cell's real training images `real`. Every method that adds images
+    returns the real images first, in their order, then the added ones (generated, duplicated or held-back real
+    images); a training set that does not start with `real` is refused (no mixing can tell its images apart)."""
+    n = len(real.labels)
+    if len(training_set.labels) < n or not (np.array_equal(training_set.labels[:n], real.labels)
+                                            and np.array_equal(training_set.images[:n], real.images)):
+        raise ValueError("mixing: the method's training set does not start with the cell's real training images in "
+                         "their order, so its added images cannot be told apart; such a method supports only "
+                         "mixing 'concat'")
+    mask = np.zeros(len(training_set.labels), dtype=bool)
+    mask[n:] = True
+    return mask
+
+
+def apply_mixing(training_set: TrainingSet, real: TrainingSet, rare_class: int, mixing: str) -> TrainingSet:
+    """The training set a job with `mixing` trains on, from its method's set and the cell's real images.
+
+    concat: unchanged. pretrain_finetune[=F]: unchanged, with `finetune_set` the real images (the method's loss,
+    class weights and batch transform kept) that the last F of the step budget trains on. synthetic_rare_only: the
+    rare class's real images removed, the added ones kept, every other class's real images untouched."""
+    strategy, fraction = parse_mixing(mixing)
+    if strategy == DEFAULT_MIXING:
+        return training_set
+    added = added_mask(training_set, real)
+    if not added.any():
+        raise ValueError(f"mixing {mixing!r} needs added images, but the method added none (synthetic_ratio 0 or an "
+                         "empty pool); use mixing 'concat'")
+    if strategy == PRETRAIN_FINETUNE:
+        finetune = TrainingSet(real.images, real.labels, np.zeros(len(real.labels), dtype=bool))
+        return replace(training_set, finetune_set=finetune, finetune_fraction=fraction,
+                       info={**training_set.info, "mixing": mixing})
+    keep = added | (training_set.labels != rare_class)
+    return replace(training_set, images=training_set.images[keep], labels=training_set.labels[keep],
+                   is_synthetic=training_set.is_synthetic[keep],
+                   info={**training_set.info, "mixing": mixing,
+                         "n_rare_real_removed": int((~keep).sum())})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchmark.core.training_set import REAL_PERCENTAGE_PREFIX, TrainingSet, mixing_mode_problem, synthetic_count  # noqa: F401  (re-exported for plug-ins)
+from benchmark.core.training_set import added_mask, apply_mixing  # noqa: F401  (re-exported for plug-ins)
 
 
 class Method:
@@ -21,7 +22,10 @@ class Method:
 
         `held_back`: the cell's rare-class training images that rarity subsampling removed, in the seeded order
         that continues the kept ones (empty at rare_count all). Only methods whose entry says
-        ``needs_held_back: true`` (real_extra) may use them; every other method ignores them."""
+        ``needs_held_back: true`` (real_extra) may use them; every other method ignores them.
+
+        A method that adds images returns `real`'s images first, in their order, then the added ones: the grid's
+        `mixing` axis (``apply_mixing``: pretrain_finetune, synthetic_rare_only) tells them apart that way."""
         raise NotImplementedError
 
 

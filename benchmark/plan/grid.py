@@ -15,6 +15,9 @@ A grid file (``registry/grids/<name>.yaml``)::
       seed: {range: [0, 3]}
       budget: [{epochs: 3}, {match_real_epochs: 3}]   # optional: budget forms to compare (default: the training
                                  # section's); with several values job names end with the budget ('epochs=3')
+      mixing: [concat, pretrain_finetune, synthetic_rare_only]   # optional (default concat): how added images
+                                 # enter training; only methods that add images (uses_synthetic_ratio, ratio > 0)
+                                 # are multiplied; 'pretrain_finetune=0.25' fine-tunes the last quarter of the steps
     coupled: [[rare_count, synthetic_ratio]]   # axes that vary together (zip), not as a product
     exclude: [{generator: oversample, rare_count: all}]
     training: {epochs: 20, batch_size: 64, lr: 0.001}   # or budget: {match_real_epochs: 20} (benchmark.core.training)
@@ -40,12 +43,13 @@ from benchmark.core.registry import deep_merge
 from benchmark.core.specs import JobSpec, canonical_json, format_ratio
 from benchmark.core.training import budget_problems, with_budget
 from benchmark.core.training import validate_training as _validate_training
-from benchmark.core.training_set import REAL_PERCENTAGE_PREFIX, mixing_mode_problem, no_held_back_note
+from benchmark.core.training_set import (DEFAULT_MIXING, REAL_PERCENTAGE_PREFIX, canonical_mixing, mixing_mode_problem,
+                                         mixing_problem, no_held_back_note)
 
 AXES = ("dataset", "image_size", "rare_class", "rare_count", "generator", "synthetic_ratio", "backbone", "seed",
-        "fold", "budget")
+        "fold", "budget", "mixing")
 AXIS_DEFAULTS = {"image_size": [28], "rare_class": ["minority"], "rare_count": ["all"], "synthetic_ratio": [1],
-                 "seed": [0], "budget": [None]}  # budget None: the training section's
+                 "seed": [0], "budget": [None], "mixing": [DEFAULT_MIXING]}  # budget None: the training section's
 BUDGET_KEYS = ("epochs", "budget")  # a profile that sets either replaces the grid's budget as a whole
 GRID_KEYS = {"name", "version", "description", "axes", "coupled", "exclude", "training", "profiles", "stages",
              "k_folds", "margins"}
@@ -213,6 +217,10 @@ def validate_axes(grid: Grid) -> tuple[dict, list]:
         problem = mixing_mode_problem(value)
         if problem:
             problems.append(problem)
+    for value in axes.get("mixing", []):
+        problem = mixing_problem(value)
+        if problem:
+            problems.append(f"axis mixing: {problem}")
     for value in axes.get("seed", []):
         if not _is_int(value) or value < 0:
             problems.append(f"seed must be an integer ≥ 0, got {value!r}")
@@ -314,6 +322,8 @@ def expand(grid: Grid, left_out: list | None = None, resolve: bool = True) -> li
             skipped.setdefault(point["generator"], set()).add(tuple(sorted(point.items(), key=str)))
             continue
         ratio = canonical_ratio(point["synthetic_ratio"]) if uses_ratio[point["generator"]] else 0.0
+        # mixing applies to added images: methods that add none (ratio-free ones, ratio 0) run once, as concat
+        mixing = canonical_mixing(point["mixing"]) if ratio not in (0, 0.0) else DEFAULT_MIXING
         spec = JobSpec(
             dataset=point["dataset"], image_size=point["image_size"], rare_class=point["rare_class"],
             rare_count=point["rare_count"], generator=point["generator"], synthetic_ratio=ratio,
@@ -322,12 +332,12 @@ def expand(grid: Grid, left_out: list | None = None, resolve: bool = True) -> li
             entries={"dataset": identities["dataset"][point["dataset"]],
                      "generator": identities["generator"][point["generator"]],
                      "backbone": identities["backbone"][point["backbone"]]},
-            grid=grid.label, budget_in_name=len(trainings) > 1,
+            grid=grid.label, budget_in_name=len(trainings) > 1, mixing=mixing,
         )
         # one spec per point (ratio-free methods repeat over the ratio axis); keys come after resolution
         jobs.setdefault((point["dataset"], point["image_size"], point["rare_class"], point["rare_count"],
                          point["generator"], str(ratio), point["backbone"], point["seed"], point["fold"],
-                         canonical_json(point["budget"])), spec)
+                         canonical_json(point["budget"]), mixing), spec)
     if left_out is not None:
         left_out.extend(no_held_back_note(name, len(points)) for name, points in sorted(skipped.items()))
     if resolve:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from benchmark import REPO_ROOT
 from benchmark.core.specs import JobSpec
+from benchmark.core.training_set import apply_mixing
 from benchmark.run import run_dir as rd
 from benchmark.run.record import RESULT_SCHEMA, Record, write_predictions
 from benchmark.run.run_dir import ERROR_FILE, RESULT_FILE, SPEC_FILE, STATE_DIR, now_iso, write_json_atomic
@@ -69,6 +70,8 @@ def run_classifier(spec: JobSpec, run_dir: Path, progress: bool = False, resumab
     method, audit = _method(spec, cell, Path(run_dir))
     training_set = method.build_training_set(cell.real, cell.rare_class, spec.synthetic_ratio,
                                              bundle.num_classes, seed, held_back=cell.held_back)
+    # how the added images enter training (spec.mixing; concat: unchanged): benchmark.core.training_set
+    training_set = apply_mixing(training_set, cell.real, cell.rare_class, spec.mixing)
     if hasattr(method, "audit"):  # a bank made elsewhere: the same audit as a harness generator's bank
         audit = method.audit(spec, cell, Path(run_dir).parent)
     backbone = registry.create("backbone", spec.backbone)
@@ -86,7 +89,9 @@ def run_classifier(spec: JobSpec, run_dir: Path, progress: bool = False, resumab
                   "init_seed": seed, "backbone_adaptation": backbone.adaptation(bundle.image_size)},
         counts={**counts, "n_train_real": int(sum(counts["real_per_class"])),
                 "n_train_synthetic": int(sum(counts["synthetic_per_class"]))},
-        method_info=training_set.info, generator_key=spec.generator_key, audit=audit, metrics=outcome.metrics,
+        method_info=training_set.info if outcome.switch_step is None else
+        {**training_set.info, "switch_step": outcome.switch_step},
+        generator_key=spec.generator_key, audit=audit, metrics=outcome.metrics,
         best_epoch=outcome.best_epoch, best_step=outcome.best_step, optimizer_steps=outcome.optimizer_steps,
         images_seen=outcome.images_seen, history=outcome.history,
         timings={"started_at": started_at, "finished_at": now_iso(), "wall_s": time.perf_counter() - started,

@@ -1,5 +1,6 @@
 """The classifier training function: one Accelerate code path for CPU, one GPU and many (cv_example order), for a
-budget of optimiser steps (benchmark.core.training), resumable mid-budget."""
+budget of optimiser steps (benchmark.core.training), resumable mid-budget, in one phase or, for mixing
+pretrain_finetune, two (the mixed set, then the real images)."""
 
 from __future__ import annotations
 
@@ -120,6 +121,7 @@ class TrainOutcome:
     is_main_process: bool
     checkpoints: dict | None
     predictions: dict
+    switch_step: int | None = None  # pretrain_finetune: the first step drawn from the real images only
 
 
 @dataclass
@@ -140,6 +142,15 @@ class Trainer:
     streams: RandomStreams
     num_classes: int
     rare_class: int
+    finetune_loader: object = None  # pretrain_finetune: the real images, from schedule.switch_step on
+
+    def phase(self, step: int) -> tuple[object, int]:
+        """The loader that step `step` draws from and the step its phase ends at (the switch, else the budget)."""
+        if self.finetune_loader is None:
+            return self.train_loader, self.schedule.total_steps
+        if step >= self.schedule.switch_step:
+            return self.finetune_loader, self.schedule.total_steps
+        return self.train_loader, self.schedule.switch_step
 
 
 def keep_batch(batch):
@@ -219,7 +230,8 @@ def train_classifier(training_set, bundle, rare_class: int, backbone, training, 
         device=str(accelerator.device), num_processes=accelerator.num_processes,
         mixed_precision=str(accelerator.mixed_precision), mixed_precision_note=precision_note,
         is_main_process=accelerator.is_main_process,
-        checkpoints=checkpoints.summary() if state_dir is not None else None, predictions=predictions)
+        checkpoints=checkpoints.summary() if state_dir is not None else None, predictions=predictions,
+        switch_step=run.schedule.switch_step if run.finetune_loader is not None else None)
 
 
 def _accelerator(config: TrainingConfig, run_dir):
@@ -249,9 +261,10 @@ def _prepare(accelerator, config: TrainingConfig, training_set, bundle, rare_cla
              streams: RandomStreams, n_real: int) -> Trainer:
     """Loaders, model, AdamW and the warm-up + cosine schedule over the budget's steps, prepared together."""
     on = data_device(accelerator.device)
-    train_loader = DataLoader(TensorPairs(training_set.images, training_set.labels, on),
-                              batch_size=config.batch_size, shuffle=True, drop_last=False,
-                              generator=streams.loader, collate_fn=keep_batch)
+    train_loader, finetune_loader = (
+        DataLoader(TensorPairs(part.images, part.labels, on), batch_size=config.batch_size, shuffle=True,
+                   drop_last=False, generator=streams.loader, collate_fn=keep_batch) if part is not None else None
+        for part in (training_set, training_set.finetune_set))
     eval_loaders = [DataLoader(TensorPairs(bundle.splits[s].images, bundle.splits[s].labels, on),
                                batch_size=config.eval_batch_size, collate_fn=keep_batch) for s in ("val", "test")]
     model = backbone.build(bundle.n_channels, bundle.num_classes, bundle.image_size)
@@ -262,21 +275,24 @@ def _prepare(accelerator, config: TrainingConfig, training_set, bundle, rare_cla
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # global batches: with split_batches every process takes part in each
     schedule = config.budget_spec.schedule(len(train_loader), math.ceil(n_real / config.batch_size),
-                                           config.warmup_epochs)
-    scheduler = warmup_cosine(optimizer, schedule.warmup_steps, schedule.total_steps)
+                                           config.warmup_epochs).with_finetune(training_set.finetune_fraction)
+    scheduler = warmup_cosine(optimizer, schedule.warmup_steps, schedule.total_steps)  # one schedule, all phases
     model, optimizer, train_loader, val_loader, test_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, *eval_loaders, scheduler)
+    if finetune_loader is not None:
+        finetune_loader = accelerator.prepare(finetune_loader)
     # The method chooses the loss and batch transform (benchmark.generators.imbalance); cross-entropy by default.
     criterion = build_criterion(training_set.loss, training_set.class_weights, config.label_smoothing,
                                 accelerator.device)
     batch_transform = build_batch_transform(training_set.batch_transform, streams.mix)
     return Trainer(accelerator, config, schedule, model, optimizer, scheduler, train_loader, val_loader,
-                   test_loader, criterion, batch_transform, streams, bundle.num_classes, rare_class)
+                   test_loader, criterion, batch_transform, streams, bundle.num_classes, rare_class, finetune_loader)
 
 
 def _train(run: Trainer, done: Progress, checkpoints: "Checkpointing", state_dir: Path | None,
            progress: bool) -> None:
-    """Passes over the training set (each reshuffled) until the budget's steps are taken. A run resumed mid-pass
+    """Passes over the training set (each reshuffled) until the budget's steps are taken; with a fine-tune phase,
+    over the mixed set until the switch step, then (a new pass) over the real images. A run resumed mid-pass
     replays its pass's order from the saved stream state and skips the batches already taken."""
     total, evaluate_at = run.schedule.total_steps, set(run.schedule.eval_steps)
     bar = None
@@ -286,13 +302,14 @@ def _train(run: Trainer, done: Progress, checkpoints: "Checkpointing", state_dir
         bar = tqdm(total=total, initial=done.step, desc="steps", leave=False)
     window = _Window()
     while done.step < total:
+        loader, phase_end = run.phase(done.step)
         if done.batch_in_pass == 0:
             done.pass_order = run.streams.loader.get_state()  # the pass's shuffle is drawn from here
         else:
             run.streams.loader.set_state(done.pass_order)  # resumed mid-pass: the same order again
         skip = done.batch_in_pass
         run.model.train()
-        batches = iter(run.train_loader)
+        batches = iter(loader)
         for index, (images, labels) in enumerate(batches):
             if index < skip:
                 continue
@@ -301,6 +318,8 @@ def _train(run: Trainer, done: Progress, checkpoints: "Checkpointing", state_dir
             done.train_images += len(labels) * run.accelerator.num_processes
             if bar is not None:
                 bar.update(1)
+            if done.step == phase_end < total:
+                done.batch_in_pass = 0  # fine-tuning starts a pass of its own (a state saved here resumes there)
             if done.step in evaluate_at:
                 _validate(run, done, window)
                 if state_dir is not None and checkpoints.due(run.accelerator):
@@ -309,8 +328,8 @@ def _train(run: Trainer, done: Progress, checkpoints: "Checkpointing", state_dir
                     checkpoints.saved(time.perf_counter() - save_started, state_dir)  # may requeue and exit here
                 run.model.train()
                 window.restart()
-            if done.step >= total:
-                _stop(run.train_loader, batches)
+            if done.step >= phase_end:
+                _stop(loader, batches)
                 break
         else:
             done.passes, done.batch_in_pass = done.passes + 1, 0
@@ -360,7 +379,7 @@ class _Window:
 
 def _validate(run: Trainer, done: Progress, window: _Window) -> None:
     """Validation at an evaluation step: a history entry, its tracking, and the selection (the best val AUROC;
-    the earliest of equal ones)."""
+    the earliest of equal ones; with a fine-tune phase, among the validations after the switch only)."""
     seconds = time.perf_counter() - window.started
     done.train_seconds += seconds
     probs, targets = predict(run.model, run.val_loader, run.accelerator)
@@ -372,9 +391,13 @@ def _validate(run: Trainer, done: Progress, window: _Window) -> None:
              "val_balanced_accuracy": val["balanced_accuracy"]}
     if run.config.budget_spec.form == "epochs":
         entry["epoch"] = done.evaluations
+    if run.finetune_loader is not None:  # pretrain_finetune: selection only among the fine-tune phase's validations
+        entry["phase"] = "finetune" if done.step > run.schedule.switch_step else "pretrain"
     done.history.append(entry)
     tracking.log_epoch(run.accelerator, entry, val)
     score = val["auroc"] if not math.isnan(val["auroc"]) else -math.inf
+    if done.step <= run.schedule.switch_step:
+        return
     if done.best is None or score > done.best.score:
         done.best = Selection(score, done.evaluations, done.step, val)
         done.best_state = copy.deepcopy(run.accelerator.unwrap_model(run.model).state_dict())
@@ -490,13 +513,15 @@ def save_progress(accelerator, state_dir: Path, done: Progress, streams: RandomS
     rank = accelerator.process_index
     save_file({**streams.states(), "pass_order": done.pass_order}, str(tmp / f"generators_{rank}.safetensors"))
     if accelerator.is_main_process:
-        save_file({k: v.detach().cpu().contiguous() for k, v in done.best_state.items()},
-                  str(tmp / "best.safetensors"))
-        best = done.best
+        best = done.best  # None before the first selectable validation (pretrain_finetune's pre-training)
+        if best is not None:
+            save_file({k: v.detach().cpu().contiguous() for k, v in done.best_state.items()},
+                      str(tmp / "best.safetensors"))
         (tmp / PROGRESS_FILE).write_text(json.dumps({
             "epoch": done.epoch, "step": done.step, "evaluations": done.evaluations, "passes": done.passes,
-            "batch_in_pass": done.batch_in_pass, "history": done.history, "best_score": best.score,
-            "best_evaluation": best.evaluation, "best_step": best.step, "best_val": best.val,
+            "batch_in_pass": done.batch_in_pass, "history": done.history,
+            "best_score": best and best.score, "best_evaluation": best and best.evaluation,
+            "best_step": best and best.step, "best_val": best and best.val,
             "train_seconds": done.train_seconds, "train_images": done.train_images}))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -518,12 +543,13 @@ def load_progress(accelerator, state_dir: Path, streams: RandomStreams) -> Progr
     accelerator.load_state(str(state_dir))
     saved_streams = load_file(str(state_dir / f"generators_{accelerator.process_index}.safetensors"))
     streams.restore(saved_streams)
+    selected = saved.get("best_step") is not None
     return Progress(step=saved["step"], evaluations=saved["evaluations"], passes=saved["passes"],
                     batch_in_pass=saved["batch_in_pass"], pass_order=saved_streams["pass_order"],
                     history=saved["history"],
                     best=Selection(saved["best_score"], saved["best_evaluation"], saved["best_step"],
-                                   saved["best_val"]),
-                    best_state=load_file(str(state_dir / "best.safetensors")),
+                                   saved["best_val"]) if selected else None,
+                    best_state=load_file(str(state_dir / "best.safetensors")) if selected else None,
                     train_seconds=saved["train_seconds"], train_images=saved["train_images"])
 
 

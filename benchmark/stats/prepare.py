@@ -10,8 +10,8 @@ import pandas as pd
 
 from benchmark.core.errors import UserError, unknown_name_error
 from benchmark.stats.vocabulary import (
-    CELL, KNOWN_METRIC_COLUMNS, METRICS, RATIO_FORMS, SPLITS, UNIT, VARIANT, _natural_key, ratio_label, ratio_problem,
-    ratio_sort_key, ratio_value
+    CELL, KNOWN_METRIC_COLUMNS, METRICS, RATIO_FORMS, SPLITS, UNIT, VARIANT, _natural_key, mixed_ratio_label,
+    ratio_label, ratio_problem, ratio_sort_key, ratio_value,
 )
 
 REQUIRED_COLUMNS = ("dataset", "rare_count", "generator", "synthetic_ratio", "backbone", "seed")
@@ -186,6 +186,8 @@ def prepare_records(records: pd.DataFrame, metrics, baseline: str, source: str =
             rows = ", ".join(str(i + 2) for i in np.flatnonzero(empty)[:5])
             problems.append(f"column {col!r} is empty in {int(empty.sum())} row(s) (file lines {rows}…)")
     ratio = _map_unique(df["synthetic_ratio"], ratio_label)
+    if "mixing" in df.columns:  # a variant's label carries its mixing ('balance+pretrain_finetune'; concat: none)
+        ratio = pd.Series([mixed_ratio_label(r, m) for r, m in zip(ratio, df["mixing"])], index=df.index)
     bad = sorted({str(v) for v in ratio.unique() if ratio_problem(v)})
     if bad:
         problems.append(f"synthetic_ratio must be {RATIO_FORMS}; got {bad[:5]}")

@@ -3,8 +3,10 @@ and the canonical text of ratio, variant and unit labels.
 
 Vocabulary
     cell      (dataset, image_size, rare_class, rare_count, backbone): the setting a comparison is made in.
-    variant   (generator, synthetic_ratio): one method at one ratio form; label ``dcgan@2``, ``dcgan@balance``,
-              ``oversample@real_percentage=50`` (just the method name when the ratio is 0).
+    variant   (generator, synthetic_ratio): one method at one ratio form and mixing; label ``dcgan@2``,
+              ``dcgan@balance``, ``oversample@real_percentage=50`` (just the method name when the ratio is 0). A
+              mixing other than ``concat`` is part of the ratio label, after a '+' (:func:`mixed_ratio_label`):
+              ``dcgan@balance+pretrain_finetune``, ``dcgan@1+synthetic_rare_only``: another variant of the method.
     unit      (seed, fold): the replicate that pairs a variant with its baseline inside a cell.
     block     a dataset, when methods are ranked (Friedman / Nemenyi): cells of one dataset share test sets, seeds
               and subsamples, so they are averaged into one value per dataset first.
@@ -16,7 +18,8 @@ import math
 
 import numpy as np
 
-from benchmark.core.training_set import REAL_PERCENTAGE_PREFIX, mixing_mode_problem
+from benchmark.core.training_set import (DEFAULT_MIXING, MIXINGS, REAL_PERCENTAGE_PREFIX, canonical_mixing,
+                                         mixing_mode_problem, mixing_problem)
 from benchmark.run.metrics import SCALAR_METRICS
 
 METRICS = SCALAR_METRICS  # the harness's metric names: benchmark.run.metrics is their one source (order: records.csv's)
@@ -36,7 +39,8 @@ BOUNDED_METRICS = frozenset(METRICS)  # every harness metric (and the chosen thr
 CELL = ("dataset", "image_size", "rare_class", "rare_count", "backbone", "budget")
 VARIANT = ("generator", "synthetic_ratio")
 UNIT = ("seed", "fold")
-RATIO_FORMS = "a number ≥ 0, 'balance' or 'real_percentage=P' (0 < P ≤ 100)"
+RATIO_FORMS = "a number ≥ 0, 'balance' or 'real_percentage=P' (0 < P ≤ 100)"  # a variant's may add '+mixing'
+MIXING_SEPARATOR = "+"
 
 
 def higher_is_better(metric: str) -> bool:
@@ -50,11 +54,39 @@ def _number_text(x: float) -> str:
     return str(int(x)) if x == round(x) and abs(x) < 1e15 else repr(float(x))
 
 
+def split_mixing(label: str) -> tuple[str, str]:
+    """('balance', 'pretrain_finetune') from 'balance+pretrain_finetune'; (label, 'concat') without a mixing."""
+    base, sep, mixing = str(label).partition(MIXING_SEPARATOR)
+    return (base, mixing) if sep and mixing[:1].isalpha() else (str(label), DEFAULT_MIXING)  # not '1e+5'
+
+
+def has_mixing(label) -> bool:
+    """Whether a ratio label carries a mixing ('balance+pretrain_finetune')."""
+    return split_mixing(str(label))[1] != DEFAULT_MIXING or str(label).endswith(MIXING_SEPARATOR + DEFAULT_MIXING)
+
+
+def mixed_ratio_label(ratio, mixing=None) -> str:
+    """The ratio label of a variant with its mixing: :func:`ratio_label` of `ratio`, then '+mixing' unless the
+    mixing is concat, empty or missing (records made before the mixing axis): ('balance', 'pretrain_finetune') →
+    'balance+pretrain_finetune', (2.0, 'concat') → '2'. An invalid mixing is kept as written (and rejected by
+    :func:`ratio_problem`)."""
+    label = ratio_label(ratio)
+    if mixing is None or (isinstance(mixing, float) and math.isnan(mixing)) or str(mixing).strip() in ("", "-"):
+        return label
+    text = str(mixing).strip()
+    text = canonical_mixing(text) if mixing_problem(text) is None else text
+    return label if text == DEFAULT_MIXING else f"{label}{MIXING_SEPARATOR}{text}"
+
+
 def ratio_label(value) -> str:
     """Canonical text of a ``synthetic_ratio`` value, the same however it was written or read back: numbers without
     a trailing '.0' (2, 2.0 and "2" → '2'; 0.5 → '0.5'), empty → '0' (methods without a ratio), 'balance',
-    'real_percentage=P' with P written the same way ('real_percentage=50.0' → 'real_percentage=50'). Anything else
-    is returned stripped (and rejected by :func:`prepare_records`)."""
+    'real_percentage=P' with P written the same way ('real_percentage=50.0' → 'real_percentage=50'), and a
+    variant's mixing after '+' in its canonical spelling ('2.0+pretrain_finetune=0.5' → '2+pretrain_finetune').
+    Anything else is returned stripped (and rejected by :func:`prepare_records`)."""
+    if isinstance(value, str) and has_mixing(value.strip()):
+        base, mixing = split_mixing(value.strip())
+        return mixed_ratio_label(base, mixing)
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "0"
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
@@ -78,7 +110,8 @@ def ratio_label(value) -> str:
 
 
 def ratio_value(label) -> float:
-    """The number a ratio label stands for ('2' → 2.0); NaN for 'balance' / 'real_percentage=P'."""
+    """The number a ratio label stands for ('2' → 2.0); NaN for 'balance' / 'real_percentage=P' and for a label
+    with a mixing ('2+pretrain_finetune': not a point on the concat dose curve)."""
     try:
         return float(label)
     except (TypeError, ValueError):
@@ -87,6 +120,10 @@ def ratio_value(label) -> float:
 
 def ratio_problem(label: str) -> str | None:
     """None if ``label`` (from :func:`ratio_label`) is a valid ratio form, else what is wrong with it."""
+    if has_mixing(label):
+        base, mixing = split_mixing(label)
+        return ratio_problem(base) or mixing_problem(mixing) or (
+            f"synthetic_ratio {label!r}: a ratio of 0 adds no images, so it has no mixing" if base == "0" else None)
     number = ratio_value(label)
     if math.isnan(number) and label in ("nan", "NaN"):
         return f"synthetic_ratio must be {RATIO_FORMS}, got {label!r}"
@@ -98,8 +135,14 @@ def ratio_problem(label: str) -> str | None:
 
 def ratio_sort_key(label) -> tuple:
     """Display order of ratio labels: numbers ascending, then 'balance', then 'real_percentage=P' by decreasing P
-    (fewer added images first), then anything else."""
+    (fewer added images first), then anything else; a mixing sorts after its ratio's concat, in MIXINGS order."""
     label = ratio_label(label)
+    if has_mixing(label):
+        base, mixing = split_mixing(label)
+        strategy = mixing.partition("=")[0]
+        order = MIXINGS.index(strategy) if strategy in MIXINGS else len(MIXINGS)
+        kind, number, text = ratio_sort_key(base)
+        return (kind, number, f"{text}{MIXING_SEPARATOR}{order}{mixing}")
     number = ratio_value(label)
     if not math.isnan(number):
         return (0, number, "")
@@ -110,9 +153,11 @@ def ratio_sort_key(label) -> tuple:
     return (3, 0.0, label)
 
 
-def variant_label(generator, ratio) -> str:
-    """``dcgan@2``, ``dcgan@balance``, ``oversample@real_percentage=50``; just the method name when the ratio is 0."""
-    label = ratio_label(ratio)
+def variant_label(generator, ratio, mixing=None) -> str:
+    """``dcgan@2``, ``dcgan@balance``, ``oversample@real_percentage=50``; just the method name when the ratio is 0;
+    ``dcgan@balance+pretrain_finetune`` with a mixing other than concat (given here, or already in the ratio
+    label)."""
+    label = mixed_ratio_label(ratio, mixing)
     return str(generator) if label == "0" else f"{generator}@{label}"
 
 
