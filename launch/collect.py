@@ -60,6 +60,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.profile and not args.grid:
         raise UserError("--profile only applies to --grid. Drop --profile, or collect with --grid NAME --profile P.")
+    from benchmark.run.run_dir import apply_results_mode
+
+    apply_results_mode()  # the report, sheets and records hold patient images and per-image results: private
     from benchmark import stats
     from benchmark.collect import report, report_figures
 

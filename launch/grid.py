@@ -75,12 +75,11 @@ def main(argv=None):
     jobs = grids.generator_jobs(classifier_jobs) + classifier_jobs
     results_root = rd.results_root(args.results)
     out_dir = results_root / grid.label
-    check_results_folder(out_dir / "runs", "--results" if args.results else "the results root")
+    prepare_results_folder(args, out_dir)
     runs_dir = out_dir / "runs"
     if args.status or args.cancel:
         return follow_slurm(jobs, out_dir, status=args.status, wait_for=args.wait, cancel_jobs=args.cancel)
-    for line in identity.check_data(jobs):
-        print(f"data  {line}")
+    check_inputs(jobs, identity)
     for reason, count in left_out:
         print(f"note  left out: {count} {reason}")
     check_executor_options(args, jobs, grids.UserError)
@@ -192,6 +191,28 @@ def follow_slurm(jobs: list, out_dir: Path, status: bool = True, wait_for: bool 
     if status or wait_for:
         print(status_report(state))
     return 1 if wait_for and any(s in ("failed", "blocked") for s in state.status.values()) else 0
+
+
+def prepare_results_folder(args, out_dir: Path) -> None:
+    """Before anything is read or written: the results mode (umask, inherited by every worker; $GENMED_RESULTS_MODE),
+    a results path that is a folder, a warning for a grid folder readable beyond that mode, and — unless the
+    executor is debug, which writes no job files — a refusal of a logs/ folder others could write to."""
+    rd.apply_results_mode()
+    check_results_folder(out_dir / "runs", "--results" if args.results else "the results root")
+    warning = rd.wider_than_mode(out_dir)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.executor != "debug":
+        rd.check_job_files_folder(out_dir / "logs")
+
+
+def check_inputs(jobs: list, identity) -> None:
+    """The data check (one line per dataset and size) and external banks holding what each job needs."""
+    from benchmark.plan.checks import check_external_banks
+
+    for line in identity.check_data(jobs):
+        print(f"data  {line}")
+    check_external_banks(jobs)
 
 
 def check_results_folder(folder: Path, what: str) -> None:

@@ -255,15 +255,21 @@ def test_paths_outside_the_dataset_root_are_refused(tmp_path):
 
 
 def test_a_job_on_bad_data_fails_before_training_and_records_the_file(tmp_path, monkeypatch):
+    """A file that breaks after planning (the planning check itself refuses it: test_bad_inputs.py) fails the job
+    before any training, and its error.json names the file."""
     root = make_folders(tmp_path / "d", {"a": 6, "b": 6})
-    (root / "a" / "img004.png").write_bytes(b"broken")
     write_registry(tmp_path, monkeypatch, {"broken": {"target": "benchmark.data.folders:FolderDataset",
                                                       "config": {"root": str(root), "image_size": 28}}})
+    from benchmark.core.errors import UserError
     from benchmark.plan.grid import Grid, expand
     from benchmark.run.job import execute
 
-    spec = expand(Grid("t", None, {"dataset": ["broken"], "generator": ["none"], "backbone": ["resnet18"]}, [], [],
-                       {"epochs": 1}, "test"))[0]
+    grid = Grid("t", None, {"dataset": ["broken"], "generator": ["none"], "backbone": ["resnet18"]}, [], [],
+                {"epochs": 1}, "test")
+    spec = expand(grid)[0]
+    (root / "a" / "img004.png").write_bytes(b"broken")
+    with pytest.raises(UserError, match=r"a/img004\.png"):
+        expand(grid)
     run_dir = tmp_path / "runs" / spec.key
     assert execute(spec, run_dir) == "failed"
     error = json.loads((run_dir / "error.json").read_text())

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.core.errors import UserError
+from benchmark.data.cache import SETTLED_NS, _cached_digest, hash_cache_path, is_settled, tree_signature  # noqa: F401
 
 SPLITS = ("train", "val", "test")
 
@@ -45,31 +43,45 @@ class DataBundle:
         return np.bincount(self.splits[split].labels, minlength=self.num_classes)
 
 
-def to_nchw(images: np.ndarray, where: str) -> np.ndarray:
-    """(N,H,W) or (N,H,W,C) uint8 → contiguous (N,C,H,W)."""
-    if images.dtype != np.uint8:
-        raise UserError(f"{where}: images must be uint8, got {images.dtype}. Convert to 0-255 uint8 first.")
+LAYOUTS = ("nhwc", "nchw")  # how an .npz stores colour images: (N, H, W, C), the MedMNIST default, or (N, C, H, W)
+
+
+def to_nchw(images: np.ndarray, where: str, layout: str | None = None) -> np.ndarray:
+    """(N,H,W), or (N,H,W,C) (``layout`` nhwc, the default) or (N,C,H,W) (``layout: nchw``), uint8 → contiguous
+    (N,C,H,W) with C 1 or 3. An array that looks channels-first without ``layout: nchw`` is refused, never read as
+    H-channel garbage."""
+    from benchmark.data.validate import image_array_problem
+
+    problem = image_array_problem(images.shape, images.dtype, layout)
+    if problem:
+        raise UserError(f"{where}: {problem}")
     if images.ndim == 3:
         images = images[:, None]
-    elif images.ndim == 4:
+    elif layout != "nchw":
         images = images.transpose(0, 3, 1, 2)
-    else:
-        raise UserError(f"{where}: images must have shape (N,H,W) or (N,H,W,C), got {images.shape}.")
     return np.ascontiguousarray(images)
 
 
 def flat_labels(labels: np.ndarray, where: str) -> np.ndarray:
-    """Labels shaped (N,) or (N,1) (the official MedMNIST files use (N,1)) → int64 (N,)."""
+    """Labels shaped (N,) or (N,1) (the official MedMNIST files use (N,1)) → int64 (N,). Integer, boolean and
+    integer-valued float labels (0.0, 1.0) are accepted; NaN, infinite, fractional, negative and text labels are
+    refused (benchmark.data.validate.int_labels)."""
+    from benchmark.data.validate import int_labels
+
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.ndim != 1:
         raise UserError(f"{where}: labels must have shape (N,) or (N,1), got {labels.shape} "
                         "(multi-label tasks are not supported).")
-    return labels.astype(np.int64)
+    return int_labels(labels, where)
 
 
-def read_npz(path: Path, keys=None) -> dict:
-    """Arrays of an .npz file; a truncated or corrupt file raises a UserError naming it."""
+REDOWNLOAD = "Delete it and download it again."
+
+
+def read_npz(path: Path, keys=None, fix: str = REDOWNLOAD) -> dict:
+    """Arrays of an .npz file (never unpickled: allow_pickle stays False); a truncated or corrupt file, or one
+    holding object arrays, raises a UserError naming it and ending with `fix`."""
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in (keys or npz.files)}
@@ -78,59 +90,25 @@ def read_npz(path: Path, keys=None) -> dict:
     except KeyError as exc:
         raise UserError(f"Dataset file {path} has no array {exc}; a MedMNIST-format file has "
                         "train_images, train_labels, val_images, val_labels, test_images, test_labels.") from None
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise UserError(f"Dataset file {path} is truncated or corrupt ({type(exc).__name__}: {exc}). "
-                        "Delete it and download it again.") from None
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise UserError(f"Dataset file {path} holds object (pickled) arrays, which the harness never loads: "
+                            "store plain numeric arrays (uint8 images, integer labels) with numpy.savez.") from None
+        raise UserError(f"Dataset file {path} is truncated or corrupt (ValueError: {exc}). {fix}") from None
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise UserError(f"Dataset file {path} is truncated or corrupt ({type(exc).__name__}: {exc}). {fix}") \
+            from None
 
 
-def splits_from_arrays(arrays: dict, where: str) -> dict:
+def splits_from_arrays(arrays: dict, where: str, layout: str | None = None) -> dict:
     splits = {}
     for split in SPLITS:
-        images = to_nchw(arrays[f"{split}_images"], f"{where} [{split}_images]")
+        images = to_nchw(arrays[f"{split}_images"], f"{where} [{split}_images]", layout)
         labels = flat_labels(arrays[f"{split}_labels"], f"{where} [{split}_labels]")
         if len(images) != len(labels):
             raise UserError(f"{where}: {split} has {len(images)} images but {len(labels)} labels.")
         splits[split] = Split(images, labels)
     return splits
-
-
-def hash_cache_path() -> Path:
-    """Where content hashes are cached: $GENMED_CACHE_DIR/sha256.json, else ~/.cache/genmed-rare/sha256.json
-    ($XDG_CACHE_HOME honoured) — per user, outside the repository, shared by a cluster's nodes when home is."""
-    configured = os.environ.get("GENMED_CACHE_DIR")
-    folder = Path(configured).expanduser() if configured else \
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "genmed-rare"
-    return folder / "sha256.json"
-
-
-# A file modified less than this long ago may be modified again within the same mtime tick (the "racy git"
-# problem), so its hash is computed but not cached: a cached hash always describes settled content.
-SETTLED_NS = 2_000_000_000
-
-
-def is_settled(mtime_ns: int) -> bool:
-    return time.time_ns() - mtime_ns > SETTLED_NS
-
-
-def _cached_digest(cache_key: str, compute, cacheable: bool = True) -> str:
-    """`compute()` once per cache key; the cache is a small JSON file shared by every process of the machine."""
-    if not cacheable:
-        return compute()
-    cache_file = hash_cache_path()
-    try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    if cache_key in cache:
-        return cache[cache_key]
-    cache[cache_key] = compute()
-    try:
-        from benchmark.run.run_dir import write_bytes_atomic
-
-        write_bytes_atomic(cache_file, json.dumps(cache).encode())
-    except OSError:
-        pass
-    return cache[cache_key]
 
 
 def file_sha256(path: Path) -> str:
@@ -153,14 +131,7 @@ def file_sha256(path: Path) -> str:
 def files_sha256(root: Path, files) -> str:
     """Content hash of a dataset made of many files: sha256 over the sorted relative paths (POSIX) and each
     file's bytes (length-prefixed). Cached like `file_sha256`, by the listing's paths, sizes and mtimes."""
-    root = Path(root).resolve()
-    entries = sorted((Path(f).resolve().relative_to(root).as_posix(), Path(f).resolve()) for f in files)
-    listing = hashlib.sha256()
-    settled = True
-    for rel, path in entries:
-        stat = path.stat()
-        settled = settled and is_settled(stat.st_mtime_ns)
-        listing.update(f"{rel}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}\n".encode())
+    signature, entries, settled = tree_signature(root, files)
 
     def compute() -> str:
         digest = hashlib.sha256()
@@ -170,7 +141,7 @@ def files_sha256(root: Path, files) -> str:
             digest.update(data)
         return digest.hexdigest()
 
-    return _cached_digest(f"tree:{root}|{len(entries)}|{listing.hexdigest()}", compute, settled)
+    return _cached_digest(f"tree:{signature}", compute, settled)
 
 
 def file_md5(path: Path) -> str:

@@ -16,7 +16,10 @@ Registry entry (``docs/datasets.md`` has complete examples)::
 
 Without split folders the images are split per class (stratified) by `split_ratios` with `split_seed`; with
 ``train/`` and ``test/`` but no ``val/``, val is carved out of train the same way (ratio val / (train + val)).
-Every image is read and checked before the dataset is returned; problems are UserErrors naming the file.
+Every image is read and checked before the dataset is returned; problems are UserErrors naming the file. Planning
+(``load_labels``, what ``--dry-run`` reads) already decodes every image once per content (cached): a file that does
+not decode, a name that is not valid UTF-8, an image above PIL's decompression-bomb limit, a single class, all stop
+the grid before any job (benchmark.data.validate).
 The content hash (``dataset_sha256`` of the records) is sha256 over the sorted relative paths and file bytes.
 """
 
@@ -86,9 +89,16 @@ class FileDataset:
             raise UserError(f"{self.where} is declared at image_size {self.image_size}, not {size}.")
 
     def load_labels(self, size: int) -> dict:
+        """Per split, the class of every image; the files are checked first (``_validate_files``)."""
+        from benchmark.data.validate import check_label_sets
+
         self.ensure(size)
+        files, _, _, label_names = self.index
+        self._validate_files(files)
         labels, splits = self._image_labels()
-        return {s: labels[splits == s] for s in SPLITS}
+        by_split = {s: labels[splits == s] for s in SPLITS}
+        check_label_sets(by_split, len(label_names), self.where)
+        return by_split
 
     def load(self, size: int) -> DataBundle:
         self.ensure(size)
@@ -114,6 +124,9 @@ class FileDataset:
 
     def _read(self, files: list) -> np.ndarray:
         return load_images(files, self.image_size, self.channels, self.root)
+
+    def _validate_files(self, files: list) -> None:
+        """Checks of the files before any job (a hook: image datasets decode every file once per content)."""
 
     def hashed_files(self) -> list:
         return list(self.index[0])
@@ -169,3 +182,8 @@ class FolderDataset(FileDataset):
 
     def _scan(self) -> tuple[list, list]:
         return scan_class_folders(self.root, IMAGE_SUFFIXES, self.label_names, self.exclude, self.where)
+
+    def _validate_files(self, files: list) -> None:
+        from benchmark.data.validate import check_image_files
+
+        check_image_files(self.root, files)

@@ -34,8 +34,12 @@ def expand_path(path) -> Path:
 
 
 def check_inside(path: Path, root: Path, where: str) -> Path:
-    """`path` resolved (symlinks followed); a path that leaves the dataset root is refused."""
-    real, real_root = Path(path).resolve(), Path(root).resolve()
+    """`path` resolved (symlinks followed); a path that leaves the dataset root, and a symlink loop, are refused."""
+    try:
+        real, real_root = Path(path).resolve(), Path(root).resolve()
+    except (RuntimeError, OSError) as exc:  # Python 3.11: RuntimeError("Symlink loop from …")
+        raise UserError(f"{where}: {path} cannot be resolved ({exc}): a symbolic link loop. Remove the link or "
+                        "point it at a real file.") from None
     if real != real_root and not real.is_relative_to(real_root):
         raise UserError(f"{where}: {path} is outside the dataset root {root} (resolves to {real}). Every file of a "
                         "dataset must lie under its root; copy the file there or fix the path.")
@@ -70,10 +74,12 @@ def _to_uint8_image(img, path):
 def read_image(path, image_size: int, channels: int | None = None) -> tuple[np.ndarray, int]:
     """(uint8 (C, image_size, image_size), the file's own channel count) for one image file; an unreadable file is
     a UserError naming it."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
+
+    from benchmark.data.validate import opened_image
 
     try:
-        with Image.open(path) as img:
+        with opened_image(path) as img:  # PIL's decompression-bomb limit is an error naming the file
             img.load()
             own = natural_channels(img.mode)
             img = _to_uint8_image(img, path)
@@ -224,9 +230,17 @@ def scan_class_folders(root: Path, suffixes: tuple, label_names: list | None, ex
         return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     def files_in(folder: Path) -> list:
+        from benchmark.data.validate import check_utf8_name
+
         found = []
         for path in sorted(folder.rglob("*")):
-            if path.name.startswith(".") or not path.is_file() or not path.name.lower().endswith(suffixes):
+            if path.name.startswith(".") or not path.name.lower().endswith(suffixes):
+                continue
+            check_utf8_name(path, where)
+            if path.is_symlink() and not path.exists():
+                raise UserError(f"{where}: {path} is a broken symbolic link or a symlink loop. Remove it or point "
+                                "it at a real image file.")
+            if not path.is_file():
                 continue
             if any(fnmatch.fnmatch(path.name, pattern) for pattern in exclude):
                 continue

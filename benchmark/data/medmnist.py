@@ -115,10 +115,13 @@ class MedMNIST:
         """Only the label arrays (for rarity checks before any job runs)."""
         from benchmark.data.bundle import flat_labels
 
+        from benchmark.data.validate import check_label_sets
+
         path = self.ensure(size)
         arrays = read_npz(path, [f"{s}_labels" for s in ("train", "val", "test")])
         labels = {s: flat_labels(arrays[f"{s}_labels"], f"{path} [{s}_labels]") for s in ("train", "val", "test")}
         self.check_split_sizes({s: len(v) for s, v in labels.items()}, path)
+        check_label_sets(labels, self.num_classes, str(path))
         return labels
 
     def load(self, size: int) -> DataBundle:

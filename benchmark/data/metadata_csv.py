@@ -14,8 +14,10 @@ Registry entry (``docs/datasets.md`` has complete examples)::
       split_seed: 0
 
 Split values: train, val (or valid, validation), test. Errors name the CSV line: an empty or missing path, a path
-outside the CSV's folder, an unknown label or split, the same image twice. The content hash covers the CSV and
-every image file.
+outside the CSV's folder, an unknown label or split, the same image twice, a missing label (empty, ``nan``,
+``NA``, ``None``, … — never a class of its own unless label_names declares it). Without label_names, one class
+spelled two ways (``1`` and ``1.0``, ``Benign`` and ``benign``) is an error, never two classes. The content hash
+covers the CSV and every image file.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from benchmark.data.folders import FileDataset
 from benchmark.data.images import SPLIT_NAMES, check_inside
 
 DEFAULT_COLUMNS = {"path": "path", "label": "label", "split": "split"}
+# How spreadsheets and pandas write a missing value: refused as a label unless label_names declares it.
+MISSING_LABELS = {"", "nan", "na", "n/a", "none", "null", "?", "-", "missing", "unknown"}
 
 
 class MetadataCsvDataset(FileDataset):
@@ -53,6 +57,11 @@ class MetadataCsvDataset(FileDataset):
 
     def hashed_files(self) -> list:
         return [self.csv_path, *self.index[0]]
+
+    def _validate_files(self, files: list) -> None:
+        from benchmark.data.validate import check_image_files
+
+        check_image_files(self.csv_path.parent, files)
 
     def _read(self, files: list):
         from benchmark.data.images import load_images
@@ -80,6 +89,7 @@ class MetadataCsvDataset(FileDataset):
         if self.label_names is not None:
             names = list(self.label_names)
         else:
+            self._check_label_spellings(rows, raw_labels)
             unique = sorted({label for label in raw_labels if label})
             names = sorted(unique, key=int) if all(u.lstrip("-").isdigit() for u in unique) else unique
         index = {name: i for i, name in enumerate(names)}
@@ -93,6 +103,9 @@ class MetadataCsvDataset(FileDataset):
             real = check_inside(path, root, where)
             if not real.is_file():
                 raise UserError(f"{where}: image {path} does not exist.")
+            if label not in index and (not label or label.lower() in MISSING_LABELS):
+                raise UserError(f"{where}: {rel} has no label ({label!r}). Give it a label or remove the row; a "
+                                "missing label is never a class of its own.")
             if label not in index:
                 raise UserError(f"{where}: unknown label {label!r} for {rel}; known labels: {', '.join(names)}. "
                                 "Fix the row or add the label to label_names.")
@@ -118,3 +131,22 @@ class MetadataCsvDataset(FileDataset):
                     raise UserError(f"{self.where}: class {name!r} has no images{place} in {self.csv_path}. "
                                     "Add rows for it or remove it from label_names.")
         return items, names
+
+    def _check_label_spellings(self, rows: list, raw_labels: list) -> None:
+        """Without label_names: a missing label, and one class spelled two ways (numbers or letter case)."""
+        first: dict = {}
+        for (line, row), label in zip(rows, raw_labels):
+            where = f"{self.csv_path}:{line}"
+            if label.lower() in MISSING_LABELS:
+                raise UserError(f"{where}: {(row.get(self.columns['path']) or '').strip()!r} has no label "
+                                f"({label!r}). Give it a label or remove the row; a missing label is never a class "
+                                "of its own (declare label_names to use such a name on purpose).")
+            try:
+                canonical = repr(float(label))
+            except ValueError:
+                canonical = label.casefold()
+            seen = first.setdefault(canonical, (label, line))
+            if seen[0] != label:
+                raise UserError(f"{where}: label {label!r} and {seen[0]!r} (line {seen[1]}) look like one class "
+                                "spelled two ways. Write it one way throughout, or declare label_names to keep them "
+                                "apart.")

@@ -1,19 +1,29 @@
-"""A user's own dataset in MedMNIST .npz format (train/val/test images and labels) at a path."""
+"""A user's own dataset in MedMNIST .npz format (train/val/test images and labels) at a path, validated from its
+array headers and labels before any job (benchmark.data.validate)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from benchmark.core.errors import UserError
+from benchmark.data import validate
 from benchmark.data.bundle import DataBundle, file_sha256, flat_labels, read_npz, splits_from_arrays
+
+REWRITE = ("Write it again with numpy.savez(path, train_images=…, train_labels=…, val_images=…, val_labels=…, "
+           "test_images=…, test_labels=…).")
 
 
 class NpzDataset:
     """Registry entry config: ``path`` (absolute, or relative to the working directory), ``image_size``,
-    optional ``label_names`` and ``task`` (default: binary-class for 2 classes, else multi-class)."""
+    optional ``label_names``, ``task`` (default: binary-class for 2 classes, else multi-class) and ``layout``
+    (``nhwc``, the default: colour images stored (N, H, W, C) as MedMNIST does; ``nchw``: (N, C, H, W))."""
 
     def __init__(self, name: str, path: str, image_size: int, label_names: list | None = None,
-                 task: str | None = None):
+                 task: str | None = None, layout: str | None = None):
+        if layout not in (None, "nhwc", "nchw"):
+            raise UserError(f"dataset {name!r}: layout must be nhwc ((N, H, W, C), the default) or nchw "
+                            f"((N, C, H, W)), got {layout!r}.")
+        self.layout = layout
         self.name = name
         self.file = Path(path).expanduser()
         self.sizes = [int(image_size)]
@@ -39,17 +49,20 @@ class NpzDataset:
         return file_sha256(self.ensure(size))
 
     def load_labels(self, size: int) -> dict:
-        arrays = read_npz(self.ensure(size), [f"{s}_labels" for s in ("train", "val", "test")])
-        return {s: flat_labels(arrays[f"{s}_labels"], f"{self.file} [{s}_labels]") for s in ("train", "val", "test")}
+        """The label arrays, after checking the whole file without reading its images: the array headers (dtype,
+        layout, size, a label per image), every member's CRC (once per file content) and the label values."""
+        path = self.ensure(size)
+        validate.check_npz_images(validate.npz_headers(path, REWRITE), path, size, self.layout)
+        validate.check_npz_integrity(path, REWRITE)
+        arrays = read_npz(path, [f"{s}_labels" for s in ("train", "val", "test")], REWRITE)
+        labels = {s: flat_labels(arrays[f"{s}_labels"], f"{path} [{s}_labels]") for s in ("train", "val", "test")}
+        validate.check_label_sets(labels, self.num_classes, str(path))
+        return labels
 
     def load(self, size: int) -> DataBundle:
-        splits = splits_from_arrays(read_npz(self.ensure(size)), str(self.file))
+        self.load_labels(size)  # the same checks as planning (a file replaced since then is caught here)
+        splits = splits_from_arrays(read_npz(self.ensure(size), fix=REWRITE), str(self.file), self.layout)
         num_classes = self.num_classes or int(max(int(s.labels.max()) for s in splits.values()) + 1)
         label_names = self.label_names or [str(i) for i in range(num_classes)]
-        for split in splits.values():
-            if split.images.shape[-1] != size:
-                raise UserError(f"{self.file}: images are {split.images.shape[-2:]}, entry says image_size {size}.")
-            if split.labels.min() < 0 or split.labels.max() >= num_classes:
-                raise UserError(f"{self.file}: labels outside 0..{num_classes - 1}.")
         return DataBundle(self.name, size, self.task, num_classes, label_names, splits,
                           self.content_sha256(size), str(self.file))

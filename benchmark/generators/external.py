@@ -22,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -105,20 +107,56 @@ def read_manifest(path: Path, dataset: str | None, where: str) -> dict | None:
     return manifest
 
 
-def read_bank(path: Path, where: str) -> tuple[np.ndarray | list, np.ndarray, list, list]:
-    """(images, class names per image, file names, problems): images uint8 (N, C, H, W) for an .npz, or a list
-    of (C, H, W) arrays (each image its own size) for a folder."""
-    problems = []
-    if path.is_file():
+def _read_bank_npz(path: Path, where: str) -> tuple[np.ndarray, np.ndarray, list | None]:
+    """(images, labels, label_names or None) of an .npz bank; never unpickled; a damaged file is a UserError."""
+    fix = "Write it again with numpy.savez(path, images=…, labels=…, label_names=…)."
+    try:
         with np.load(path, allow_pickle=False) as data:
             missing = [k for k in ("images", "labels") if k not in data.files]
             if missing:
                 raise UserError(f"{where}: {path} lacks {', '.join(missing)} (has {', '.join(data.files)}).")
             images, labels = data["images"], data["labels"]
             names = [str(n) for n in data["label_names"]] if "label_names" in data.files else None
-        if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(labels):
-            raise UserError(f"{where}: {path}: images must be uint8 (N, H, W), (N, H, W, C) or (N, C, H, W) with one "
-                            f"label each; got {images.dtype} {images.shape} and {len(labels)} labels.")
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise UserError(f"{where}: {path} holds object (pickled) arrays, which the harness never loads; store "
+                            "plain arrays (uint8 images, integer or text labels).") from None
+        raise UserError(f"{where}: {path} is truncated or corrupt (ValueError: {exc}). {fix}") from None
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
+        raise UserError(f"{where}: {path} is empty, truncated or not an .npz ({type(exc).__name__}: {exc}). "
+                        f"{fix}") from None
+    if images.dtype != np.uint8 or images.ndim not in (3, 4) or labels.ndim != 1 or len(images) != len(labels):
+        raise UserError(f"{where}: {path}: images must be uint8 (N, H, W), (N, H, W, C) or (N, C, H, W) with one "
+                        f"label each; got {images.dtype} {images.shape} and labels {labels.shape}.")
+    return images, labels, names
+
+
+def _read_bank_file(file: Path) -> tuple[np.ndarray, str | None]:
+    """One image of a folder bank, decoded completely ((C, H, W); a non-square image is left as zeros of its
+    shape, refused by check_bank), or the reason it cannot be used."""
+    from benchmark.data.images import natural_channels, read_image
+    from benchmark.data.validate import check_image_file, check_utf8_name, opened_image
+
+    try:
+        check_utf8_name(file, "bank")
+        check_image_file(file)
+        with opened_image(file) as img:
+            width, height = img.size
+            channels = natural_channels(img.mode)
+        if width == height:
+            return read_image(file, width, channels)[0], None
+        return np.zeros((channels, height, width), np.uint8), None
+    except UserError as exc:
+        return None, str(exc)
+
+
+def read_bank(path: Path, where: str) -> tuple[np.ndarray | list, np.ndarray, list, list]:
+    """(images, class names per image, file names, problems): images uint8 (N, C, H, W) for an .npz, or a list
+    of (C, H, W) arrays (each image its own size) for a folder. Every folder image is decoded: one that does not
+    decode (or has a name that is not UTF-8, or is a decompression bomb) is a problem naming it."""
+    problems = []
+    if path.is_file():
+        images, labels, names = _read_bank_npz(path, where)
         if images.ndim == 3:
             images = images[:, None]
         elif images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
@@ -130,11 +168,9 @@ def read_bank(path: Path, where: str) -> tuple[np.ndarray | list, np.ndarray, li
             classes = [names[int(i)] if 0 <= int(i) < len(names) else f"<index {int(i)}>" for i in labels]
         else:
             classes = [str(c) for c in labels]
+        if not len(images):
+            problems.append(f"{where}: {path} holds no images")
         return np.ascontiguousarray(images), classes, [f"{path.name}[{i}]" for i in range(len(images))], problems
-    from PIL import Image
-
-    from benchmark.data.images import natural_channels, read_image
-
     images, classes, names = [], [], []
     for file in _files(path):
         relative = file.relative_to(path)
@@ -142,17 +178,28 @@ def read_bank(path: Path, where: str) -> tuple[np.ndarray | list, np.ndarray, li
             problems.append(f"{file}: expected root/<class>/<image>, found it {len(relative.parts) - 1} folder(s) "
                             "deep")
             continue
-        with Image.open(file) as img:
-            width, height = img.size
-            channels = natural_channels(img.mode)
-        array, _ = read_image(file, width, channels) if width == height else (
-            np.zeros((channels, height, width), np.uint8), channels)
+        array, problem = _read_bank_file(file)
+        if problem:
+            problems.append(f"{where}: {problem}")
+            continue
         images.append(array)
         classes.append(relative.parts[0])
         names.append(str(relative))
-    if not images:
+    if not images and not problems:
         problems.append(f"{path} holds no images (root/<class>/*.png|jpg|jpeg)")
     return images, classes, names, problems
+
+
+_CLASS_COUNTS: dict = {}  # (real path, bank sha256) -> {class name: images}, filled when a bank is checked
+
+
+def bank_class_counts(path: Path, where: str) -> dict:
+    """{class name: images} of a bank (read once per process and content)."""
+    memo = (str(Path(path).resolve()), bank_sha256(path))
+    if memo not in _CLASS_COUNTS:
+        _, classes, _, _ = read_bank(path, where)
+        _CLASS_COUNTS[memo] = {c: classes.count(c) for c in dict.fromkeys(classes)}
+    return _CLASS_COUNTS[memo]
 
 
 def check_bank(images, classes, files, *, image_size: int, channels: int | None, label_names: list | None,
@@ -200,6 +247,8 @@ def external_identities(generator_entries: dict, datasets: list, image_sizes: li
             path = _bank_path(entry.config, where)
             images, classes, files, found = read_bank(path, where)
             problems += found
+            _CLASS_COUNTS[(str(path.resolve()), bank_sha256(path))] = {c: classes.count(c)
+                                                                       for c in dict.fromkeys(classes)}
             for dataset in datasets:
                 if dataset != entry.config.get("dataset"):
                     problems.append(f"{where}: the bank is for dataset {entry.config.get('dataset')!r} (config "

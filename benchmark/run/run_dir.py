@@ -17,6 +17,12 @@ else there, and writes into it who holds it (host, pid, SLURM job id, start time
 lock held exits "running elsewhere" without touching the folder. The kernel releases a flock when its process dies
 (SIGKILL, out of memory, node reboot), so there is no stale-lock rule on a local filesystem; the file itself stays
 (removing it would race with a process that has just opened it). On network filesystems see ``lock``.
+
+Permissions (``apply_results_mode``): the results tree holds real patient images (audit PNGs, sample sheets, the
+HTML report, TensorBoard images), model weights and per-image predictions, so every process of the harness creates
+it private to the user — folders 0700, files 0600 (umask 077) — unless ``GENMED_RESULTS_MODE=group`` widens it to
+the user's group (0750 / 0640, umask 027); it is never world-readable. ``check_job_files_folder`` refuses a
+``logs/`` folder (where submitit's pickled job files wait to be unpickled by the job) that anyone else can write.
 """
 
 from __future__ import annotations
@@ -59,6 +65,70 @@ def results_root(path: str | os.PathLike | None = None) -> Path:
     return Path(path or os.environ.get(RESULTS_ENV) or "results")
 
 
+RESULTS_MODE_ENV = "GENMED_RESULTS_MODE"
+RESULTS_MODES = {"private": 0o077, "group": 0o027}  # mode -> umask: 0700/0600, or 0750/0640; never world
+
+
+def results_umask() -> int:
+    """The umask of the results tree: $GENMED_RESULTS_MODE (private, the default, or group)."""
+    from benchmark.core.errors import UserError
+
+    mode = (os.environ.get(RESULTS_MODE_ENV) or "private").strip().lower()
+    if mode not in RESULTS_MODES:
+        raise UserError(f"${RESULTS_MODE_ENV} is {os.environ.get(RESULTS_MODE_ENV)!r}; use private (folders 0700, "
+                        "files 0600: the default) or group (0750 / 0640: readable by your group). Results are "
+                        "never made world-readable.")
+    return RESULTS_MODES[mode]
+
+
+def apply_results_mode() -> int:
+    """Set this process's umask to the results mode (inherited by its worker processes); returns the old one."""
+    return os.umask(results_umask())
+
+
+def wider_than_mode(folder: Path) -> str | None:
+    """A warning when an existing folder of the harness (made before this setting, or by hand) lets more people in
+    than the results mode allows; None otherwise. Nothing is changed."""
+    import stat as stat_mod
+
+    try:
+        mode = stat_mod.S_IMODE(os.stat(folder).st_mode)
+    except OSError:
+        return None
+    extra = mode & results_umask()
+    if not extra:
+        return None
+    fix = f"chmod -R {'g-w,o-rwx' if results_umask() == 0o027 else 'go-rwx'} {folder}"
+    return (f"{folder} has mode {mode:04o}: people other than you can read what it holds (real patient images, "
+            f"weights, predictions). Fix: {fix} (${RESULTS_MODE_ENV}, see benchmark/run/run_dir.py)")
+
+
+def check_job_files_folder(folder: Path) -> None:
+    """Refuse a folder of submitit job files (``logs/``) — or its parent, which could swap it — that is a symbolic
+    link, not yours, or writable by your group or others: whoever can write there can replace a pickled job file
+    and run code as you. Raises a UserError with the fix."""
+    import stat as stat_mod
+
+    from benchmark.core.errors import UserError
+
+    for path in (Path(folder), Path(folder).parent):
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        mode = stat_mod.S_IMODE(st.st_mode)
+        if stat_mod.S_ISLNK(st.st_mode) or st.st_uid != os.getuid():
+            what = "is a symbolic link" if stat_mod.S_ISLNK(st.st_mode) else f"belongs to uid {st.st_uid}, not you"
+            raise UserError(f"{path} {what}; it holds (or contains) submitit's pickled job files, which jobs unpickle "
+                            "and run. Use a results folder of your own (--results).")
+        if mode & 0o022:
+            who = {0o022: "group and others", 0o020: "group", 0o002: "others"}[mode & 0o022]
+            made = "0750" if results_umask() == 0o027 else "0700"
+            raise UserError(f"{path} is writable by {who} (mode {mode:04o}); it holds (or contains) submitit's "
+                            "pickled job files, so anyone who can write there could run code as you. Fix: "
+                            f"chmod go-w {path} (the harness creates it {made}).")
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -74,8 +144,8 @@ def temp_sibling(path: Path, suffix: str = ".tmp") -> Path:
 @contextmanager
 def atomic_path(path: Path, suffix: str = ".tmp"):
     """A temporary path beside ``path`` for a writer that needs a file name (numpy, safetensors, pandas, a
-    download): when the ``with`` block succeeds the file is fsynced and renamed over ``path`` (readers never see
-    a partial file); when it raises, the temporary file is removed and ``path`` is left as it was. ``suffix``
+    download): when the ``with`` block succeeds the file is fsynced, given the results mode's permissions
+    (``results_umask``) and renamed over ``path`` (readers never see a partial file); when it raises, the temporary file is removed and ``path`` is left as it was. ``suffix``
     ends the temporary name (numpy's savez appends ``.npz`` to any other)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,6 +154,7 @@ def atomic_path(path: Path, suffix: str = ".tmp"):
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~results_umask())  # writers that pick their own mode (safetensors: 0600) included
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -285,7 +356,7 @@ def lock(run_dir: Path, patience_s: float = LOCK_PATIENCE_S):
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     try:  # never through a symlink: a link planted at the lock path could make us write into any file
-        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o640)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise UnsafeRunFolder(f"{run_dir / LOCK_FILE} is a symbolic link; the harness never follows one at a "

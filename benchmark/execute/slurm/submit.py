@@ -15,7 +15,7 @@ from benchmark.core.errors import UserError
 from benchmark.execute.packing import pack
 from benchmark.execute.slurm.manifest import COLLECTOR_KEY, Manifest, slurm_command
 from benchmark.execute.slurm.state import grid_state
-from benchmark.run.run_dir import now_iso
+from benchmark.run.run_dir import now_iso, results_umask
 
 REPO = REPO_ROOT
 
@@ -117,6 +117,8 @@ class Submission:
         profile = self.profiles[stage]
         executor = submitit.AutoExecutor(folder=str(self.logs_dir / "%j"), cluster="slurm")
         params = profile.submitit_parameters()
+        # the job's files are created private (or group-readable) as the launcher's are: $GENMED_RESULTS_MODE
+        params["slurm_setup"] = [f"umask {results_umask():04o}", *params.get("slurm_setup", [])]
         additional = dict(params.pop("slurm_additional_parameters", None) or {})
         if dependency:
             # kill_on_invalid_dep: a dependent job whose generator failed is cancelled, never left pending forever
