@@ -242,3 +242,27 @@ def test_paired_tests_keep_mixings_apart():
     tests, _ = paired_tests(df, metrics, "none", n_boot=200)
     gains = dict(zip(tests["variant"], tests["mean_diff"]))
     assert gains == pytest.approx({"dcgan@balance": 0.05, "dcgan@balance+pretrain_finetune": 0.10})
+
+
+def test_each_mixing_is_its_own_dose_curve():
+    """A method's pretrain_finetune variant is not one more ratio level of its concat curve: the concat slope uses
+    the concat jobs only (checked against a direct per-seed computation), and a mixing with one ratio has no curve."""
+    import numpy as np
+    import pandas as pd
+
+    from benchmark.stats.dose import dose_response
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(4):
+        for label, eff in (("1", 1.0), ("4", 4.0), ("4+pretrain_finetune", 4.0)):
+            rows.append({"dataset": "d", "image_size": 28, "rare_class": 0, "rare_count": 20, "backbone": "b",
+                         "budget": "-", "generator": "dcgan", "synthetic_ratio": label, "effective_ratio": eff,
+                         "seed": seed, "fold": 0, "test_auroc": rng.uniform(0.5, 0.9)})
+    df = pd.DataFrame(rows)
+    coef = dose_response(df, "test_auroc")["coef"].set_index("generator")
+    assert list(coef.index) == ["dcgan"] and coef.loc["dcgan", "ratios"] == "1, 4"
+    concat = df[df["synthetic_ratio"].isin(["1", "4"])].pivot(index="seed", columns="synthetic_ratio",
+                                                              values="test_auroc")
+    per_seed = (concat["4"] - concat["1"]) / 2.0  # two ratio levels, two doublings apart
+    assert coef.loc["dcgan", "slope"] == pytest.approx(per_seed.mean())

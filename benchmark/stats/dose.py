@@ -9,9 +9,23 @@ import pandas as pd
 from scipy import stats as sps
 
 from benchmark.stats.inference import N_BOOT, correct_pvalues, mean_intervals
-from benchmark.stats.vocabulary import CELL, ratio_sort_key, unit_label, variant_label
+from benchmark.stats.vocabulary import CELL, MIXING_SEPARATOR, ratio_sort_key, unit_label, variant_label
 
 MIN_CLUSTERS = 10  # kept for importers; the per-seed slope test needs no cluster-robust fallback
+
+
+def method_per_mixing(df: pd.DataFrame) -> pd.DataFrame:
+    """Each mixing of a method is its own dose curve: a record of ``dcgan`` at ratio label
+    ``balance+pretrain_finetune`` becomes method ``dcgan+pretrain_finetune`` at ``balance``; ``concat`` records
+    (labels without the mixing) keep their names. Without this, another mixing would enter a method's curve as one
+    more ratio level at the same effective ratio."""
+    labels = df["synthetic_ratio"].astype(str)
+    if not labels.str.contains(MIXING_SEPARATOR, regex=False).any():
+        return df
+    parts = labels.str.split(MIXING_SEPARATOR, n=1, expand=True)
+    mixing = parts[1].fillna("")
+    method = np.where(mixing != "", df["generator"].astype(str) + MIXING_SEPARATOR + mixing, df["generator"])
+    return df.assign(generator=method, synthetic_ratio=parts[0])
 
 
 def dose_response_data(df: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, str]:
@@ -26,6 +40,7 @@ def dose_response_data(df: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, str
     small (averaging is exact for a slope common to the cells).
     """
     cols = ["dataset", "unit", "generator", "synthetic_ratio", "effective_ratio", "y", "x", "seed_in_dataset"]
+    df = method_per_mixing(df)
     d = df[df[metric].notna() & (df["effective_ratio"] > 0)]
     nrat = d.groupby("generator")["synthetic_ratio"].nunique()
     d = d[d["generator"].isin(nrat.index[nrat >= 2])]
