@@ -2,7 +2,9 @@
 steps × batch size), and device-hours from the
 training throughput that earlier records of the same backbone and image size measured (per device; a record of a
 job that shared its device with K - 1 others, ``jobs_per_device`` K, counts K × its rate), or else from
-the CPU figures of docs/benchmarks.md. An estimate: the images per epoch come from an earlier record of the same
+the CPU figures of docs/benchmarks.md. CPU records that ran oversubscribed are left out, and the line says so
+(``oversubscribed``: their torch threads × workers above their cores, no free core slot, or the machine's load
+above 1.25 × its cores at the start or end of training; records older than these figures are used). An estimate: the images per epoch come from an earlier record of the same
 cell and method when there is one, else from the dataset's label counts after rarity subsampling plus the
 synthetic images a numeric ratio or ``balance`` adds (``real_percentage`` and methods whose additions depend on
 their own pools count real images only); cross-validated jobs are counted on the fixed split. Light: no torch, no
@@ -12,6 +14,7 @@ pandas.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -24,6 +27,31 @@ from benchmark.run.run_dir import RESULT_FILE
 CPU_IMAGES_PER_S_RESNET18_28PX = 100.0
 CPU_RELATIVE_STEP_TIME = {"resnet18": 1.0, "efficientnet_b0": 1.37, "densenet121": 1.75, "resnet50": 2.73}
 EVAL_COST = 1 / 3  # a forward pass only: an evaluated image costs about a third of a trained one
+LOAD_TOLERANCE = 1.25  # a 1-minute load average above 1.25 × the machine's cores: its threads did not get a core
+
+
+def oversubscribed(record: dict) -> str | None:
+    """Why a CPU record's throughput is not the machine's (its threads competed for cores), or None: from the
+    ``timings.cpu`` figures of benchmark.run.threads.cpu_usage; a record without them, or of a GPU, is not judged."""
+    device = str((record.get("compute") or {}).get("device") or "cpu")
+    cpu = (record.get("timings") or {}).get("cpu")
+    if not device.startswith("cpu") or not isinstance(cpu, dict):
+        return None
+
+    def number(name):
+        value = cpu.get(name)
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return value if numeric and math.isfinite(value) else None
+
+    threads, workers, cores, machine = (number(n) for n in ("torch_threads", "workers", "cores", "machine_cores"))
+    if threads and workers and cores and threads * workers > cores:
+        return f"{threads:g} threads × {workers:g} workers on {cores:g} cores"
+    if cpu.get("core_slots") == 0:
+        return "no free core slot (other workers held them all)"
+    loads = [v for v in (number("load_start"), number("load_end")) if v is not None]
+    if loads and machine and max(loads) > LOAD_TOLERANCE * machine:
+        return f"load {max(loads):.1f} on {machine:g} cores"
+    return None
 
 
 def _earlier_records(runs_dir: Path) -> list[dict]:
@@ -86,20 +114,7 @@ def estimate_hours(jobs: list, runs_dir: Path) -> tuple[list[str], dict[str, flo
     classifiers = [j for j in jobs if getattr(j, "stage", "") == "classifier"]
     if not classifiers:
         return [], {}
-    records = _earlier_records(runs_dir)
-    seen_images = {}
-    speeds: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for record in records:
-        spec, counts = record.get("spec", {}), record.get("counts", {})
-        if counts.get("n_train_real") is not None:
-            seen_images[_cell(spec)] = int(counts["n_train_real"]) + int(counts.get("n_train_synthetic") or 0)
-        rate = (record.get("timings") or {}).get("train_images_per_s")
-        compute = record.get("compute") or {}
-        device = str(compute.get("device") or "?").split(":")[0]
-        if isinstance(rate, (int, float)) and rate == rate and rate > 0:
-            # K jobs that shared one device (jobs_per_device) each measured 1/K-ish of it: the device did K × rate
-            shared = compute.get("jobs_per_device") or 1
-            speeds[(spec.get("backbone"), spec.get("image_size"))][device].append(float(rate) * int(shared))
+    seen_images, speeds, ignored = _measured(_earlier_records(runs_dir))
     labels_cache: dict = {}
     groups: dict[tuple, dict] = defaultdict(lambda: {"jobs": 0, "epochs": 0, "steps": 0, "train": 0, "eval": 0,
                                                      "unknown": 0})
@@ -124,6 +139,8 @@ def estimate_hours(jobs: list, runs_dir: Path) -> tuple[list[str], dict[str, flo
                 + (f" (+{g['eval']:,} evaluated)" if g["eval"] else "")
                 + (f", {g['unknown']} job(s) of unknown size (data not downloaded)" if g["unknown"] else ""))
         measured = speeds.get((backbone, size))
+        skipped = ignored.get((backbone, size))
+        note = (f"; {len(skipped)} record(s) that ran oversubscribed ignored (e.g. {skipped[0]})" if skipped else "")
         if measured:
             parts = []
             for device, rates in sorted(measured.items()):
@@ -131,20 +148,46 @@ def estimate_hours(jobs: list, runs_dir: Path) -> tuple[list[str], dict[str, flo
                 hours = work / rate / 3600
                 totals[device] += hours
                 parts.append(f"{device} {hours:,.1f} h at {rate:,.0f} images/s (median of {len(rates)} record(s))")
-            lines.append(f"{head}; " + "; ".join(parts))
+            lines.append(f"{head}; " + "; ".join(parts) + note)
         elif backbone in CPU_RELATIVE_STEP_TIME:
             rate = CPU_IMAGES_PER_S_RESNET18_28PX / CPU_RELATIVE_STEP_TIME[backbone] / (size / 28) ** 2
             hours = work / rate / 3600
             totals["cpu (docs)"] += hours
             lines.append(f"{head}; cpu ~{hours:,.1f} h at ~{rate:,.0f} images/s (docs/benchmarks.md, 2-core CPU, "
-                         "scaled by pixels); no GPU figure measured yet")
+                         "scaled by pixels); no GPU figure measured yet" + note)
         else:
-            lines.append(f"{head}; no throughput known (no earlier record of it in {runs_dir})")
+            lines.append(f"{head}; no throughput known (no earlier record of it in {runs_dir})" + note)
     if totals:
         lines.append("total: " + ", ".join(f"{device} ~{hours:,.1f} device-hours" for device, hours in
                                            sorted(totals.items())) + " of training (start-up, generator jobs and "
                      "state saving not included)")
     return lines, dict(totals)
+
+
+def _measured(records: list[dict]) -> tuple[dict, dict, dict]:
+    """From earlier classifier records: ({cell: training images}, {(backbone, size): {device: [images/s]}},
+    {(backbone, size): [why each record that ran oversubscribed was left out]})."""
+    seen_images: dict = {}
+    speeds: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    ignored: dict[tuple, list[str]] = defaultdict(list)
+    for record in records:
+        spec, counts = record.get("spec", {}), record.get("counts", {})
+        if counts.get("n_train_real") is not None:
+            seen_images[_cell(spec)] = int(counts["n_train_real"]) + int(counts.get("n_train_synthetic") or 0)
+        rate = (record.get("timings") or {}).get("train_images_per_s")
+        compute = record.get("compute") or {}
+        device = str(compute.get("device") or "?").split(":")[0]
+        if not (isinstance(rate, (int, float)) and rate == rate and rate > 0):
+            continue
+        group = (spec.get("backbone"), spec.get("image_size"))
+        reason = oversubscribed(record)
+        if reason:
+            ignored[group].append(reason)
+            continue
+        # K jobs that shared one device (jobs_per_device) each measured 1/K-ish of it: the device did K × rate
+        shared = compute.get("jobs_per_device") or 1
+        speeds[group][device].append(float(rate) * int(shared))
+    return seen_images, speeds, ignored
 
 
 def _job_work(spec, sizes, per_epoch) -> dict | None:
