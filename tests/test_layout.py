@@ -133,6 +133,14 @@ def test_every_job_key_is_the_recorded_one(data_env, tmp_path, monkeypatch):
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
+    import os
+    import tempfile
+
+    if not os.environ.get("GENMED_PIPELINE_DIR"):  # generators_smoke's pipeline (as tests/conftest.py makes it)
+        from benchmark.generators.tiny_pipeline import write_tiny_class_pipeline
+
+        os.environ["GENMED_PIPELINE_DIR"] = tempfile.mkdtemp(prefix="tiny_pipeline")
+        write_tiny_class_pipeline(os.environ["GENMED_PIPELINE_DIR"])
     KEYS_FILE.parent.mkdir(exist_ok=True)
     KEYS_FILE.write_text(json.dumps(summarise(expanded_keys()), indent=1) + "\n")
     print(f"recorded {KEYS_FILE}")

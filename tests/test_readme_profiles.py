@@ -13,7 +13,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = {  # profile: (generator jobs, classifier jobs, image sources compared with duplication)
     "smoke": (6, 30, {"dcgan_small@1", "dcgan_small@balance"}),
-    "generators_smoke": (2, 7, {"dcgan_small@1", "dcgan_small@balance", "ddpm_small@1", "ddpm_small@balance"}),
+    "generators_smoke": (3, 17, {f"{g}@{r}" for g in ("dcgan_small", "ddpm_small", "pipeline_smoke") for r in (
+        "1", "balance", "balance+pretrain_finetune", "balance+synthetic_rare_only")}),
 }
 
 

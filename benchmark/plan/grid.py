@@ -306,9 +306,11 @@ def expand(grid: Grid, left_out: list | None = None, resolve: bool = True) -> li
     identities = {kind: {n: e.identity for n, e in es.items()} for kind, es in entries.items()}
     from benchmark.generators.base import check_method_configs
     from benchmark.generators.external import external_identities  # bring-your-own banks: their hash in the key
+    from benchmark.generators.pipeline import pipeline_identities  # bring-your-own diffusers pipelines: likewise
 
     check_method_configs(entries["generator"])
     identities["generator"].update(external_identities(entries["generator"], axes["dataset"], axes["image_size"]))
+    identities["generator"].update(pipeline_identities(entries["generator"], axes["dataset"], axes["image_size"]))
     uses_ratio = {n: e.config.get("uses_synthetic_ratio", True) for n, e in entries["generator"].items()}
     needs_held_back = {n for n, e in entries["generator"].items() if e.config.get("needs_held_back")}
     skipped: dict[str, set] = {}
