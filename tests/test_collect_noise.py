@@ -82,7 +82,7 @@ def test_without_predictions_the_section_says_so(tmp_path):
     from benchmark import stats
     from benchmark.collect import report
 
-    a = stats.analyse(pd.read_csv(REPO / "docs" / "study" / "records.csv"))
+    a = stats.analyse(pd.read_csv(REPO / "docs" / "study_v1" / "records.csv"))
     report.write_all(a, tmp_path, title="study", plots=False)
     md = (tmp_path / "report.md").read_text()
     section = md.split("## The test set's own noise (test AUROC)", 1)[1].split("\n## ", 1)[0]

@@ -14,7 +14,7 @@ from statsmodels.stats.weightstats import ttost_paired
 from benchmark import stats
 from tests.test_stats import make_records
 
-STUDY = Path(__file__).resolve().parent.parent / "docs" / "study" / "records.csv"
+STUDY = Path(__file__).resolve().parent.parent / "docs" / "study_v1" / "records.csv"
 
 
 @pytest.fixture(scope="module")
