@@ -172,6 +172,13 @@ def load_run(run_dir, device=None) -> LoadedRun:
 
         label_names = list(dataset_source(spec["dataset"]).label_names or [])
         notes.append("the run has no result.json (unfinished?): classes taken from the dataset's registry entry")
+    if result is not None:  # weights replaced or altered after the run are refused (their hash is in the record)
+        from benchmark.run.run_dir import ArtifactMismatch, verify_artifact
+
+        try:
+            verify_artifact(run_dir, WEIGHTS_FILE, result)
+        except ArtifactMismatch as exc:
+            raise UserError(str(exc)) from None
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as exc:

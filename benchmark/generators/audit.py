@@ -363,7 +363,7 @@ def data_copying_columns(fit_rare: np.ndarray, held_back, module, f_syn: np.ndar
     if held_back is None:
         return {**nan, "ct_n_test": float("nan"), "ct_note": (
             "not computed: no held-back real images given; the generator's training images are unknown here "
-            "(an external bank), so there is no sample it provably never saw")}
+            "(an external bank, or a pipeline trained elsewhere), so there is no sample it provably never saw")}
     if len(held_back) == 0:
         return {**nan, "ct_n_test": 0, "ct_note": "not computed: the cell holds back no real rare-class images "
                                                   "(its rare count keeps them all)"}

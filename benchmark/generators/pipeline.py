@@ -313,6 +313,7 @@ class DiffusersPipeline(Generator):
     config checks, the (no-)fit, the hash check, conversion to the dataset's images, and save/load."""
 
     artifact_class, kind = "DiffusersPipeline", ""
+    trained_elsewhere = True  # the audit checks memorisation against the whole training split, and skips C_T
     defaults = DEFAULTS
     weight_names: tuple[str, ...] = ()  # save() writes config.json only: the weights stay in the pipeline folder
 

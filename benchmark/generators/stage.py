@@ -1,4 +1,6 @@
-"""The generator stage: fit a generator once per cell, sample a bank, audit it; and mixing its bank into training."""
+"""The generator stage: fit a generator once per cell, sample a bank, audit it (into the run's staging folder,
+swapped in with the record: benchmark.run.run_dir.commit_staged); and mixing its bank into training, the bank checked
+against the sha256 its record holds."""
 
 from __future__ import annotations
 
@@ -22,14 +24,25 @@ def write_bank(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
         np.savez_compressed(tmp, images=images, labels=labels)
 
 
-def read_bank(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The sample bank of a finished generator job; a corrupt or missing bank is a clear error."""
+def read_bank(run_dir: Path, record: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The sample bank of a finished generator job; a corrupt or missing bank, or one whose sha256 is not the one
+    `record` (the job's record, when given) holds, is a clear error."""
+    import io
+
+    from benchmark.run.run_dir import ARTIFACTS_FIELD
+
     path = Path(run_dir) / BANK_FILE
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            images, labels = npz["images"], npz["labels"]
+        data = path.read_bytes()
     except FileNotFoundError:
         raise UserError(f"Generator artifact {run_dir} has no {BANK_FILE}; run the grid again to rebuild it.") from None
+    expected = ((record or {}).get(ARTIFACTS_FIELD) or {}).get(BANK_FILE)
+    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+        raise UserError(f"Generator artifact {path} does not match the sha256 its record holds (replaced or altered "
+                        "after the run). Rebuild it with: launch/grid.py ... --force --only <generator key>.")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            images, labels = npz["images"], npz["labels"]
     except Exception as exc:  # noqa: BLE001 - zip, pickle-free npz and key errors alike
         raise UserError(f"Generator artifact {path} is corrupt ({type(exc).__name__}: {exc}). "
                         "Rebuild it with: launch/grid.py ... --force --only <generator key>.") from None
@@ -54,8 +67,10 @@ def check_no_leakage(fit_images: np.ndarray, bundle) -> None:
                            f"(positions {leaked[:10]}); generators may only see the cell's training images")
 
 
-def run_generator(spec, run_dir: Path) -> dict:
-    """Fit the generator on the cell's real training images only, sample its bank, audit it, save everything.
+def run_generator(spec, run_dir: Path, artifacts_dir: Path | None = None) -> dict:
+    """Fit the generator on the cell's real training images only, sample its bank, audit it, save everything into
+    `artifacts_dir` (the run's staging folder; default `run_dir`); paths in the fit log name `run_dir`, where the
+    files are once swapped in.
 
     The audit's distribution reference is every rare-class image of the training split (before rarity
     subsampling; evaluation only), its memorisation checks use the fit set, its data-copying test (``ct_*``) the
@@ -69,22 +84,29 @@ def run_generator(spec, run_dir: Path) -> dict:
     from benchmark.run.threads import apply_thread_limit
 
     apply_thread_limit()
+    out = Path(run_dir) if artifacts_dir is None else Path(artifacts_dir)
     started = time.perf_counter()
     cell = build_cell(spec)
     real = cell.real
     entry = registry.get("generator", spec.generator)
-    generator = registry.create("generator", entry, num_classes=cell.bundle.num_classes,
+    planned = (getattr(spec, "entries", None) or {}).get("generator", {}).get("config", {})
+    # a pipeline's planned content hash (the key's) travels with the config, so a folder changed since planning
+    # stops the job instead of sampling from other weights
+    config = {**entry.config, "pipeline_sha256": planned["pipeline_sha256"]} if planned.get("pipeline_sha256") \
+        else None
+    generator = registry.create("generator", entry, config=config, num_classes=cell.bundle.num_classes,
                                 image_shape=real.images.shape[1:])
+    elsewhere = getattr(generator, "trained_elsewhere", False)  # a pipeline trained outside: it never saw the cell
     seed = spec.generator_seed  # the cell's, seed, fold and generator: benchmark.core.seeding
     check_no_leakage(real.images, cell.bundle)
-    fit_log = generator.fit(real.images, real.labels, seed, out_dir=run_dir)
+    fit_log = _in_run_dir(generator.fit(real.images, real.labels, seed, out_dir=out), out, run_dir)
     fit_seconds = time.perf_counter() - started
-    generator.save(Path(run_dir) / MODEL_DIR)
+    generator.save(out / MODEL_DIR)
     n_bank = bank_size(np.bincount(real.labels, minlength=cell.rare_class + 1), cell.rare_class, int(entry.config.get("bank_multiple", DEFAULT_BANK_MULTIPLE)))
     sample_started = time.perf_counter()
     bank = generator.sample(n_bank, cell.rare_class, seed + 1)
     sample_seconds = time.perf_counter() - sample_started
-    write_bank(Path(run_dir) / BANK_FILE, bank, np.full(n_bank, cell.rare_class, dtype=np.int64))
+    write_bank(out / BANK_FILE, bank, np.full(n_bank, cell.rare_class, dtype=np.int64))
     audit_started = time.perf_counter()
     train = cell.bundle.splits["train"]
     reference = train.images[train.labels == cell.rare_class]  # evaluation only: never given to the generator
@@ -93,15 +115,21 @@ def run_generator(spec, run_dir: Path) -> dict:
     domain_info = {"extractor_key": domain_record["key"], "extractor_trained_here": trained_here,
                    "extractor_train_n": domain_record["identity"]["train_n"],
                    "extractor_train_balanced_accuracy": domain_record["train_balanced_accuracy"]}
-    report = audit(bank, real.images[real.labels == cell.rare_class], real.images, out_dir=run_dir,
-                   reference=reference, domain_extractor=domain, domain_info=domain_info, sheet_heading=spec.name,
-                   held_back=cell.held_back.images[cell.held_back.labels == cell.rare_class])
+    # memorisation is checked against what the generator saw: the fit set; for a model trained elsewhere that is
+    # unknown, so (as for external banks) the whole training split, and no data-copying test (no provably unseen
+    # sample)
+    seen_rare, seen_all = (reference, train.images) if elsewhere else (real.images[real.labels == cell.rare_class],
+                                                                       real.images)
+    held_back = None if elsewhere else cell.held_back.images[cell.held_back.labels == cell.rare_class]
+    report = audit(bank, seen_rare, seen_all, out_dir=out, reference=reference, domain_extractor=domain,
+                   domain_info=domain_info, sheet_heading=spec.name, held_back=held_back)
     audit_seconds = time.perf_counter() - audit_started
     if getattr(spec, "track", True) and isinstance(fit_log, dict):
         from benchmark.generators.audit import REAL_VS_SYNTHETIC_PNG
         from benchmark.run.tracking import log_generator_fit
 
-        log_generator_fit(run_dir, fit_log, {"audit/real_vs_synthetic": Path(run_dir) / REAL_VS_SYNTHETIC_PNG})
+        log_generator_fit(out, _in_run_dir(fit_log, run_dir, out),
+                          {"audit/real_vs_synthetic": out / REAL_VS_SYNTHETIC_PNG})
     return {
         "resolved": {"rare_class": cell.rare_class, "n_rare_train": cell.n_rare, "generator_seed": seed,
                      "bank_size": n_bank, "fit_images": len(real.labels), "audit_reference_n": len(reference),
@@ -113,6 +141,17 @@ def run_generator(spec, run_dir: Path) -> dict:
                     "bank_images_per_s": n_bank / sample_seconds if sample_seconds else float("nan")},
         "dataset": {"sha256": cell.bundle.sha256, "file": Path(cell.bundle.path).name},
     }
+
+
+def _in_run_dir(value, staged: Path, run_dir: Path):
+    """`value` (a fit log: JSON-like) with paths under `staged` renamed to `run_dir`, where they end up."""
+    if isinstance(value, dict):
+        return {k: _in_run_dir(v, staged, run_dir) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_in_run_dir(v, staged, run_dir) for v in value)
+    if isinstance(value, str) and Path(staged) != Path(run_dir) and value.startswith(f"{staged}/"):
+        return f"{run_dir}/{value[len(str(staged)) + 1:]}"
+    return value
 
 
 class SyntheticMix(Method):
@@ -129,7 +168,13 @@ class SyntheticMix(Method):
         needed = synthetic_count(synthetic_ratio, n_rare, counts)
         if needed == 0:
             return real
-        images, labels = read_bank(self.artifact_dir)
+        from benchmark.run.run_dir import CorruptRecord, read_record
+
+        try:
+            record = read_record(self.artifact_dir)
+        except CorruptRecord:
+            record = None  # the job's status check said done: a record that went bad since is read as unhashed
+        images, labels = read_bank(self.artifact_dir, record)
         if needed > len(images):
             raise UserError(f"synthetic_ratio {synthetic_ratio} needs {needed} synthetic images but the bank at "
                             f"{self.artifact_dir} has {len(images)}; raise the generator's bank_multiple.")

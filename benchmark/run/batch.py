@@ -17,7 +17,7 @@ from pathlib import Path
 import submitit
 
 from benchmark.core.specs import spec_from_dict
-from benchmark.run.job import execute
+from benchmark.run.job import execute, record_failure
 from benchmark.run.run_dir import PROGRESS_FILE, RESULT_FILE, STATE_DIR
 
 PORT_BASE, PORT_SPAN = 20000, 20000  # MASTER_PORT in [20000, 40000), derived from the SLURM job id
@@ -26,7 +26,8 @@ PORT_BASE, PORT_SPAN = 20000, 20000  # MASTER_PORT in [20000, 40000), derived fr
 @dataclass
 class JobBatch(submitit.helpers.Checkpointable):
     """A picklable submitit task: several jobs run one after another in one process, so imports, datasets and the
-    CUDA context are shared. Each job writes its own record; one failing does not stop the others.
+    CUDA context are shared. Each job writes its own record; one failing (a full disk included) does not stop the
+    others.
 
     ``resumable`` (set under SLURM): each classifier saves its training state after an epoch at most every
     ``checkpoint_every_s`` seconds (the cluster profile's; 0 = every epoch) and at the end of the epoch during which
@@ -65,8 +66,7 @@ class JobBatch(submitit.helpers.Checkpointable):
             if self.resumable and rank == 0:
                 _say_if_resuming(spec, run_dir)
             try:
-                self.statuses[spec.key] = execute(spec, run_dir, force=self.force, resumable=self.resumable,
-                                                  rank=rank, checkpoint_every_s=self.checkpoint_every_s)
+                self.statuses[spec.key] = _execute_one(spec, run_dir, self, rank)
             finally:
                 deferred = _release_checkpointing() if self.resumable else None
             if report is not None:
@@ -82,6 +82,20 @@ class JobBatch(submitit.helpers.Checkpointable):
         resumes from that epoch's state."""
         print(f"checkpoint: requeueing; done so far: {self.statuses}", flush=True)
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def _execute_one(spec, run_dir: Path, batch: JobBatch, rank: int) -> str:
+    """One job of the pack. ``execute`` records a job's own failures; anything it lets through (an OSError taking
+    the run folder's lock on a full disk, say) is recorded here as that job's error.json when possible, and the
+    pack goes on with its other jobs. An interruption (KeyboardInterrupt, SystemExit) still stops the pack."""
+    try:
+        return execute(spec, run_dir, force=batch.force, resumable=batch.resumable, rank=rank,
+                       checkpoint_every_s=batch.checkpoint_every_s)
+    except Exception as exc:  # noqa: BLE001 - one job's failure never stops the pack
+        print(f"failed: {spec.name} ({spec.key}): {type(exc).__name__}: {exc}; going on with the pack", flush=True)
+        if rank == 0:
+            record_failure(spec, run_dir, exc)
+        return "failed"
 
 
 def defer_checkpoint_signal() -> None:

@@ -1,5 +1,5 @@
-"""Jobs: run one classifier spec into its run folder (predictions.npz, then result.json atomically and last;
-error.json on failure)."""
+"""Jobs: run one classifier or generator spec into its run folder: its artifacts staged, then swapped in with
+result.json (their sha256 in it: benchmark.run.run_dir.commit_staged); error.json on failure, a full disk included."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from benchmark.core.specs import JobSpec
 from benchmark.core.training_set import apply_mixing
 from benchmark.run import run_dir as rd
 from benchmark.run.record import RESULT_SCHEMA, Record, write_predictions
-from benchmark.run.run_dir import ERROR_FILE, RESULT_FILE, SPEC_FILE, STATE_DIR, now_iso, write_json_atomic
-from benchmark.run.threads import JOBS_PER_DEVICE_ENV
+from benchmark.run.run_dir import RESULT_FILE  # noqa: F401 (benchmarks/ import it from here)
+from benchmark.run.run_dir import ERROR_FILE, SPEC_FILE, STATE_DIR, now_iso, write_json_atomic
+from benchmark.run.threads import JOBS_PER_DEVICE_ENV, cpu_usage
 
 
 
@@ -56,9 +57,11 @@ def environment() -> dict:
 
 
 def run_classifier(spec: JobSpec, run_dir: Path, progress: bool = False, resumable: bool = False,
-                   checkpoint_every_s: float = 0.0) -> tuple[Record, bool]:
+                   checkpoint_every_s: float = 0.0, artifacts_dir: Path | None = None) -> tuple[Record, bool]:
     """Train and evaluate one classifier job: (its record, whether this is the main process). The main process
-    writes the per-image predictions (predictions.npz) here; the caller writes the record."""
+    writes the per-image predictions (predictions.npz) and the weights into `artifacts_dir` (the run's staging
+    folder; default the run folder); the caller writes the record."""
+    artifacts_dir = Path(run_dir) if artifacts_dir is None else Path(artifacts_dir)
     from benchmark.core import registry
     from benchmark.run.cell import build_cell
     from benchmark.run.train import train_classifier
@@ -78,8 +81,9 @@ def run_classifier(spec: JobSpec, run_dir: Path, progress: bool = False, resumab
     outcome = train_classifier(training_set, bundle, cell.rare_class, backbone, spec.training_config, seed,
                                run_dir=run_dir, progress=progress,
                                state_dir=Path(run_dir) / STATE_DIR if resumable else None,
-                               checkpoint_every_s=checkpoint_every_s, n_real=len(cell.real.labels))
-    predictions = write_predictions(run_dir, outcome.predictions) if outcome.is_main_process else None
+                               checkpoint_every_s=checkpoint_every_s, n_real=len(cell.real.labels),
+                               artifacts_dir=artifacts_dir)
+    predictions = write_predictions(artifacts_dir, outcome.predictions) if outcome.is_main_process else None
     counts = training_set.counts(bundle.num_classes)
     record = Record(
         key=spec.key, name=spec.name, stage=spec.stage, spec=spec.to_dict(),
@@ -95,7 +99,8 @@ def run_classifier(spec: JobSpec, run_dir: Path, progress: bool = False, resumab
         best_epoch=outcome.best_epoch, best_step=outcome.best_step, optimizer_steps=outcome.optimizer_steps,
         images_seen=outcome.images_seen, history=outcome.history,
         timings={"started_at": started_at, "finished_at": now_iso(), "wall_s": time.perf_counter() - started,
-                 "train_s": outcome.train_seconds, "train_images_per_s": outcome.train_images_per_s},
+                 "train_s": outcome.train_seconds, "train_images_per_s": outcome.train_images_per_s,
+                 "cpu": cpu_usage()},  # threads, workers, cores, machine load: plan/cost.py skips oversubscribed
         compute={"device": outcome.device, "num_processes": outcome.num_processes,
                  "mixed_precision": outcome.mixed_precision,
                  # jobs sharing the device at once (cluster profile jobs_per_device): per-job images/s is lower
@@ -106,7 +111,7 @@ def run_classifier(spec: JobSpec, run_dir: Path, progress: bool = False, resumab
                  "split_sizes": {s: len(v) for s, v in bundle.splits.items()}},
         environment=environment(),
         checkpoints=outcome.checkpoints,  # state saves (resumable runs): count, seconds, bytes
-        predictions=predictions)
+        predictions=predictions, notes=list(outcome.notes))
     return record, outcome.is_main_process
 
 
@@ -140,9 +145,14 @@ def execute(spec: JobSpec, run_dir: Path, force: bool = False, progress: bool = 
     run_dir = Path(run_dir)
     if rank > 0:
         verdict = rd.follow_lock(run_dir, force)
-        return verdict if verdict != "run" else _run(spec, run_dir, progress, resumable, checkpoint_every_s)
+        return verdict if verdict != "run" else _run(spec, run_dir, progress, resumable, checkpoint_every_s, rank)
     try:
         with rd.lock(run_dir):
+            recovered = rd.recover_staging(run_dir)  # what a crashed earlier run left staged
+            if recovered:
+                print(f"{spec.name} ({spec.key}): an earlier run's staged artifacts were {recovered} "
+                      f"({'its record was committed' if recovered == 'completed' else 'it never committed'})",
+                      flush=True)
             found = rd.status(run_dir, probe_lock=False)
             if found == rd.DONE and not force:
                 return "skipped"
@@ -157,42 +167,55 @@ def execute(spec: JobSpec, run_dir: Path, force: bool = False, progress: bool = 
         return rd.RUNNING_ELSEWHERE
     except rd.UnsafeRunFolder as exc:  # e.g. a symlink planted at the lock path: refused, recorded, never followed
         print(f"refused: {spec.name} ({spec.key}): {exc}", flush=True)
-        _record_failure(spec, run_dir, exc)
+        record_failure(spec, run_dir, exc)
         return "failed"
 
 
-def _record_failure(spec: JobSpec, run_dir: Path, exc: BaseException) -> None:
-    """error.json: what failed and where (a failure is never cached as done; the next run retries the job)."""
-    write_json_atomic(run_dir / ERROR_FILE, {
-        "key": spec.key, "name": spec.name, "error": f"{type(exc).__name__}: {exc}",
-        "traceback": traceback.format_exc(), "failed_at": now_iso(), "host": socket.gethostname(),
-    })
-
-
-def _run(spec: JobSpec, run_dir: Path, progress: bool, resumable: bool, checkpoint_every_s: float) -> str:
-    write_json_atomic(run_dir / SPEC_FILE, spec.to_dict())
+def record_failure(spec: JobSpec, run_dir: Path, exc: BaseException) -> None:
+    """error.json: what failed and where (a failure is never cached as done; the next run retries the job). When
+    even that cannot be written (a full disk), the failure goes to the job log only: the job stays not done."""
     try:
+        write_json_atomic(run_dir / ERROR_FILE, {
+            "key": spec.key, "name": spec.name, "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(), "failed_at": now_iso(), "host": socket.gethostname(),
+        })
+    except OSError as write_error:
+        print(f"failed: {spec.name} ({spec.key}): {type(exc).__name__}: {exc}; its error.json could not be "
+              f"written either ({write_error})", flush=True)
+
+
+def _run(spec: JobSpec, run_dir: Path, progress: bool, resumable: bool, checkpoint_every_s: float,
+         rank: int = 0) -> str:
+    """Run the job with its artifacts staged (rank 0 owns the staging folder; other ranks write no artifacts),
+    then commit them with the record. Any failure — an OSError such as a full disk while writing the record
+    included — discards what was staged and becomes error.json; the folder's earlier record is left as it was."""
+    staged = rd.begin_staging(run_dir) if rank == 0 else rd.staging_dir(run_dir)
+    try:
+        write_json_atomic(run_dir / SPEC_FILE, spec.to_dict())
         if spec.stage == "classifier":
             record, is_main = run_classifier(spec, run_dir, progress=progress, resumable=resumable,
-                                             checkpoint_every_s=checkpoint_every_s)
+                                             checkpoint_every_s=checkpoint_every_s, artifacts_dir=staged)
             record = record.to_json()
         else:
-            record, is_main = run_generator_record(spec, run_dir), True
+            record, is_main = run_generator_record(spec, run_dir, staged), True
+        if is_main:
+            rd.commit_staged(run_dir, record)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded, never cached as done
-        _record_failure(spec, run_dir, exc)
+        if rank == 0:
+            rd.discard_staging(run_dir)
+        record_failure(spec, run_dir, exc)
         return "failed"
     if is_main:
-        write_json_atomic(run_dir / RESULT_FILE, record)
         (run_dir / ERROR_FILE).unlink(missing_ok=True)
         shutil.rmtree(run_dir / STATE_DIR, ignore_errors=True)
     return "done"
 
 
-def run_generator_record(spec, run_dir: Path) -> dict:
+def run_generator_record(spec, run_dir: Path, artifacts_dir: Path | None = None) -> dict:
     from benchmark.generators.stage import run_generator
 
     started_at = now_iso()
-    outcome = run_generator(spec, run_dir)
+    outcome = run_generator(spec, run_dir, artifacts_dir)
     outcome["timings"].update(started_at=started_at, finished_at=now_iso())
     return {"schema": RESULT_SCHEMA, "key": spec.key, "name": spec.name, "stage": spec.stage,
             "spec": spec.to_dict(), **outcome, "environment": environment()}

@@ -2,8 +2,8 @@
 collector), and its per-image predictions file (predictions.npz, its sha256 in the record).
 
 result.json keeps the shape it always had; fields added later (`best_step`, `optimizer_steps`, `images_seen`,
-`predictions`) are None when an older record is read, and keys the dataclass does not know are kept in `extra` and
-written back unchanged.
+`predictions`, `artifacts`) are None (`notes` empty) when an older record is read, and keys the dataclass does not
+know are kept in `extra` and written back unchanged.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ class Record:
     environment: dict = field(default_factory=dict)
     checkpoints: dict | None = None
     predictions: dict | None = None    # {"file": "predictions.npz", "sha256": …, "arrays": [...]}
+    artifacts: dict | None = None      # {file: sha256} swapped in with this record (run_dir.commit_staged)
+    notes: list = field(default_factory=list)         # what the run had to do differently (e.g. an unloadable state)
     extra: dict = field(default_factory=dict)         # keys of result.json this class does not know
 
     @classmethod

@@ -18,6 +18,13 @@ lock held exits "running elsewhere" without touching the folder. The kernel rele
 (SIGKILL, out of memory, node reboot), so there is no stale-lock rule on a local filesystem; the file itself stays
 (removing it would race with a process that has just opened it). On network filesystems see ``lock``.
 
+Staging (``begin_staging``, ``commit_staged``): a run writes its artifacts (weights, predictions, a generator's
+bank, model and audit files) into ``.staging/`` in its folder, never over the files of an earlier record; when the job
+succeeded its record — with every staged file's sha256 in ``artifacts`` — is written there too (the commit point),
+then the files are moved in and ``result.json`` last. A failed run discards ``.staging/``; a crash after the commit
+point is rolled forward by the next process that takes the lock (``recover_staging``). So a failed ``--force``
+re-run leaves the old record with its own artifacts, and a new record is never seen beside old artifacts.
+
 Permissions (``apply_results_mode``): the results tree holds real patient images (audit PNGs, sample sheets, the
 HTML report, TensorBoard images), model weights and per-image predictions, so every process of the harness creates
 it private to the user — folders 0700, files 0600 (umask 077) — unless ``GENMED_RESULTS_MODE=group`` widens it to
@@ -47,6 +54,11 @@ SPEC_FILE = "spec.json"
 STATE_DIR = "state"
 PROGRESS_FILE = "progress.json"  # inside STATE_DIR: the epoch the saved training state belongs to
 LOCK_FILE = "lock"
+STAGING_DIR = ".staging"        # a run's artifacts and record before they are swapped in (module docstring)
+ARTIFACTS_FIELD = "artifacts"   # the record's {relative path: sha256} of the files it swapped in
+# what a record from before staging (no ``artifacts``) had beside it: removed when a new record does not name them
+LEGACY_ARTIFACTS = ("model.safetensors", "predictions.npz", "samples.npz", "model")
+UNLOADABLE_SUFFIX = ".unloadable-"  # state.unloadable-20261207T050000.000000Z: a saved state that did not load
 RESULTS_ENV = "GENMED_RESULTS_DIR"  # the results root when no --results is given; else ./results
 RESULTS_HELP = f"results root (default: ${RESULTS_ENV} or ./results)"
 CORRUPT_SUFFIX = ".corrupt-"     # result.json.corrupt-20261201T101500Z
@@ -185,6 +197,152 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     write_bytes_atomic(path, json.dumps(payload, indent=1, sort_keys=True, default=str).encode())
 
 
+def utc_stamp() -> str:
+    """A UTC time for file names: 20261207T050000.123456Z."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def move_aside(path: Path, suffix: str) -> Path:
+    """Rename ``path`` (a file or folder) to ``<path><suffix><UTC time>`` (kept for inspection); returns the name."""
+    path = Path(path)
+    target = path.with_name(f"{path.name}{suffix}{utc_stamp()}")
+    os.replace(path, target)
+    return target
+
+
+# ------------------------------------------------------------------------------------------------ staging
+def staging_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / STAGING_DIR
+
+
+def begin_staging(run_dir: Path) -> Path:
+    """(The lock held.) An empty ``.staging/`` for this run's artifacts, after finishing or discarding what an
+    earlier process left there (``recover_staging``)."""
+    recover_staging(run_dir)
+    staged = staging_dir(run_dir)
+    staged.mkdir(parents=True, exist_ok=True)
+    return staged
+
+
+def discard_staging(run_dir: Path) -> None:
+    """Remove ``.staging/`` (a failed run's artifacts): the folder keeps its earlier record and artifacts."""
+    import shutil
+
+    shutil.rmtree(staging_dir(run_dir), ignore_errors=True)
+
+
+def sha256_file(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def artifact_hashes(folder: Path) -> dict:
+    """{path relative to `folder` (posix): sha256} of every file under `folder` but a record; symlinks refused."""
+    folder = Path(folder)
+    hashes = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_symlink():
+            raise UnsafeRunFolder(f"{path} is a symbolic link; a run's artifacts are plain files")
+        if path.is_file() and path.relative_to(folder).as_posix() != RESULT_FILE:
+            hashes[path.relative_to(folder).as_posix()] = sha256_file(path)
+    return hashes
+
+
+def commit_staged(run_dir: Path, record: dict) -> dict:
+    """(The lock held.) Swap the staged artifacts in with `record`, which gets their hashes (``artifacts``): the
+    record is written to ``.staging/`` first (the commit point), then ``_roll_forward``. Returns the record. An
+    OSError before the commit point (a full disk) leaves the folder's earlier record and artifacts as they were."""
+    staged = staging_dir(run_dir)
+    record = {**record, ARTIFACTS_FIELD: artifact_hashes(staged) if staged.is_dir() else {}}
+    write_json_atomic(staged / RESULT_FILE, record)
+    _roll_forward(run_dir)
+    return record
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _roll_forward(run_dir: Path) -> None:
+    """Move a committed ``.staging/`` in: the old record goes first (never beside new artifacts), then each staged
+    entry replaces its namesake, the old record's artifacts that the new one lacks are removed, the record last."""
+    import shutil
+
+    run_dir, staged = Path(run_dir), staging_dir(run_dir)
+    try:
+        old = read_record(run_dir) or {}
+    except CorruptRecord:
+        old = {}
+    (run_dir / RESULT_FILE).unlink(missing_ok=True)
+    for entry in sorted(staged.iterdir()):
+        if entry.name == RESULT_FILE:
+            continue
+        target = run_dir / entry.name
+        if entry.is_dir() and not entry.is_symlink():
+            replace_dir(entry, target)
+        else:
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            os.replace(entry, target)
+    new = json.loads((staged / RESULT_FILE).read_text()).get(ARTIFACTS_FIELD) or {}
+    kept = {name.split("/")[0] for name in new}
+    named = old.get(ARTIFACTS_FIELD) if ARTIFACTS_FIELD in old else (LEGACY_ARTIFACTS if old else ())
+    for name in {str(n).split("/")[0] for n in (named or ())} - kept:
+        stale = run_dir / name
+        if name not in ("", ".", "..", RESULT_FILE, STAGING_DIR, LOCK_FILE) and "/" not in name:
+            shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink(missing_ok=True)
+    os.replace(staged / RESULT_FILE, run_dir / RESULT_FILE)
+    _fsync_dir(run_dir)
+    shutil.rmtree(staged, ignore_errors=True)
+
+
+def recover_staging(run_dir: Path) -> str | None:
+    """(The lock held.) What an earlier process left in ``.staging/``: a committed record (valid, of this key) is
+    rolled forward ('completed'); anything else is a run that did not finish and is removed ('discarded'). None when
+    there is no ``.staging/``."""
+    staged = staging_dir(run_dir)
+    if not staged.is_dir():
+        return None
+    try:
+        committed = check_record(json.loads((staged / RESULT_FILE).read_text()), Path(run_dir).name) is None
+    except (OSError, ValueError):  # no staged record, or a torn one: the run never reached its commit point
+        committed = False
+    if committed:
+        _roll_forward(run_dir)
+        return "completed"
+    discard_staging(run_dir)
+    return "discarded"
+
+
+class ArtifactMismatch(Exception):
+    """An artifact that is missing or whose sha256 is not the one its record holds."""
+
+
+def verify_artifact(run_dir: Path, name: str, record: dict | None = None) -> Path:
+    """``run_dir/name``, checked against the sha256 its record (read when not given) holds in ``artifacts``.
+    Records from before staging hold no hashes: then only existence is checked. Raises ArtifactMismatch."""
+    path = Path(run_dir) / name
+    record = read_record(run_dir) if record is None else record
+    expected = ((record or {}).get(ARTIFACTS_FIELD) or {}).get(name)
+    if not path.is_file():
+        raise ArtifactMismatch(f"{path} is missing; its run's record names it. Run the job again (--force).")
+    if expected is not None:
+        found = sha256_file(path)
+        if found != expected:
+            raise ArtifactMismatch(f"{path}: sha256 {found[:12]}… does not match its record's {expected[:12]}…: the "
+                                   "file was replaced or altered after the run. Run the job again (--force).")
+    return path
+
+
 # ------------------------------------------------------------------------------------------------ records
 class CorruptRecord(Exception):
     """A result.json that does not parse or lacks a required field."""
@@ -236,11 +394,7 @@ def corrupt_reason(run_dir: Path) -> str | None:
 
 def move_aside_corrupt(run_dir: Path) -> Path:
     """Rename a corrupt result.json to ``result.json.corrupt-<UTC time>`` (kept for inspection, never deleted)."""
-    path = Path(run_dir) / RESULT_FILE
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-    target = path.with_name(f"{RESULT_FILE}{CORRUPT_SUFFIX}{stamp}")
-    os.replace(path, target)
-    return target
+    return move_aside(Path(run_dir) / RESULT_FILE, CORRUPT_SUFFIX)
 
 
 # ------------------------------------------------------------------------------------------------ status

@@ -21,6 +21,8 @@ from benchmark.run import tracking
 from benchmark.run.metrics import choose_threshold, classification_metrics, threshold_metrics
 from benchmark.run.run_dir import PROGRESS_FILE
 
+WEIGHTS_FILE = "model.safetensors"
+
 
 class TensorPairs(Dataset):
     """In-memory (uint8 images, int64 labels); `__getitems__` fetches a whole batch with one indexing op. With a
@@ -122,6 +124,7 @@ class TrainOutcome:
     checkpoints: dict | None
     predictions: dict
     switch_step: int | None = None  # pretrain_finetune: the first step drawn from the real images only
+    notes: list = field(default_factory=list)  # for the record (e.g. a saved state that did not load)
 
 
 @dataclass
@@ -183,7 +186,8 @@ def predict(model, loader, accelerator) -> tuple[torch.Tensor, torch.Tensor]:
 
 def train_classifier(training_set, bundle, rare_class: int, backbone, training, init_seed: int,
                      run_dir: Path | None = None, progress: bool = False, state_dir: Path | None = None,
-                     checkpoint_every_s: float = 0.0, n_real: int | None = None) -> TrainOutcome:
+                     checkpoint_every_s: float = 0.0, n_real: int | None = None,
+                     artifacts_dir: Path | None = None) -> TrainOutcome:
     """Train `backbone` on `training_set` for the budget of `training` (a TrainingConfig or its dict), select the
     validation with the best val AUROC, evaluate that model on test.
 
@@ -191,34 +195,29 @@ def train_classifier(training_set, bundle, rare_class: int, backbone, training, 
     `training_set`, or steps matched to `n_real` (the cell's real training images; default: the set's size), or a
     number. Batches are drawn from `training_set`, reshuffled at every pass, until it is spent; validation runs at the
     budget's evaluation steps. Metrics: val at the selected validation and test, both with the threshold metrics at
-    the threshold chosen on that val split. Writes the selected weights to ``run_dir/model.safetensors`` when
-    ``save_checkpoint``. With `state_dir`, the full training state (``accelerator.save_state``, the selection, the
-    random streams and the position in the current pass) is saved after a validation (every one with
-    ``checkpoint_every_s`` 0, else when that many seconds passed since the last save, or a save was requested:
-    ``Checkpointing``), and a run that finds a saved state resumes from it, mid-pass if need be: a resumed run ends
-    with the same record as an uninterrupted one.
-    """
+    the threshold chosen on that val split. Writes the selected weights to ``model.safetensors`` in `artifacts_dir`
+    (the run's staging folder: benchmark.run.run_dir.begin_staging), else in `run_dir`, when ``save_checkpoint``.
+    With `state_dir`, the full training state (``accelerator.save_state``, the selection, the random streams and
+    the position in the current pass) is saved after a validation (every one with ``checkpoint_every_s`` 0, else
+    when that many seconds passed since the last save, or a save was requested: ``Checkpointing``), and a run that
+    finds a saved state resumes from it, mid-pass if need be: a resumed run ends with the same record as an
+    uninterrupted one. A saved state that does not load is moved aside and the job trains from the start
+    (``_start``; a note in the outcome's ``notes``)."""
     config = training if isinstance(training, TrainingConfig) else TrainingConfig.from_dict(training)
-    # 1. The accelerator (precision, trackers) and the seeded random streams.
-    accelerator, precision_note = _accelerator(config, run_dir)
-    from accelerate.utils import set_seed
-
-    set_seed(init_seed)
-    streams = RandomStreams.seeded(init_seed, accelerator.device, accelerator.process_index)
-    # 2. Data, model, optimiser and the step schedule the budget resolves to; one prepare.
-    run = _prepare(accelerator, config, training_set, bundle, rare_class, backbone, streams,
-                   len(training_set.labels) if n_real is None else n_real)
-    # 3. Resume: the saved state (if any) replaces the fresh one, down to the random streams.
-    done = Progress()
-    if state_dir is not None and (Path(state_dir) / PROGRESS_FILE).is_file():
-        done = load_progress(accelerator, Path(state_dir), streams)
+    # 1–3. The accelerator, seeded streams, data, model, optimiser and schedule; the saved state, if any, resumed
+    # (one that does not load is moved aside and training starts fresh: ``_start``).
+    run, done, precision_note, notes = _start(config, training_set, bundle, rare_class, backbone, init_seed,
+                                              run_dir, Path(state_dir) if state_dir is not None else None,
+                                              len(training_set.labels) if n_real is None else n_real)
+    accelerator = run.accelerator
     checkpoints = Checkpointing(checkpoint_every_s)
     # 4. Train until the budget is spent, validating (and maybe saving the state) at the evaluation steps.
     _train(run, done, checkpoints, Path(state_dir) if state_dir is not None else None, progress)
     # 5. The selected model on val (threshold) and test; its weights saved.
     metrics, predictions = _evaluate_selected(run, done)
-    if run_dir is not None and config.save_checkpoint and accelerator.is_main_process:
-        save_weights(done.best_state, Path(run_dir) / "model.safetensors")
+    weights_dir = artifacts_dir if artifacts_dir is not None else run_dir
+    if weights_dir is not None and config.save_checkpoint and accelerator.is_main_process:
+        save_weights(done.best_state, Path(weights_dir) / WEIGHTS_FILE)
     epochs_form = config.budget_spec.form == "epochs"
     tracking.finish(accelerator, metrics["test"], done.best.evaluation if epochs_form else done.best.step)
     accelerator.wait_for_everyone()
@@ -231,7 +230,58 @@ def train_classifier(training_set, bundle, rare_class: int, backbone, training, 
         mixed_precision=str(accelerator.mixed_precision), mixed_precision_note=precision_note,
         is_main_process=accelerator.is_main_process,
         checkpoints=checkpoints.summary() if state_dir is not None else None, predictions=predictions,
-        switch_step=run.schedule.switch_step if run.finetune_loader is not None else None)
+        switch_step=run.schedule.switch_step if run.finetune_loader is not None else None, notes=notes)
+
+
+def _start(config: TrainingConfig, training_set, bundle, rare_class: int, backbone, init_seed: int, run_dir,
+           state_dir: Path | None, n_real: int) -> tuple[Trainer, Progress, str | None, list]:
+    """The prepared Trainer, where it stands (a saved state resumed, else a fresh Progress), the precision note and
+    notes for the record. A saved state that fails to load (a corrupt file, a state written by another library
+    version) is moved aside (``state.unloadable-<UTC time>``, ``set_aside_state``) and everything is built again
+    from the seed, so the job trains from the start as a fresh run would instead of failing at every retry."""
+    from accelerate.utils import set_seed
+
+    notes = []
+    while True:
+        accelerator, precision_note = _accelerator(config, run_dir)
+        set_seed(init_seed)
+        streams = RandomStreams.seeded(init_seed, accelerator.device, accelerator.process_index)
+        run = _prepare(accelerator, config, training_set, bundle, rare_class, backbone, streams, n_real)
+        if state_dir is None or not (state_dir / PROGRESS_FILE).is_file():
+            return run, Progress(), precision_note, notes
+        failure = None
+        try:
+            done = load_progress(accelerator, state_dir, streams)
+        except Exception as exc:  # noqa: BLE001 - any unloadable state: safetensors, JSON, shapes, missing files
+            failure = exc
+        if not _any_process(accelerator, failure is not None):
+            return run, done, precision_note, notes
+        notes.append(set_aside_state(accelerator, state_dir, failure))
+        tracking.finish(accelerator)  # this attempt's writers; the fresh start opens its own
+
+
+def _any_process(accelerator, flag: bool) -> bool:
+    """Whether `flag` holds in any process (all processes agree: they restart together)."""
+    if accelerator.num_processes <= 1:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
+    return bool(accelerator.reduce(value, reduction="max").item() > 0)
+
+
+def set_aside_state(accelerator, state_dir: Path, exc: BaseException | None) -> str:
+    """Move a saved training state that did not load aside (the main process renames it; kept for inspection)
+    and return the note that the job log and the record carry."""
+    from benchmark.run.run_dir import UNLOADABLE_SUFFIX, move_aside
+
+    why = f"{type(exc).__name__}: {exc}" if exc is not None else "it failed to load in another process"
+    target = state_dir.with_name(state_dir.name + UNLOADABLE_SUFFIX + "…")
+    if accelerator.is_main_process:
+        target = move_aside(state_dir, UNLOADABLE_SUFFIX)
+    accelerator.wait_for_everyone()
+    note = (f"the saved training state {state_dir} did not load ({why[:500]}); moved aside to {target.name}, "
+            "training from the start")
+    print(f"warning: {note}", flush=True)
+    return note
 
 
 def _accelerator(config: TrainingConfig, run_dir):
