@@ -96,6 +96,7 @@ def main(argv=None):
 
         for line in power_lines(jobs, runs_dir, grid.margins):
             print(f"power {line}")
+        print_memory(args, jobs)
         print(plan_table.summary_line(jobs, status, stale))
         return 0
     jobs = identity.resolve_jobs(jobs, download=True)  # downloads missing data; then every job has its final key
@@ -240,6 +241,28 @@ def check_executor_options(args, jobs, UserError) -> None:
         stage_profiles(args.grid, args.cluster_profile, needed_stages(jobs))
         if args.executor == SLURM and args.dry_run:
             require_slurm()
+
+
+def print_memory(args, jobs: list) -> None:
+    """--dry-run's ``memory`` lines (benchmark/plan/memory.py) and, on stderr, a warning when a job would not fit
+    the classifier stage's cluster profile (when one resolves) or this machine for the local workers."""
+    from benchmark.core.errors import UserError
+    from benchmark.plan.memory import machine_bytes, memory_lines
+    from benchmark.run.threads import cpu_count
+
+    profile = None
+    try:
+        from benchmark.execute.slurm.profiles import stage_profiles
+
+        profile = stage_profiles(args.grid, args.cluster_profile, ("classifier",))["classifier"]
+    except UserError:
+        pass  # no profile for the classifier stage: only the local check
+    local = None if args.executor == SLURM else (args.parallel or (1 if args.executor == "debug" else cpu_count()))
+    lines, warnings = memory_lines(jobs, profile, local, machine_bytes())
+    for line in lines:
+        print(f"memory {line}")
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def print_corrupt(jobs, status, runs_dir: Path) -> None:

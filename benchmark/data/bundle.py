@@ -1,4 +1,5 @@
-"""In-memory dataset splits (uint8 NCHW images, int64 labels), the checks every source applies, and file hashing."""
+"""Dataset splits (uint8 NCHW images, int64 labels; in memory, or views of the memory-mapped image cache of
+benchmark.data.arrays), the checks every source applies, and file hashing."""
 
 from __future__ import annotations
 
@@ -41,6 +42,12 @@ class DataBundle:
 
     def class_counts(self, split: str = "train") -> np.ndarray:
         return np.bincount(self.splits[split].labels, minlength=self.num_classes)
+
+    def resident_bytes(self) -> int:
+        """Bytes of the splits this process holds itself (memory-mapped images count 0: see arrays.resident_bytes)."""
+        from benchmark.data.arrays import resident_bytes
+
+        return resident_bytes(*(a for s in self.splits.values() for a in (s.images, s.labels)))
 
 
 LAYOUTS = ("nhwc", "nchw")  # how an .npz stores colour images: (N, H, W, C), the MedMNIST default, or (N, C, H, W)
@@ -109,6 +116,52 @@ def splits_from_arrays(arrays: dict, where: str, layout: str | None = None) -> d
             raise UserError(f"{where}: {split} has {len(images)} images but {len(labels)} labels.")
         splits[split] = Split(images, labels)
     return splits
+
+
+def npz_splits(path: Path, where: str, content_sha256: str, layout: str | None = None, fix: str = REDOWNLOAD) -> dict:
+    """The splits of a MedMNIST-format .npz: in memory (``splits_from_arrays``) when its images are small, else
+    slices of one memory-mapped array in split order from the image cache (benchmark.data.arrays), written once
+    per file content and layout by reading one split at a time."""
+    from benchmark.data.arrays import cached_images, npz_is_mapped
+    from benchmark.data.validate import npz_headers
+
+    try:
+        mapped = npz_is_mapped(path, fix)
+    except UserError:  # a damaged file: read_npz names the problem as it always has
+        mapped = False
+    if not mapped:
+        return splits_from_arrays(read_npz(path, fix=fix), where, layout)
+    headers = npz_headers(path, fix)
+    shapes = {s: headers.get(f"{s}_images", ((0,), None))[0] for s in SPLITS}
+    arrays = read_npz(path, [f"{s}_labels" for s in SPLITS], fix)
+    labels = {s: flat_labels(arrays[f"{s}_labels"], f"{where} [{s}_labels]") for s in SPLITS}
+    for s in SPLITS:
+        if shapes[s][0] != len(labels[s]):
+            raise UserError(f"{where}: {s} has {shapes[s][0]} images but {len(labels[s])} labels.")
+    bounds = np.cumsum([0] + [len(labels[s]) for s in SPLITS])
+    images = cached_images({"form": "npz", "content": content_sha256, "layout": layout}, int(bounds[-1]),
+                           lambda allocate: _write_npz_images(path, where, layout, fix, bounds, allocate))
+    return {s: Split(images[bounds[i]:bounds[i + 1]], labels[s]) for i, s in enumerate(SPLITS)}
+
+
+def _write_npz_images(path: Path, where: str, layout, fix: str, bounds, allocate) -> np.ndarray:
+    """Each split's images, read alone, checked and written (as NCHW) into their slice of ``allocate``'s array."""
+    from benchmark.data.validate import image_array_problem
+
+    out = None
+    for i, split in enumerate(SPLITS):
+        raw = read_npz(path, [f"{split}_images"], fix)[f"{split}_images"]
+        problem = image_array_problem(raw.shape, raw.dtype, layout)
+        if problem:
+            raise UserError(f"{where} [{split}_images]: {problem}")
+        nchw = raw[:, None] if raw.ndim == 3 else raw if layout == "nchw" else raw.transpose(0, 3, 1, 2)
+        if out is None:
+            out = allocate((int(bounds[-1]), *nchw.shape[1:]))
+        if nchw.shape[1:] != out.shape[1:]:
+            raise UserError(f"{where}: {split}_images are {nchw.shape[1:]} (C, H, W) but {SPLITS[0]}_images are "
+                            f"{out.shape[1:]}; every split must have one image shape.")
+        out[bounds[i]:bounds[i + 1]] = nchw
+    return out
 
 
 def file_sha256(path: Path) -> str:

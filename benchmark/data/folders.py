@@ -16,7 +16,9 @@ Registry entry (``docs/datasets.md`` has complete examples)::
 
 Without split folders the images are split per class (stratified) by `split_ratios` with `split_seed`; with
 ``train/`` and ``test/`` but no ``val/``, val is carved out of train the same way (ratio val / (train + val)).
-Every image is read and checked before the dataset is returned; problems are UserErrors naming the file. Planning
+Every image is read and checked before the dataset is returned; problems are UserErrors naming the file. The
+decoded images are written once to the memory-mapped image cache (``benchmark.data.arrays``) and the splits are
+slices of it, so a large dataset is not held in memory. Planning
 (``load_labels``, what ``--dry-run`` reads) already decodes every image once per content (cached): a file that does
 not decode, a name that is not valid UTF-8, an image above PIL's decompression-bomb limit, a single class, all stop
 the grid before any job (benchmark.data.validate).
@@ -25,12 +27,14 @@ The content hash (``dataset_sha256`` of the records) is sha256 over the sorted r
 
 from __future__ import annotations
 
+import hashlib
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from benchmark.core.errors import UserError
+from benchmark.data.arrays import cache_folder, cached_images
 from benchmark.data.bundle import SPLITS, DataBundle, Split, files_sha256
 from benchmark.data.images import (
     IMAGE_SUFFIXES, check_channels, expand_path, group_ids, load_images, parse_ratios, scan_class_folders,
@@ -101,17 +105,53 @@ class FileDataset:
         return by_split
 
     def load(self, size: int) -> DataBundle:
+        """The splits as slices of one uint8 array in split order (train, val, test; file order within each):
+        memory-mapped from the image cache (benchmark.data.arrays, decoded once per content and settings), or in
+        memory when the cache is off. Every image is read and checked before the cache file exists."""
         self.ensure(size)
-        files, _, _, label_names = self.index
-        images = self._read(files)  # everything is read and checked before a bundle exists
-        labels, splits = self._image_labels()
+        files, file_labels, file_splits, label_names = self.index
+        rank = {split: i for i, split in enumerate(SPLITS)}
+        order = np.argsort([rank[s] for s in file_splits], kind="stable")
+        counts = np.array([self._count(f) for f in files], dtype=np.int64)[order]
+        labels = np.repeat(file_labels[order], counts)
+        bounds = np.cumsum([0] + [int(counts[file_splits[order] == s].sum()) for s in SPLITS])
+        slots = np.empty(len(files), dtype=np.int64)  # files are read in listing order into split-ordered rows
+        slots[order] = np.cumsum(counts) - counts
+        images = cached_images(self.cache_key([files[i] for i in order], counts), len(labels),
+                               lambda allocate: self._read(files, allocate, slots),
+                               None if self.channels is None else (self.channels, self.image_size, self.image_size))
         if len(images) != len(labels):
             raise UserError(f"{self.where}: read {len(images)} images but the index expects {len(labels)}; the "
                             "files changed while loading. Run again.")
-        bundle_splits = {s: Split(np.ascontiguousarray(images[splits == s]), labels[splits == s]) for s in SPLITS}
+        bundle_splits = {s: Split(images[bounds[i]:bounds[i + 1]], labels[bounds[i]:bounds[i + 1]])
+                         for i, s in enumerate(SPLITS)}
         task = self._task or self._default_task(len(label_names))
         return DataBundle(self.name, self.image_size, task, len(label_names), list(label_names), bundle_splits,
                           self.content_sha256(), str(self.root))
+
+    def cache_key(self, ordered: list, counts: np.ndarray) -> dict:
+        """What the decoded images depend on (the image cache's file name): content, size, channels, decoding
+        settings (``decode_settings``), Pillow's version and the files in split order with their image counts."""
+        import PIL
+
+        root = (self.root if self.root.is_dir() else self.root.parent).resolve()
+        listing = hashlib.sha256("\n".join(f"{Path(f).resolve().relative_to(root).as_posix()}|{n}"
+                                           for f, n in zip(ordered, counts)).encode()).hexdigest()
+        return {"form": f"{type(self).__module__}.{type(self).__name__}", "content": self.content_sha256(),
+                "image_size": self.image_size, "channels": self.channels, "decode": self.decode_settings(),
+                "pillow": PIL.__version__, "order": listing}
+
+    def decode_settings(self) -> dict:
+        """Settings besides size and channels that change the decoded images (a hook: NIfTI slicing)."""
+        return {}
+
+    def image_channels(self, size: int) -> int | None:
+        """Channels per image: declared, else from the cache when built, else None (unknown before decoding)."""
+        return self.channels
+
+    def memory_mapped(self, size: int) -> bool:
+        """Whether ``load`` memory-maps the images (always, unless the image cache is off)."""
+        return cache_folder() is not None
 
     # --- hooks ---------------------------------------------------------------------------------------------
     def _scan(self) -> tuple[list, list]:
@@ -122,8 +162,9 @@ class FileDataset:
         """Images a file contributes (1 for an image file, the chosen slices of a volume)."""
         return 1
 
-    def _read(self, files: list) -> np.ndarray:
-        return load_images(files, self.image_size, self.channels, self.root)
+    def _read(self, files: list, allocate=None, slots=None) -> np.ndarray:
+        """The images of `files` (read in that order) into ``allocate``'s array, file i from row ``slots[i]``."""
+        return load_images(files, self.image_size, self.channels, self.root, allocate, slots)
 
     def _validate_files(self, files: list) -> None:
         """Checks of the files before any job (a hook: image datasets decode every file once per content)."""

@@ -57,12 +57,21 @@ def fold_labels(labels: dict, k_folds: int, fold: int, seed: int, where: str = "
 
 
 def fold_bundle(bundle: DataBundle, k_folds: int, fold: int, seed: int) -> DataBundle:
-    """`bundle` with train and val replaced by fold `fold`'s training and held-out parts of train+val."""
+    """`bundle` with train and val replaced by fold `fold`'s training and held-out parts of train+val (each one
+    copy, gathered from train and val directly: train+val is never concatenated)."""
     train, val = bundle.splits["train"], bundle.splits["val"]
     train_idx, held_idx = fold_indices(train.labels, val.labels, k_folds, fold, seed, f"dataset {bundle.name!r}")
-    pool_images = np.concatenate([train.images, val.images])
-    pool_labels = np.concatenate([train.labels, val.labels])
-    splits = {"train": Split(pool_images[train_idx], pool_labels[train_idx]),
-              "val": Split(pool_images[held_idx], pool_labels[held_idx]),
+    splits = {"train": _gather(train, val, train_idx), "val": _gather(train, val, held_idx),
               "test": bundle.splits["test"]}
     return replace(bundle, splits=splits)
+
+
+def _gather(first: Split, second: Split, indices: np.ndarray) -> Split:
+    """The images and labels at sorted `indices` of first + second (indices ≥ len(first) index second), taken
+    straight into the result (no temporary copy of the selection)."""
+    n, cut = len(first), int(np.searchsorted(indices, len(first)))
+    images = np.empty((len(indices), *first.images.shape[1:]), dtype=first.images.dtype)
+    np.take(first.images, indices[:cut], axis=0, out=images[:cut])
+    np.take(second.images, indices[cut:] - n, axis=0, out=images[cut:])
+    labels = np.concatenate([first.labels[indices[:cut]], second.labels[indices[cut:] - n]])
+    return Split(images, labels)

@@ -118,9 +118,17 @@ def conform_array(images: np.ndarray, image_size: int, channels: int) -> np.ndar
     return out
 
 
-def load_images(paths: list, image_size: int, channels: int | None, root: Path | None = None) -> np.ndarray:
-    """Every image of `paths` as uint8 (N, C, H, W), fully read and checked before anything is returned.
-    Undeclared channels: the first image's count, and a file with another count is an error naming both."""
+def uint8_array(shape) -> np.ndarray:
+    """An uninitialised uint8 array (the default ``allocate`` of the readers)."""
+    return np.empty(shape, dtype=np.uint8)
+
+
+def load_images(paths: list, image_size: int, channels: int | None, root: Path | None = None,
+                allocate=None, slots=None) -> np.ndarray:
+    """Every image of `paths` as uint8 (N, C, H, W), fully read (in the order of `paths`) and checked before
+    anything is returned. Undeclared channels: the first image's count, and a file with another count is an error
+    naming both. ``allocate(shape)`` makes the output array (np.empty; the image cache passes a memory map of its
+    file); ``slots[i]``: the row of ``paths[i]`` in it (default i)."""
     out, first = None, None
     for i, path in enumerate(paths):
         if root is not None:
@@ -134,8 +142,8 @@ def load_images(paths: list, image_size: int, channels: int | None, root: Path |
                                 "Declare 'channels: 1' (grey) or 'channels: 3' (colour) in the dataset's registry "
                                 "entry to convert every image.")
         if out is None:
-            out = np.empty((len(paths), array.shape[0], image_size, image_size), dtype=np.uint8)
-        out[i] = array
+            out = (allocate or uint8_array)((len(paths), array.shape[0], image_size, image_size))
+        out[i if slots is None else slots[i]] = array
     if out is None:
         return np.empty((0, channels or 1, image_size, image_size), dtype=np.uint8)
     return out

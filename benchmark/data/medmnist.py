@@ -11,7 +11,7 @@ from pathlib import Path
 
 from benchmark.core.errors import UserError
 from benchmark.data import data_dir
-from benchmark.data.bundle import DataBundle, file_md5, file_sha256, read_npz, splits_from_arrays
+from benchmark.data.bundle import DataBundle, file_md5, file_sha256, npz_splits, read_npz
 
 SIZES = (28, 64, 128, 224)
 
@@ -124,9 +124,18 @@ class MedMNIST:
         check_label_sets(labels, self.num_classes, str(path))
         return labels
 
+    def image_channels(self, size: int) -> int:
+        return int(self.info["n_channels"])
+
+    def memory_mapped(self, size: int) -> bool:
+        """Whether ``load`` memory-maps the images (image bytes ≥ $GENMED_MEMMAP_MIN_MB, cache on)."""
+        from benchmark.data.arrays import npz_is_mapped
+
+        return self.is_present(size) and npz_is_mapped(self.path(size))
+
     def load(self, size: int) -> DataBundle:
         path = self.ensure(size)
-        splits = splits_from_arrays(read_npz(path), str(path))
+        splits = npz_splits(path, str(path), self.content_sha256(size))
         self.check_split_sizes({s: len(v) for s, v in splits.items()}, path)
         for split in splits.values():
             if split.images.shape[-1] != size or split.images.shape[-2] != size:

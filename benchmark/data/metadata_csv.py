@@ -63,10 +63,10 @@ class MetadataCsvDataset(FileDataset):
 
         check_image_files(self.csv_path.parent, files)
 
-    def _read(self, files: list):
+    def _read(self, files: list, allocate=None, slots=None):
         from benchmark.data.images import load_images
 
-        return load_images(files, self.image_size, self.channels, self.csv_path.parent)
+        return load_images(files, self.image_size, self.channels, self.csv_path.parent, allocate, slots)
 
     def _scan(self) -> tuple[list, list]:
         root = self.csv_path.parent

@@ -36,10 +36,19 @@ import numpy as np
 
 from benchmark.core.errors import UserError
 from benchmark.data.folders import FileDataset
-from benchmark.data.images import check_inside, conform_image, scan_class_folders
+from benchmark.data.images import check_inside, conform_image, scan_class_folders, uint8_array
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 SLICE_POLICIES = "middle | all | every_<k>"
+
+
+def _nibabel_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nibabel")
+    except PackageNotFoundError:
+        return "?"
 
 
 def parse_slices(slices) -> tuple[str, int]:
@@ -162,6 +171,10 @@ class NiftiDataset(FileDataset):
         self.canonical = bool(canonical)
         self._counts: dict = {}
 
+    def decode_settings(self) -> dict:
+        return {"slices": str(self.slices), "axis": self.axis, "window": list(self.window),
+                "canonical": self.canonical, "nibabel": _nibabel_version()}
+
     def _scan(self) -> tuple[list, list]:
         return scan_class_folders(self.root, NIFTI_SUFFIXES, self.label_names, self.exclude, self.where)
 
@@ -171,11 +184,12 @@ class NiftiDataset(FileDataset):
             self._counts[path] = 1 if len(shape) == 2 else len(slice_indices(shape[self.axis], self.policy))
         return self._counts[path]
 
-    def _read(self, files: list) -> np.ndarray:
+    def _read(self, files: list, allocate=None, slots=None) -> np.ndarray:
         total = sum(self._count(f) for f in files)
-        out = np.empty((total, self.channels, self.image_size, self.image_size), dtype=np.uint8)
+        out = (allocate or uint8_array)((total, self.channels, self.image_size, self.image_size))
         at = 0
-        for path in files:
+        for i, path in enumerate(files):
+            at = at if slots is None else int(slots[i])
             check_inside(path, self.root, self.where)
             images, _ = volume_slices(path, self.image_size, self.channels, self.slices, self.axis, self.window,
                                       self.canonical)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from benchmark.core.errors import UserError
 from benchmark.data import validate
-from benchmark.data.bundle import DataBundle, file_sha256, flat_labels, read_npz, splits_from_arrays
+from benchmark.data.bundle import DataBundle, file_sha256, flat_labels, npz_splits, read_npz
 
 REWRITE = ("Write it again with numpy.savez(path, train_images=…, train_labels=…, val_images=…, val_labels=…, "
            "test_images=…, test_labels=…).")
@@ -59,9 +59,21 @@ class NpzDataset:
         validate.check_label_sets(labels, self.num_classes, str(path))
         return labels
 
+    def image_channels(self, size: int) -> int | None:
+        """Channels per image, from the array header (no image data read)."""
+        shape = validate.npz_headers(self.ensure(size), REWRITE).get("train_images", ((),))[0]
+        return 1 if len(shape) == 3 else int(shape[1] if self.layout == "nchw" else shape[3]) if len(shape) == 4 \
+            else None
+
+    def memory_mapped(self, size: int) -> bool:
+        """Whether ``load`` memory-maps the images (image bytes ≥ $GENMED_MEMMAP_MIN_MB, cache on)."""
+        from benchmark.data.arrays import npz_is_mapped
+
+        return npz_is_mapped(self.ensure(size), REWRITE)
+
     def load(self, size: int) -> DataBundle:
         self.load_labels(size)  # the same checks as planning (a file replaced since then is caught here)
-        splits = splits_from_arrays(read_npz(self.ensure(size), fix=REWRITE), str(self.file), self.layout)
+        splits = npz_splits(self.ensure(size), str(self.file), self.content_sha256(size), self.layout, REWRITE)
         num_classes = self.num_classes or int(max(int(s.labels.max()) for s in splits.values()) + 1)
         label_names = self.label_names or [str(i) for i in range(num_classes)]
         return DataBundle(self.name, size, self.task, num_classes, label_names, splits,

@@ -1,9 +1,11 @@
-"""A cell's real training data: the dataset split after rarity subsampling, shared by every method of the cell."""
+"""A cell's real training data: the dataset split after rarity subsampling, shared by every method of the cell,
+and the per-process cache of loaded datasets (bounded by bytes)."""
 
 from __future__ import annotations
 
+import os
+from collections import OrderedDict
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
@@ -28,14 +30,69 @@ class Cell:
         return int((self.real.labels == self.rare_class).sum())
 
 
-@lru_cache(maxsize=4)
-def load_bundle(dataset: str, image_size: int) -> DataBundle:
-    """Dataset splits, loaded once per process (packed jobs of one dataset share them)."""
+BUNDLE_CACHE_ENV = "GENMED_BUNDLE_CACHE_MB"
+DEFAULT_BUNDLE_CACHE_MB = 2048
+
+
+class BundleCache:
+    """Dataset bundles loaded once per process (packed jobs of one dataset share them), bounded by the bytes the
+    process holds for them (``DataBundle.resident_bytes``: memory-mapped images count 0), not by their number:
+    the least recently used bundles are dropped while the total exceeds ``$GENMED_BUNDLE_CACHE_MB`` (default
+    2048); the bundle just loaded always stays. Called like the ``lru_cache`` it replaces, with ``cache_clear``."""
+
+    def __init__(self, load):
+        self._load = load
+        self._bundles: OrderedDict = OrderedDict()
+
+    @staticmethod
+    def max_bytes() -> int:
+        text = os.environ.get(BUNDLE_CACHE_ENV)
+        try:
+            value = float(text) if text not in (None, "") else DEFAULT_BUNDLE_CACHE_MB
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise UserError(f"${BUNDLE_CACHE_ENV} is {text!r}; give the megabytes of datasets a process may keep "
+                            f"loaded (≥ 0; default {DEFAULT_BUNDLE_CACHE_MB}).")
+        return int(value * 2**20)
+
+    def __call__(self, dataset: str, image_size: int) -> DataBundle:
+        key = (dataset, int(image_size))
+        if key in self._bundles:
+            self._bundles.move_to_end(key)
+            return self._bundles[key]
+        bundle = self._load(dataset, int(image_size))
+        self._bundles[key] = bundle
+        limit = self.max_bytes()
+        while len(self._bundles) > 1 and self.held_bytes() > limit:
+            self._bundles.popitem(last=False)
+        return bundle
+
+    def held_bytes(self) -> int:
+        return sum(b.resident_bytes() for b in self._bundles.values())
+
+    def keys(self) -> list:
+        return list(self._bundles)
+
+    def cache_clear(self) -> None:
+        self._bundles.clear()
+
+
+def _load(dataset: str, image_size: int) -> DataBundle:
     return dataset_source(dataset).load(image_size)
 
 
+load_bundle = BundleCache(_load)
+
+
 def _subset(split, indices: np.ndarray) -> TrainingSet:
-    return TrainingSet(split.images[indices], split.labels[indices], np.zeros(len(indices), dtype=bool))
+    """The images and labels at `indices`: views of the split (no copy) when they are all of it or a
+    contiguous range, else one copy of the selection (what training needs contiguous)."""
+    n = len(indices)
+    if n and indices[-1] - indices[0] == n - 1 and (n == 1 or bool(np.all(np.diff(indices) == 1))):
+        part = slice(int(indices[0]), int(indices[0]) + n)
+        return TrainingSet(split.images[part], split.labels[part], np.zeros(n, dtype=bool))
+    return TrainingSet(np.take(split.images, indices, axis=0), split.labels[indices], np.zeros(n, dtype=bool))
 
 
 def build_cell(spec) -> Cell:
