@@ -129,7 +129,7 @@ def test_pairing_holds_in_the_records(shared_run):
 
 @pytest.mark.parametrize("profile, counts", [
     ("smoke", "6 generator jobs: 0 done, 6 pending, 0 failed; 30 classifier jobs: 0 done, 30 pending, 0 failed"),
-    ("generators_smoke", ("2 generator jobs: 0 done, 2 pending, 0 failed; 7 classifier jobs: 0 done, 7 pending, "
+    ("generators_smoke", ("3 generator jobs: 0 done, 3 pending, 0 failed; 17 classifier jobs: 0 done, 17 pending, "
                           "0 failed")),
 ])
 def test_readme_profiles_expand_and_pass_the_data_check(profile, counts, real_data_dir, tmp_path):

@@ -71,9 +71,9 @@ def test_dry_run_prints_the_seeds_each_metric_needs(real_data_dir, tmp_path):
                           env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stdout.splitlines() if line.startswith("power ")]
-    n = seeds_needed(0.02, 0.035, 0.05 / 11)
+    n = seeds_needed(0.02, 0.035, 0.05 / 18)  # the study's 18 comparisons per metric against none
     assert len(lines) == 3 and "test_auroc: paired SD 0.035 (stated default" in lines[0]
-    assert f"α/m = 0.05/11 needs {n} paired seeds (this grid has 8)" in lines[0]
+    assert f"α/m = 0.05/18 needs {n} paired seeds (this grid has 5)" in lines[0]
     bad = tmp_path / "bad.yaml"
     bad.write_text((REPO / "registry" / "grids" / "rare_sweep.yaml").read_text().replace(
         "test_auroc: 0.02", "test_auroc: 2"))

@@ -270,8 +270,9 @@ def confound_table(records: pd.DataFrame, metrics=EFFECT_METRICS) -> str:
                          "oversample@balance − none, 95 % t CI", "p (paired t)"], right_from=3)
 
 
-def study_tables(folder) -> str:
-    """The generated part of docs/study.md, from `folder`'s stats/ CSVs (what launch/collect.py wrote there)."""
+def study_tables(folder, records=None) -> str:
+    """The generated part of docs/study.md, from `folder`'s stats/ CSVs (what launch/collect.py wrote there) and
+    the records (`records`, default `folder`/records.csv; the confound table needs them)."""
     stats_dir = Path(folder) / "stats"
     read = lambda name: pd.read_csv(stats_dir / f"{name}.csv", keep_default_na=False,  # noqa: E731
                                     na_values=["", "nan", "NaN"])
@@ -287,7 +288,10 @@ def study_tables(folder) -> str:
         "### Generator audit (mean over seeds)", audit_table(audit),
         "### Power: the effect these seeds can detect", power_table(tests),
     ]
-    records = pd.read_csv(Path(folder) / "records.csv", keep_default_na=False, na_values=["", "nan", "NaN"])
+    path = Path(records) if records is not None else Path(folder) / "records.csv"
+    if not path.is_file():
+        return "\n\n".join(parts) + "\n"
+    records = pd.read_csv(path, keep_default_na=False, na_values=["", "nan", "NaN"])
     if "budget" in records.columns and records["budget"].astype(str).str.match(BUDGET_FORM).any():
         parts += ["### The epoch-budget confound: duplication's gain with and without extra optimiser steps",
                   confound_table(records)]
