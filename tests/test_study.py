@@ -1,6 +1,6 @@
-"""The committed study (docs/study_v1/, docs/study_v1.md: the first study): its records collect into the committed leaderboard, the
-leaderboard holds every method of the study profile with at least 8 paired seeds, the generated tables in
-docs/study.md are what the records give, and the committed report's sections and images load."""
+"""The committed studies (docs/study_v1/ + docs/study_v1.md, the first; docs/study/ + docs/study.md, the second):
+their records collect into the committed leaderboards, every method has its paired seeds, the generated tables in
+the write-ups are what the records give, and the committed reports' sections and images load."""
 
 import subprocess
 import sys
@@ -12,18 +12,27 @@ import pytest
 from tests.test_collect_end_to_end import assert_images_load
 
 REPO = Path(__file__).resolve().parent.parent
-STUDY = REPO / "docs" / "study_v1"
-STUDY_VARIANTS = {"none", "class_weight", "focal", "logit_adjust", "oversample@balance",
-                  "real_extra@1", "real_extra@balance", "dcgan@1", "dcgan@4", "dcgan@balance", "ddpm_cpu@1",
-                  "ddpm_cpu@balance"}
+STUDIES = {  # folder: (write-up, variants of the leaderboard, minimum paired seeds, datasets with sample sheets)
+    "study_v1": ("study_v1.md", {"none", "class_weight", "focal", "logit_adjust", "oversample@balance",
+                                 "real_extra@1", "real_extra@balance", "dcgan@1", "dcgan@4", "dcgan@balance",
+                                 "ddpm_cpu@1", "ddpm_cpu@balance"}, 8, ("breastmnist",)),
+    "study": ("study.md", {"none", "logit_adjust", "oversample@1", "oversample@balance", "real_extra@1",
+                           "real_extra@balance", "dcgan@1", "dcgan@balance", "ddpm_cpu@balance"}, 5,
+              ("breastmnist", "retinamnist")),
+}
+
+
+@pytest.fixture(scope="module", params=list(STUDIES))
+def study(request):
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def recollected(tmp_path_factory):
-    out = tmp_path_factory.mktemp("study")
+def recollected(study, tmp_path_factory):
+    out = tmp_path_factory.mktemp(study)
     ran = subprocess.run([sys.executable, str(REPO / "launch" / "collect.py"), "--records",
-                          str(STUDY / "records.csv"), "--out", str(out)], capture_output=True, text=True,
-                         cwd=REPO, timeout=600)
+                          str(REPO / "docs" / study / "records.csv"), "--out", str(out)], capture_output=True,
+                         text=True, cwd=REPO, timeout=600)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     return out
 
@@ -35,40 +44,54 @@ def board_tables(text: str) -> str:
     return body.split("\n## Failed jobs", 1)[0]
 
 
-def test_the_committed_records_give_the_committed_leaderboard(recollected):
-    fresh, committed = ((p / "leaderboard.md").read_text() for p in (recollected, STUDY))
+def test_the_committed_records_give_the_committed_leaderboard(study, recollected):
+    folder = REPO / "docs" / study
+    fresh, committed = ((p / "leaderboard.md").read_text() for p in (recollected, folder))
     assert board_tables(fresh) == board_tables(committed)
     assert "## Failed jobs (0)" in committed and "## Missing jobs (0)" in committed  # the whole study finished
-    fresh, committed = (pd.read_csv(p / "leaderboard.csv") for p in (recollected, STUDY))
+    fresh, committed = (pd.read_csv(p / "leaderboard.csv") for p in (recollected, folder))
     pd.testing.assert_frame_equal(fresh, committed)
 
 
-def test_every_study_method_has_at_least_8_paired_seeds():
-    records = pd.read_csv(STUDY / "records.csv", keep_default_na=False)
-    board = pd.read_csv(STUDY / "leaderboard.csv")
-    assert set(board["variant"]) == STUDY_VARIANTS
-    seeds = records.groupby(["generator", "synthetic_ratio"])["seed"].nunique()
-    assert len(seeds) == len(STUDY_VARIANTS) and (seeds >= 8).all(), seeds
-    assert records.groupby("seed")["generator"].size().nunique() == 1  # every seed has every variant: paired
+def test_every_study_method_has_its_paired_seeds(study):
+    _, variants, min_seeds, _ = STUDIES[study]
+    records = pd.read_csv(REPO / "docs" / study / "records.csv", keep_default_na=False)
+    board = pd.read_csv(REPO / "docs" / study / "leaderboard.csv")
+    assert set(board["variant"]) == variants
+    keys = [c for c in ("dataset", "budget", "generator", "synthetic_ratio") if c in records.columns]
+    seeds = records.groupby(keys)["seed"].nunique()
+    assert (seeds >= min_seeds).all(), seeds
+    per_cell = records.groupby([c for c in ("dataset", "budget") if c in records.columns])
+    for _, cell in per_cell:  # every seed of a cell has every variant of that cell: paired
+        assert cell.groupby("seed")["generator"].size().nunique() == 1
 
 
-def test_study_md_tables_are_what_the_records_give(recollected):
+def test_study_md_tables_are_what_the_records_give(study, recollected):
     from benchmark.collect.study import STUDY_TABLES_BEGIN, STUDY_TABLES_END, study_tables
 
-    text = (REPO / "docs" / "study_v1.md").read_text()
+    text = (REPO / "docs" / STUDIES[study][0]).read_text()
     committed = text.split(STUDY_TABLES_BEGIN, 1)[1].split(STUDY_TABLES_END, 1)[0]
-    assert committed.strip() == study_tables(recollected, records=STUDY / "records.csv").strip()
+    assert committed.strip() == study_tables(recollected, records=REPO / "docs" / study / "records.csv").strip()
 
 
-def test_the_committed_report_has_its_sections_and_every_image_loads():
-    html_text = (STUDY / "report.html").read_text()
+def test_the_committed_report_has_its_sections_and_every_image_loads(study):
+    folder = REPO / "docs" / study
+    html_text = (folder / "report.html").read_text()
     for section in ("Summary", "Per-dataset results", "Paired comparisons", "Gap closed", "Dose-response",
                     "Generator audit"):
         assert f"<h2>{section}" in html_text, section
-    assert_images_load(html_text, STUDY)
-    for generator in ("dcgan", "ddpm_cpu"):
-        for kind in ("sheet", "closest"):
-            assert (STUDY / "samples" / f"{generator}_breastmnist_rare_20_{kind}.png").is_file()
+    assert_images_load(html_text, folder)
+    for dataset in STUDIES[study][3]:
+        for generator in ("dcgan", "ddpm_cpu"):
+            for kind in ("sheet", "closest"):
+                assert (folder / "samples" / f"{generator}_{dataset}_rare_20_{kind}.png").is_file()
+
+
+def test_the_second_study_opens_with_its_answer_and_measures_the_confound():
+    text = (REPO / "docs" / "study.md").read_text()
+    tables = text.split("<!-- study tables", 1)[1]
+    assert tables.split("\n", 2)[1].startswith("### The answer")
+    assert "### The epoch-budget confound" in tables and "**difference** (epoch − step-matched)" in tables
 
 
 def test_budget_confound_is_the_paired_difference_of_the_two_gains():
