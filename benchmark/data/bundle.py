@@ -171,11 +171,9 @@ def file_sha256(path: Path) -> str:
     stat = path.stat()
 
     def compute() -> str:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
+        from benchmark.run.run_dir import sha256_file
+
+        return sha256_file(path)
 
     return _cached_digest(f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}", compute,
                           is_settled(stat.st_mtime_ns))
@@ -198,8 +196,6 @@ def files_sha256(root: Path, files) -> str:
 
 
 def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from benchmark.run.run_dir import sha256_file
+
+    return sha256_file(path, "md5")

@@ -231,10 +231,11 @@ def discard_staging(run_dir: Path) -> None:
     shutil.rmtree(staging_dir(run_dir), ignore_errors=True)
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes (read in 1 MiB blocks); the one file-hashing loop of the harness."""
     import hashlib
 
-    digest = hashlib.sha256()
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
