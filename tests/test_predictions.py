@@ -118,7 +118,8 @@ def test_record_reads_old_results_and_keeps_their_shape():
     assert record.best_epoch == 2 and record.optimizer_steps is None and record.extra == {"something_else": [1, 2]}
     written = record.to_json()
     assert {k: v for k, v in written.items() if k in OLD_RECORD} == OLD_RECORD
-    assert set(written) - set(OLD_RECORD) == {"best_step", "optimizer_steps", "images_seen", "predictions"}
+    assert set(written) - set(OLD_RECORD) == {"best_step", "optimizer_steps", "images_seen", "predictions",
+                                              "artifacts", "notes"}
     row = flatten_result(OLD_RECORD)
     assert row["budget"] == "epochs=3" and row["epochs"] == 3 and row["optimizer_steps"] is None
     assert row["test_auroc"] == 0.7 and row["results_version"] == 1
