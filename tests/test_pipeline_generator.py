@@ -214,8 +214,6 @@ def test_the_folder_hash_enters_the_key_and_a_changed_folder_stops_the_job(class
     assert second["my_pipe"]["config"]["pipeline_sha256"] != first["my_pipe"]["config"]["pipeline_sha256"]
     with pytest.raises(UserError, match="changed after this job was planned"):
         planned.fit(*REAL, seed=0)
-    if not _wired():
-        pytest.skip("benchmark/plan/grid.py does not call pipeline_identities yet: the key cannot see the hash")
     (changed,) = [j for j in expand(_grid()) if j.generator == "my_pipe"]
     assert job.entries["generator"]["config"]["pipeline_sha256"] == first["my_pipe"]["config"]["pipeline_sha256"]
     assert changed.key != job.key and changed.generator_key != job.generator_key and changed.name == job.name
@@ -259,15 +257,8 @@ def test_bad_folders_and_configs_are_clear_user_errors(class_dir, text_dir, tmp_
     assert message in str(info.value), str(info.value)
 
 
-def _wired() -> bool:
-    """Whether benchmark/plan/grid.py adds the pipeline hash (and the config checks) where the grid is expanded."""
-    return "pipeline_identities" in (ROOT / "benchmark" / "plan" / "grid.py").read_text()
-
-
 @pytest.mark.parametrize("dry_run", [False, True])
 def test_a_bad_pipeline_stops_the_grid_with_exit_2(class_dir, tmp_path, monkeypatch, data_env, capsys, dry_run):
-    if dry_run and not _wired():
-        pytest.skip("benchmark/plan/grid.py does not call pipeline_identities yet: --dry-run cannot check pipelines")
     folder = _without_class_embedding(tmp_path, class_dir)
     _register(tmp_path, monkeypatch, folder)
     grid_file = tmp_path / "g.yaml"
