@@ -32,7 +32,12 @@ def write_tiny_text_pipeline(folder: Path, seed=0) -> Path:
     (4/8 channels, 8 × 8 latents), AutoencoderKL (scale factor 2: 16 × 16 RGB images), a 2-layer CLIPTextModel and a
     CLIPTokenizer read from a vocab of single letters and an empty merges file written here."""
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     vocab_dir = folder.parent / f"{folder.name}_vocab"
