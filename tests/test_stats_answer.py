@@ -290,3 +290,62 @@ def test_answer_table_without_image_sources_or_with_one_seed():
     one = make_records(datasets=("ds0",), rare_counts=(10,), variants=(("none", 0), ("dcgan", 1)), seeds=1)
     ans = stats.analyse(one, ["test_auroc"]).answer
     assert set(ans["verdict"]) == {"no test"} and ans["p_tost"].isna().all()
+
+
+def test_across_cells_summaries_never_pool_cells_of_different_budgets():
+    """Two budgets (an epoch budget where duplication gains a lot, a step-matched one where it gains nothing): the
+    across-cells answer rows, the hierarchical model and the dose curves each give one row per budget, equal to a
+    one-sample t test (scipy) on the per-seed means of that budget's cells alone."""
+    parts = []
+    for budget, gain in (("epochs=3", 0.08), ("match_real_epochs=20", 0.0)):
+        part = make_records(datasets=("ds0",), rare_counts=(10, 20), seeds=6, noise=0.004, seed=len(parts),
+                            variants=(("none", 0), ("oversample", "balance"), ("dcgan", "balance")),
+                            effects={"oversample": gain, "dcgan": gain})
+        parts.append(part.assign(budget=budget, key=[f"{budget}-{k}" for k in part["key"]],
+                                 name=[f"{n}-{budget}" for n in part["name"]]))
+    df = pd.concat(parts, ignore_index=True)
+    a = stats.analyse(df, ["test_auroc"])
+
+    def seed_means(budget, generator):
+        d = df[(df.budget == budget) & (df.generator == generator)]
+        return d.groupby("seed")["test_auroc"].mean()
+
+    across = a.answer[(a.answer.scope == "all cells") & (a.answer.source == "dcgan@balance") &
+                      (a.answer.reference == "none")]
+    hier = a.hierarchical[(a.hierarchical.variant == "oversample@balance") & (a.hierarchical.metric == "test_auroc")]
+    assert sorted(across["budget"]) == sorted(hier["budget"]) == ["epochs=3", "match_real_epochs=20"]
+    for budget in ("epochs=3", "match_real_epochs=20"):
+        d = seed_means(budget, "dcgan") - seed_means(budget, "none")
+        row = across[across.budget == budget].iloc[0]
+        assert row["n_pairs"] == 6 and row["n_cells"] == 2 and row["dataset"] == "*"
+        assert row["mean_diff"] == pytest.approx(d.mean())
+        assert row["p_t"] == pytest.approx(sps.ttest_1samp(d, 0).pvalue)
+        d = seed_means(budget, "oversample") - seed_means(budget, "none")
+        h = hier[hier.budget == budget].iloc[0]
+        ci = sps.ttest_1samp(d, 0).confidence_interval()
+        assert h["n_units"] == 6 and h["n_cells"] == 2 and h["estimate"] == pytest.approx(d.mean())
+        assert (h["ci_low"], h["ci_high"]) == pytest.approx((ci.low, ci.high))
+        assert h["p"] == pytest.approx(sps.ttest_1samp(d, 0).pvalue)
+    curves = a.dose_curves[(a.dose_curves.generator == "oversample")]
+    assert sorted(curves["budget"]) == ["epochs=3", "match_real_epochs=20"]
+    assert curves.set_index("budget")["mean"]["epochs=3"] == pytest.approx(seed_means("epochs=3", "oversample").mean())
+
+
+def test_dose_response_has_one_slope_per_budget():
+    """Planted slopes per doubling, +0.03 under one budget and 0 under the other: one row per budget, each the
+    slope the records of that budget alone give, near its planted value; Holm runs over both budgets' rows."""
+    parts = []
+    for budget, slope in (("epochs=3", 0.03), ("match_real_epochs=20", 0.0)):
+        part = make_records(datasets=("ds0",), rare_counts=(10,), seeds=6, noise=0.002, seed=len(parts),
+                            variants=(("none", 0), ("dcgan", 1), ("dcgan", 2), ("dcgan", 4)), slopes={"dcgan": slope})
+        parts.append(part.assign(budget=budget, key=[f"{budget}-{k}" for k in part["key"]]))
+    df = stats.prepare_records(pd.concat(parts, ignore_index=True), ["test_auroc"], "none")[0]
+    coef = stats.dose_response(df, "test_auroc")["coef"].set_index("budget")
+    assert list(coef.columns[:2]) == ["metric", "generator"] and set(coef["generator"]) == {"dcgan"}
+    for budget, planted in (("epochs=3", 0.03), ("match_real_epochs=20", 0.0)):
+        alone = stats.dose_response(df[df.budget == budget], "test_auroc")["coef"].iloc[0]
+        assert coef.loc[budget, "slope"] == pytest.approx(alone["slope"])
+        assert coef.loc[budget, "p"] == pytest.approx(alone["p"])
+        assert coef.loc[budget, "slope"] == pytest.approx(planted, abs=0.005)
+    from statsmodels.stats.multitest import multipletests
+    np.testing.assert_allclose(coef["p_holm"], multipletests(coef["p"], method="holm")[1])

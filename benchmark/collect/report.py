@@ -243,7 +243,15 @@ def hierarchical_table(a: stats.Analysis) -> pd.DataFrame:
         "SD dataset / cell / residual": [" / ".join(fnum(math.sqrt(v), 4) if pd.notna(v) else "–" for v in vs)
                                          for vs in zip(h["var_dataset"], h["var_cell"], h["var_residual"])],
         "note": h["note"].fillna("")})
+    if several_budgets(h):
+        out.insert(2, "budget", h["budget"].to_numpy())
     return out
+
+
+def several_budgets(frame: pd.DataFrame) -> bool:
+    """Whether an across-cells table holds more than one budget (then each row says its budget: the across-cells
+    summaries never pool cells of different budgets)."""
+    return "budget" in frame.columns and frame["budget"].nunique() > 1
 
 
 def _power_lines(a: stats.Analysis, design=None) -> list[str]:
@@ -322,15 +330,16 @@ def _section_summary(doc: Doc, r: ReportInputs) -> None:
 
 def answer_rows(a: stats.Analysis) -> pd.DataFrame:
     """The answer table as shown: one row per image source and reference (none, duplication), one column per
-    metric with Δ [95 % interval] and the verdict; across all cells (stats/answer.csv has the per-cell rows)."""
+    metric with Δ [95 % interval] and the verdict; across all cells of a budget (stats/answer.csv has the per-cell
+    rows)."""
     x = a.answer[a.answer["scope"] == stats.ALL_CELLS_SCOPE] if len(a.answer) else a.answer
     if x is None or x.empty:
         return pd.DataFrame()
-    rows = {}
+    rows, by_budget = {}, several_budgets(x)
     for _, row in x.iterrows():
-        key = (row["source"], row["reference_variant"])
+        key = (row["budget"], row["source"], row["reference_variant"])
         out = rows.setdefault(key, {"image source": row["source"], "compared with": row["reference_variant"],
-                                    "seeds": int(row["n_pairs"])})
+                                    **({"budget": row["budget"]} if by_budget else {}), "seeds": int(row["n_pairs"])})
         margin = f" (±{row['margin']:g})" if pd.notna(row["margin"]) else ""
         cell = f"{row['mean_diff']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}] **{row['verdict']}**"
         if row.get("note"):
@@ -355,7 +364,8 @@ def _section_answer(doc: Doc, r: ReportInputs) -> None:
     doc.p(f"Each image source (generated images, an external bank, or `{stats.UPPER_BOUND}`: held-back *real* rare "
           f"images, the upper bound) against `{a.baseline}` and against duplicating the real rare images "
           f"(`{stats.DUPLICATION}` at the same ratio), paired over seeds in the same cells. Δ = source − reference, "
-          f"averaged over the cells, with its {1 - alpha:.0%} t interval over seeds; a positive Δ favours the source "
+          f"averaged over the cells (over the cells of one budget: cells of different training budgets are never "
+          f"pooled), with its {1 - alpha:.0%} t interval over seeds; a positive Δ favours the source "
           "(for a lower-is-better metric, a negative one). Verdicts: **better** / **worse**: paired t test, Holm "
           "over the sources of a metric and reference; **equivalent**: two one-sided tests show the difference "
           "lies within ±margin (the margin is beside each metric); **inconclusive**: these seeds cannot tell a "
@@ -494,7 +504,8 @@ def _section_paired(doc: Doc, r: ReportInputs) -> None:
 def _section_hierarchical(doc: Doc, r: ReportInputs) -> None:
     a = r.analysis
     doc.h(2, f"Across the sweep: does a method beat `{a.baseline}`? (hierarchical model)")
-    doc.p("Per method and metric, the mean paired difference (method − baseline) over the sweep. Each seed's "
+    doc.p("Per method and metric, the mean paired difference (method − baseline) over the sweep (over the cells of "
+          "one training budget: cells of different budgets are never pooled). Each seed's "
           "differences are first averaged over the dataset's cells: a seed's rarity subsample and generator bank "
           "are shared by every backbone and rare count of its dataset, so seeds are crossed with cells, not nested "
           "in them, and the cells are fixed (each weighted equally). Then a small-sample t interval: over the seed "
@@ -574,10 +585,11 @@ def _section_dose(doc: Doc, r: ReportInputs) -> None:
                   "the 'slope' is a two-point contrast (kind), and contrast_high_low is the plain difference. "
                   f"vs_duplication: the per-seed slope minus `{stats.DUPLICATION}`'s, t-tested, where it has a dose "
                   "curve. Methods that add no images (effective ratio 0) are horizontal reference lines in the "
-                  "plots. p_holm: Holm over methods.")
+                  "plots. Each training budget has its own slopes (cells of different budgets are never pooled). "
+                  "p_holm: Holm over methods (and budgets).")
     doc.p(model_note)
     if len(a.dose):
-        dd = a.dose.copy()
+        dd = a.dose.copy() if several_budgets(a.dose) else a.dose.drop(columns="budget", errors="ignore")
         dd["metric"] = dd["metric"].map(metric_title)
         doc.table(format_frame(dd, pcols=("p", "p_holm"), digits=4))
     else:

@@ -42,7 +42,8 @@ def _png(fig, tight: bool = True) -> bytes:
 
 def effect_rows(a: stats.Analysis, metrics=None) -> pd.DataFrame:
     """One row per (metric, variant): the effect against the baseline with its 95 % interval, from the paired
-    tests when the records hold one cell, else from the hierarchical model (all cells together). With one seed
+    tests when the records hold one cell, else from the hierarchical model (all cells of a budget together; with
+    several budgets the variant's label names its budget). With one seed
     the effect has no interval (NaN): the figure shows the point alone."""
     metrics = [m for m in (metrics or SUMMARY_METRICS) if m in a.metrics] or list(a.metrics)[:3]
     t = a.tests[a.tests["metric"].isin(metrics) & (a.tests["n_pairs"] >= 1)] if len(a.tests) else a.tests
@@ -58,6 +59,8 @@ def effect_rows(a: stats.Analysis, metrics=None) -> pd.DataFrame:
         if h.empty:
             return pd.DataFrame(columns=cols)
         out = h.assign(n_pairs=h["n_obs"], source="across the cells: seed means, t interval")
+        if "budget" in h.columns and h["budget"].nunique() > 1:  # never pooled: each budget its own point
+            out = out.assign(variant=[f"{v} · {b}" for v, b in zip(out["variant"], out["budget"])])
     return out[cols].reset_index(drop=True)
 
 
@@ -211,10 +214,12 @@ def _dose_panel(ax, sub: pd.DataFrame, ds: str, gens: list, colors, slope: pd.Se
 
 
 def plot_dose(curves: pd.DataFrame, coef: pd.DataFrame, metric: str, baseline: str) -> bytes:
-    """Metric vs effective ratio (log2 axis), one panel per dataset, one line per method through its ratio forms
-    placed at the effective ratio they trained with (``balance`` and ``real_percentage=P`` points are labelled),
-    each with its 95 % band; variants that add no images (effective ratio 0: none, class_weight, …) are horizontal
-    dashed reference lines with their band."""
+    """Metric vs effective ratio (log2 axis), one panel per dataset (and budget, where there are several), one line
+    per method through its ratio forms placed at the effective ratio they trained with (``balance`` and
+    ``real_percentage=P`` points are labelled), each with its 95 % band; variants that add no images (effective
+    ratio 0: none, class_weight, …) are horizontal dashed reference lines with their band."""
+    if "budget" in curves.columns and curves["budget"].nunique() > 1:  # a panel per (dataset, budget): never pooled
+        curves = curves.assign(dataset=curves["dataset"].astype(str) + ", " + curves["budget"].astype(str))
     datasets = list(dict.fromkeys(curves["dataset"]))
     ncol = min(3, max(1, len(datasets)))
     nrow = math.ceil(len(datasets) / ncol)
@@ -228,7 +233,8 @@ def plot_dose(curves: pd.DataFrame, coef: pd.DataFrame, metric: str, baseline: s
     import matplotlib
 
     colors = matplotlib.colormaps["tab10"]
-    slope = coef.set_index("generator")["slope"] if len(coef) else pd.Series(dtype=float)
+    one_budget = "budget" not in coef.columns or coef["budget"].nunique() <= 1  # else slopes differ per budget
+    slope = coef.set_index("generator")["slope"] if len(coef) and one_budget else pd.Series(dtype=float)
     pos = curves.loc[curves["effective_ratio"] > 0, "effective_ratio"]
     xmin, xmax = (pos.min() / 1.3, pos.max() * 1.3) if len(pos) else (0.5, 2.0)
     seen = set()
@@ -247,7 +253,8 @@ def plot_dose(curves: pd.DataFrame, coef: pd.DataFrame, metric: str, baseline: s
                    frameon=False)
     import textwrap
 
-    title = f"{metric_title(metric)} vs effective ratio (mean over seeds, 95 % interval; slope per doubling)"
+    title = f"{metric_title(metric)} vs effective ratio (mean over seeds, 95 % interval; " + (
+        "slope per doubling)" if one_budget else "slopes per budget in stats/dose_response.csv)")
     fig.suptitle("\n".join(textwrap.wrap(title, int(width * 11))), fontsize=10)
     height = fig.get_figheight()
     fig.subplots_adjust(left=0.07, right=0.98, hspace=0.5, wspace=0.28, top=1 - 0.9 / height,

@@ -109,7 +109,10 @@ def answer_table(answer: pd.DataFrame, metrics=EFFECT_METRICS) -> str:
     if across.empty:
         return "_No image source next to a `none` or `oversample` run._"
     per_cell = _by_cell(a[a["scope"] == CELL_SCOPE])
-    blocks = ([] if not per_cell[0][0] else per_cell) + [("all cells" if per_cell[0][0] else "", across)]
+    budgets = list(dict.fromkeys(across["budget"])) if "budget" in across.columns else []
+    pooled = ([(f"all cells, {b}", across[across["budget"] == b]) for b in budgets] if len(budgets) > 1
+              else [("all cells" if per_cell[0][0] else "", across)])  # cells of different budgets never pooled
+    blocks = ([] if not per_cell[0][0] else per_cell) + pooled
     cell_col = ["cell"] if per_cell[0][0] else []
     shown = [m for m in metrics if m in set(across["metric"])]
     margins = across.drop_duplicates("metric").set_index("metric")["margin"]

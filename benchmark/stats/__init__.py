@@ -63,6 +63,7 @@ from benchmark.stats.vocabulary import (
     RATIO_FORMS,
     SPLITS,
     UNIT,
+    UNPOOLED,
     VARIANT,
     _natural_key,  # benchmark.collect.report sorts axis values with it (stats._natural_key)
     higher_is_better,
@@ -77,7 +78,8 @@ from benchmark.stats.vocabulary import (
 __all__ = [
     # vocabulary
     "ARGMAX_METRICS", "BOUNDED_METRICS", "CELL", "DEFAULT_METRICS", "KNOWN_METRIC_COLUMNS", "LOWER_IS_BETTER",
-    "METRICS", "RATIO_FORMS", "SPLITS", "UNIT", "VARIANT", "_natural_key", "higher_is_better", "ratio_label",
+    "METRICS", "RATIO_FORMS", "SPLITS", "UNIT", "UNPOOLED", "VARIANT", "_natural_key", "higher_is_better",
+    "ratio_label",
     "ratio_problem", "ratio_sort_key", "ratio_value", "unit_label", "variant_label",
     # prepare
     "BOOKKEEPING", "OPTIONAL_DEFAULTS", "REQUIRED_COLUMNS", "STALE_COLUMNS", "check_not_stale", "effective_ratios",

@@ -23,7 +23,7 @@ from scipy import stats as sps
 
 from benchmark.stats.inference import clip_difference_interval, correct_pvalues
 from benchmark.stats.paired import steps_differ
-from benchmark.stats.vocabulary import CELL, SPLITS, higher_is_better, variant_label
+from benchmark.stats.vocabulary import CELL, SPLITS, UNPOOLED, higher_is_better, variant_label
 
 DUPLICATION = "oversample"  # duplicating the real rare images: what an image source must beat to add information
 # The equivalence margin per metric (by base name, without test_/val_; a full column name given in ``margins``
@@ -44,8 +44,8 @@ ANSWER_COLUMNS = (
     "verdict_detail", "effective_ratio", "reference_effective_ratio", "effective_ratio_differs",
     "optimizer_steps_differ", "note",
 )
-ALL_CELLS = "*"  # the cell columns of an across-cells row
-CELL_SCOPE, ALL_CELLS_SCOPE = "cell", "all cells"  # the scope column: one cell, or averaged over the cells
+ALL_CELLS = "*"  # the pooled cell columns of an across-cells row (its UNPOOLED columns, the budget, keep their value)
+CELL_SCOPE, ALL_CELLS_SCOPE = "cell", "all cells"  # the scope column: one cell, or averaged over the cells of a budget
 
 
 def margin_for(metric: str, margins: dict | None = None) -> float:
@@ -138,16 +138,16 @@ def _summaries(group_keys: pd.DataFrame, d: np.ndarray, s: np.ndarray, r: np.nda
 
 
 def _scope_rows(pairs, metric, cell_scope: bool, alpha: float) -> pd.DataFrame:
-    """One row per (cell, source) or, across cells, per source: the paired summary of ``metric``. Across cells the
-    differences are first averaged per seed unit (dataset, seed, fold) over the cells they share, so a seed —
-    whose rarity subsample and bank every cell of the dataset shares — counts once."""
+    """One row per (cell, source) or, across cells, per (budget, source): the paired summary of ``metric``. Across
+    cells the differences are first averaged per seed unit (dataset, seed, fold) over the cells of one budget they
+    share, so a seed — whose rarity subsample and bank every cell of the dataset shares — counts once."""
     p = pairs[pairs[f"{metric}_s"].notna() & pairs[f"{metric}_r"].notna()]
     p = p.assign(_d=p[f"{metric}_s"] - p[f"{metric}_r"])
     if not cell_scope:
-        p = p.groupby(["dataset", "seed", "fold", "generator", "synthetic_ratio"], sort=False).agg(
+        p = p.groupby(["dataset", "seed", "fold", *UNPOOLED, "generator", "synthetic_ratio"], sort=False).agg(
             **{f"{metric}_s": (f"{metric}_s", "mean"), f"{metric}_r": (f"{metric}_r", "mean"), "_d": ("_d", "mean")}
         ).reset_index()
-    keys = [*CELL, "generator", "synthetic_ratio"] if cell_scope else ["generator", "synthetic_ratio"]
+    keys = _scope_keys(cell_scope)
     if p.empty:
         return pd.DataFrame(columns=keys)
     p = p.assign(_g=p.groupby(keys, sort=False).ngroup())
@@ -157,10 +157,15 @@ def _scope_rows(pairs, metric, cell_scope: bool, alpha: float) -> pd.DataFrame:
     return first.merge(out, on="_g").drop(columns="_g")
 
 
+def _scope_keys(cell_scope: bool) -> list[str]:
+    """What one answer row summarises: a (cell, source), or across cells a (budget, source)."""
+    return [*CELL, "generator", "synthetic_ratio"] if cell_scope else [*UNPOOLED, "generator", "synthetic_ratio"]
+
+
 def _pair_facts(pairs: pd.DataFrame, cell_scope: bool, same_ratio: bool) -> pd.DataFrame:
-    """Per (cell, source) or per source: cells, effective ratios on both sides, whether they or the optimiser steps
-    differ."""
-    keys = [*CELL, "generator", "synthetic_ratio"] if cell_scope else ["generator", "synthetic_ratio"]
+    """Per (cell, source) or per (budget, source): cells, effective ratios on both sides, whether they or the
+    optimiser steps differ."""
+    keys = _scope_keys(cell_scope)
     g = pairs.groupby(keys, sort=False)
     out = g.agg(effective_ratio=("effective_ratio_s", "mean"), reference_effective_ratio=("effective_ratio_r", "mean"))
     cells = pairs[list(dict.fromkeys([*keys, *CELL]))].drop_duplicates()
@@ -179,8 +184,8 @@ def _pair_facts(pairs: pd.DataFrame, cell_scope: bool, same_ratio: bool) -> pd.D
 def answer_table(df: pd.DataFrame, metrics, baseline: str = "none", duplication: str = DUPLICATION,
                  margins: dict | None = None, alpha: float = 0.05, correction: str = "holm") -> pd.DataFrame:
     """Every image source (:func:`image_sources`) against ``baseline`` and against ``duplication`` at the same
-    ratio label, per cell and across cells (``scope``), per metric: Δ, its t interval, t test, TOST against
-    :func:`margin_for` and the verdict (module docstring). Columns: ``ANSWER_COLUMNS``."""
+    ratio label, per cell and across the cells of each budget (``scope``), per metric: Δ, its t interval, t test,
+    TOST against :func:`margin_for` and the verdict (module docstring). Columns: ``ANSWER_COLUMNS``."""
     sources = image_sources(df, baseline, duplication)
     frames = []
     for reference, same in ((baseline, False), (duplication, True)):
@@ -195,7 +200,7 @@ def answer_table(df: pd.DataFrame, metrics, baseline: str = "none", duplication:
                     rows = rows.merge(facts, on=[c for c in facts.columns if c in rows.columns and c in (
                         *CELL, "generator", "synthetic_ratio")], how="left")
                 if not cell_scope:
-                    rows = rows.assign(**{c: ALL_CELLS for c in CELL})
+                    rows = rows.assign(**{c: ALL_CELLS for c in CELL if c not in UNPOOLED})
                 elif len(missing):
                     what = f"no {reference!r} run at this ratio in this cell" if same else \
                         f"no {reference!r} run in this cell"

@@ -9,7 +9,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from benchmark.stats.inference import N_BOOT, correct_pvalues, mean_intervals
-from benchmark.stats.vocabulary import CELL, MIXING_SEPARATOR, ratio_sort_key, unit_label, variant_label
+from benchmark.stats.vocabulary import CELL, MIXING_SEPARATOR, UNPOOLED, ratio_sort_key, unit_label, variant_label
 
 MIN_CLUSTERS = 10  # kept for importers; the per-seed slope test needs no cluster-robust fallback
 
@@ -61,7 +61,8 @@ def dose_response_data(df: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, str
     return agg[cols], "log2"
 
 
-DOSE_COLUMNS = ("metric", "generator", "slope", "se", "ci_low", "ci_high", "p", "p_holm", "n_obs", "n_ratios",
+DOSE_COLUMNS = ("metric", *UNPOOLED, "generator", "slope", "se", "ci_low", "ci_high", "p", "p_holm", "n_obs",
+                "n_ratios",
                 "ratios", "model", "scale", "kind", "n_units", "df", "contrast_high_low", "vs_duplication_diff",
                 "vs_duplication_ci_low", "vs_duplication_ci_high", "vs_duplication_p")
 DOSE_MODEL = "per-seed OLS slopes, one-sample t"
@@ -95,7 +96,27 @@ def _t_summary(v: np.ndarray, alpha: float) -> tuple[float, float, float, float,
 
 
 def dose_response(df: pd.DataFrame, metric: str, alpha: float = 0.05, duplication: str = "oversample") -> dict:
-    """Slope of ``metric`` per doubling of the effective ratio, for each method with at least two ratio forms.
+    """:func:`dose_response_in` separately for the records of each budget (cells of different training budgets are
+    never pooled: ``UNPOOLED``), one ``coef`` row per (budget, method); ``p_holm``: Holm over all rows of the metric.
+    Returns {"coef", "model", "warning", "scale", "data", "slopes"} (data and slopes carry the budget)."""
+    col = UNPOOLED[0]
+    budgets = list(dict.fromkeys(df[col])) if col in df.columns else ["-"]
+    parts = [(b, dose_response_in(df[df[col] == b] if col in df.columns else df, metric, alpha, duplication))
+             for b in budgets]
+    coef = pd.concat([r["coef"].assign(**{col: b}) for b, r in parts if len(r["coef"])],
+                     ignore_index=True).reindex(columns=list(DOSE_COLUMNS)) if any(
+        len(r["coef"]) for _, r in parts) else parts[0][1]["coef"].reindex(columns=list(DOSE_COLUMNS))
+    if len(coef):
+        coef["p_holm"] = correct_pvalues(coef["p"], "holm", alpha)
+    warnings = [r["warning"] + (f" ({col} {b})" if len(budgets) > 1 else "") for b, r in parts if r["warning"]]
+    return {"coef": coef, "model": DOSE_MODEL, "scale": parts[0][1]["scale"], "warning": "; ".join(warnings),
+            "data": pd.concat([r["data"].assign(**{col: b}) for b, r in parts], ignore_index=True),
+            "slopes": pd.concat([r["slopes"].assign(**{col: b}) for b, r in parts], ignore_index=True)}
+
+
+def dose_response_in(df: pd.DataFrame, metric: str, alpha: float = 0.05, duplication: str = "oversample") -> dict:
+    """Slope of ``metric`` per doubling of the effective ratio, for each method with at least two ratio forms, in
+    records of one budget.
 
     For every seed unit (a seed of a dataset) and method, the OLS slope of the within-cell-centred metric on the
     centred log2 effective ratio (:func:`dose_response_data`); the method's slope is the mean of those per-seed
@@ -142,20 +163,21 @@ def dose_response(df: pd.DataFrame, metric: str, alpha: float = 0.05, duplicatio
 
 def dose_curves(df: pd.DataFrame, metric: str, alpha: float = 0.05, n_boot: int = N_BOOT,
                 seed: int = 0) -> pd.DataFrame:
-    """Plot data: per (dataset, variant) the mean of ``metric`` over seed-level means, with its interval
+    """Plot data: per (dataset, budget, variant) the mean of ``metric`` over seed-level means, with its interval
     (:func:`mean_intervals`), and the variant's effective ratio on the dataset (the geometric mean over its jobs
     when positive; 0 for variants that add nothing, which the plot draws as horizontal reference lines).
 
-    Seed-level means average over the dataset's cells (rare counts, backbones); the interval is across seeds.
+    Seed-level means average over the dataset's cells of one budget (rare counts, backbones); the interval is across
+    seeds.
     """
-    cols = ["metric", "dataset", "generator", "synthetic_ratio", "variant", "effective_ratio", "mean", "sd", "n",
-            "ci_low", "ci_high", "ci_method"]
+    cols = ["metric", "dataset", *UNPOOLED, "generator", "synthetic_ratio", "variant", "effective_ratio", "mean", "sd",
+            "n", "ci_low", "ci_high", "ci_method"]
     d = df[df[metric].notna()]
     if d.empty:
         return pd.DataFrame(columns=cols)
     d = d.assign(unit=[unit_label(s, f) for s, f in zip(d["seed"], d["fold"])],
                  _logeff=np.log2(d["effective_ratio"].where(d["effective_ratio"] > 0)))
-    keys = ["dataset", "generator", "synthetic_ratio"]
+    keys = ["dataset", *UNPOOLED, "generator", "synthetic_ratio"]
     per = d.groupby([*keys, "unit"], sort=False)[metric].mean().reset_index()
     codes = per.groupby(keys, sort=False).ngroup().to_numpy()
     g = per.groupby(keys, sort=False)[metric]

@@ -1,4 +1,4 @@
-"""Across the sweep: does a method beat the baseline over all cells? :func:`hierarchical_tests` with
+"""Across the sweep: does a method beat the baseline over all cells (of one budget)? :func:`hierarchical_tests` with
 :func:`crossed_seed_model` (seeds crossed with cells, small-sample t intervals, dataset fixed while there are fewer
 than five). It replaced a nested mixed model (random intercepts for dataset, cell and seed nested in cell, Wald z)
 that treated seeds as nested and whose z interval was too narrow with two datasets."""
@@ -14,10 +14,11 @@ from scipy import stats as sps
 from benchmark.stats.inference import clip_difference_interval, correct_pvalues
 from benchmark.stats.paired import Pairing
 from benchmark.stats.prepare import sort_frame
-from benchmark.stats.vocabulary import higher_is_better, variant_label
+from benchmark.stats.vocabulary import UNPOOLED, higher_is_better, variant_label
 
 HIERARCHICAL_COLUMNS = (
-    "metric", "higher_is_better", "generator", "synthetic_ratio", "variant", "baseline", "baseline_ratio", "n_obs",
+    "metric", "higher_is_better", *UNPOOLED, "generator", "synthetic_ratio", "variant", "baseline", "baseline_ratio",
+    "n_obs",
     "n_datasets", "n_cells", "n_units", "levels", "estimate", "se", "ci_low", "ci_high", "p", "p_holm", "verdict",
     "var_dataset", "var_cell", "var_seed", "var_residual", "model", "converged", "assumes", "note", "df",
 )
@@ -131,15 +132,15 @@ def hierarchical_assumptions(levels: str, n_datasets: int) -> str:
 
 
 def hierarchical_tests(pairing: Pairing, metrics, baseline: str, alpha: float = 0.05) -> pd.DataFrame:
-    """Does each variant beat the baseline across the sweep? One model per (variant, baseline ratio, metric) on all
-    its paired differences (method − baseline): :func:`crossed_seed_model` (seed units crossed with cells, small-
-    sample t intervals, dataset fixed below ``MIN_RANDOM_DATASETS`` datasets). Intervals of [0, 1] metrics are
-    clipped to [−1, 1] (``note`` says so). ``p_holm``: Holm over the variants of one metric. Columns:
-    ``HIERARCHICAL_COLUMNS``."""
+    """Does each variant beat the baseline across the sweep? One model per (budget, variant, baseline ratio, metric)
+    on all its paired differences (method − baseline) in the cells of that budget: :func:`crossed_seed_model` (seed
+    units crossed with cells, small-sample t intervals, dataset fixed below ``MIN_RANDOM_DATASETS`` datasets).
+    Intervals of [0, 1] metrics are clipped to [−1, 1] (``note`` says so). ``p_holm``: Holm over the variants of
+    one metric (and budgets). Columns: ``HIERARCHICAL_COLUMNS``."""
     comps, pairs = pairing.comparisons, pairing.pairs
     if comps.empty or pairs.empty:
         return pd.DataFrame(columns=list(HIERARCHICAL_COLUMNS))
-    vkeys = ["generator", "synthetic_ratio", "baseline_ratio"]
+    vkeys = [*UNPOOLED, "generator", "synthetic_ratio", "baseline_ratio"]
     comp_var = comps.groupby(vkeys, sort=False).ngroup().to_numpy()
     variants = comps.drop_duplicates(vkeys)[vkeys].reset_index(drop=True)
     comp_ds = pd.factorize(comps["dataset"])[0]
@@ -152,7 +153,8 @@ def hierarchical_tests(pairing: Pairing, metrics, baseline: str, alpha: float = 
         hib = higher_is_better(metric)
         d = pairs[f"{metric}_m"].to_numpy(float) - pairs[f"{metric}_b"].to_numpy(float)
         ok = np.isfinite(d)
-        for v, (gen, ratio, bratio) in enumerate(variants.itertuples(index=False, name=None)):
+        for v, values in enumerate(variants.itertuples(index=False, name=None)):
+            unpooled, (gen, ratio, bratio) = dict(zip(UNPOOLED, values)), values[len(UNPOOLED):]
             sel = ok & (pv == v)
             res = crossed_seed_model(d[sel], pds[sel], cid[sel], unit[sel], alpha)
             n_ds = len(np.unique(pds[sel]))
@@ -160,7 +162,8 @@ def hierarchical_tests(pairing: Pairing, metrics, baseline: str, alpha: float = 
             res.update(ci_low=float(lo[0]), ci_high=float(hi[0]))
             if clipped[0]:
                 res["note"] = "; ".join(filter(None, [res["note"], "interval clipped to [−1, 1]"]))
-            rows.append({"metric": metric, "higher_is_better": hib, "generator": gen, "synthetic_ratio": ratio,
+            rows.append({"metric": metric, "higher_is_better": hib, **unpooled, "generator": gen,
+                         "synthetic_ratio": ratio,
                          "variant": variant_label(gen, ratio), "baseline": baseline, "baseline_ratio": bratio,
                          "n_datasets": n_ds, "n_cells": len(np.unique(cid[sel])), "n_units": len(np.unique(unit[sel])),
                          "assumes": hierarchical_assumptions(res["levels"], n_ds) if res["model"] != "none" else "",

@@ -37,6 +37,9 @@ BOUNDED_METRICS = frozenset(METRICS)  # every harness metric (and the chosen thr
 # a cell: what every method of a paired comparison shares; a grid with a `budget` axis (epochs vs step-matched)
 # pairs within each budget form, so its confound is measured by comparing cells, never mixed into a pair
 CELL = ("dataset", "image_size", "rare_class", "rare_count", "backbone", "budget")
+# what an across-cells summary never pools over: cells of different budgets answer different questions (the budget
+# confound), so each budget gets its own across-cells row, model and curve
+UNPOOLED = ("budget",)
 VARIANT = ("generator", "synthetic_ratio")
 UNIT = ("seed", "fold")
 RATIO_FORMS = "a number ≥ 0, 'balance' or 'real_percentage=P' (0 < P ≤ 100)"  # a variant's may add '+mixing'
