@@ -4,7 +4,6 @@ reproducibly from the harness's seed, hashed into the key, LoRA applied, bad fol
 import importlib.util
 import json
 import shutil
-import string
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 from benchmark.core import registry
 from benchmark.core.errors import UserError
 from benchmark.generators import pipeline as P
+from benchmark.generators.tiny_pipeline import write_text_pipeline
 from benchmark.plan.grid import Grid, expand
 from tests.registry_helpers import register_entry
 
@@ -25,45 +25,6 @@ def _cli(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def write_tiny_text_pipeline(folder: Path, seed=0) -> Path:
-    """A StableDiffusionPipeline of tiny random components (as diffusers' own tests build them): UNet2DConditionModel
-    (4/8 channels, 8 × 8 latents), AutoencoderKL (scale factor 2: 16 × 16 RGB images), a 2-layer CLIPTextModel and a
-    CLIPTokenizer read from a vocab of single letters and an empty merges file written here."""
-    import torch
-    from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    vocab_dir = folder.parent / f"{folder.name}_vocab"
-    vocab_dir.mkdir(parents=True)
-    letters = list(string.ascii_lowercase)
-    tokens = ["<|startoftext|>", "<|endoftext|>"] + letters + [c + "</w>" for c in letters]
-    (vocab_dir / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
-    (vocab_dir / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer.from_pretrained(str(vocab_dir), local_files_only=True, model_max_length=16)
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(block_out_channels=(4, 8), layers_per_block=1, sample_size=8, in_channels=4,
-                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=16,
-                                norm_num_groups=2)
-    vae = AutoencoderKL(block_out_channels=[4, 8], in_channels=3, out_channels=3, latent_channels=4,
-                        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
-                        norm_num_groups=2)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=16, intermediate_size=32, num_attention_heads=2,
-        num_hidden_layers=2, vocab_size=len(tokens), max_position_embeddings=16))
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1)
-    StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                            safety_checker=None, feature_extractor=None,
-                            requires_safety_checker=False).save_pretrained(str(folder))
-    return folder
 
 
 def write_tiny_lora(pipeline_dir: Path, folder: Path, seed=1) -> Path:
@@ -105,7 +66,7 @@ def class_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def text_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("text")
-    folder = write_tiny_text_pipeline(root / "pipe")
+    folder = write_text_pipeline(root / "pipe")
     return folder, write_tiny_lora(folder, root / "lora")
 
 
