@@ -139,7 +139,8 @@ def main(argv=None) -> None:
     sd15 = None if args.no_sd15 else sd15_call()
     if sd15:
         print(f"SD-1.5-sized UNet ({sd15[1] / 1e6:.0f} M): one guided call {sd15[0]:.1f} s", flush=True)
-    table = ["| pipeline | model | sampler | steps | guidance | s / image | images / s |", "|---|---|---|---:|---:|---:|---:|"]
+    table = ["| pipeline | model | sampler | steps | guidance | s / image | images / s |",
+             "|---|---|---|---:|---:|---:|---:|"]
     table += [f"| {k} | {m} | {s} | {n} | {g:g} | {t:.3f} | {1 / t:.2f} |" for k, m, s, n, g, t in rows]
     text = "\n".join(table)
     if sd15:
