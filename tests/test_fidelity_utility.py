@@ -135,3 +135,21 @@ def test_the_collector_writes_the_csv_and_the_report_section(tmp_path, kwargs, p
     assert list(csv.columns) == list(fu.COLUMNS) and len(csv)
     text = (tmp_path / "report.md").read_text()
     assert "## Does fidelity predict utility?" in text and phrase in text
+
+
+def test_cells_of_different_budgets_are_never_pooled():
+    """The same banks trained under two budgets: one scope per budget, each ρ equal to the table of that budget's
+    records alone (the scope names the budget)."""
+    a, b = planted(seed=0), planted(seed=1, slope=2.0)
+    df = pd.concat([a.assign(budget="epochs=3", key=[f"e-{k}" for k in a["key"]]),
+                    b.assign(budget="match_real_epochs=20", key=[f"m-{k}" for k in b["key"]])], ignore_index=True)
+    table = fu.fidelity_utility(df, ["test_auroc"], n_boot=199)
+    kid = table[table["audit_metric"] == "audit_domain_kid"].set_index("scope")
+    assert set(kid.index) == {f"{s}, {budget}" for s in (fu.ALL_RATIOS, "ratio 1", "ratio 2")
+                              for budget in ("epochs=3", "match_real_epochs=20")}
+    for budget, alone in (("epochs=3", a), ("match_real_epochs=20", b)):
+        own = fu.fidelity_utility(alone, ["test_auroc"], n_boot=199)
+        own = own[own["audit_metric"] == "audit_domain_kid"].set_index("scope")
+        assert kid.loc[f"{fu.ALL_RATIOS}, {budget}", "rho"] == pytest.approx(own.loc[fu.ALL_RATIOS, "rho"])
+        assert kid.loc[f"{fu.ALL_RATIOS}, {budget}", "n_banks"] == own.loc[fu.ALL_RATIOS, "n_banks"] == 24
+    assert kid.loc[f"{fu.ALL_RATIOS}, epochs=3", "rho"] < 0 < kid.loc[f"{fu.ALL_RATIOS}, match_real_epochs=20", "rho"]

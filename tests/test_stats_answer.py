@@ -349,3 +349,21 @@ def test_dose_response_has_one_slope_per_budget():
         assert coef.loc[budget, "slope"] == pytest.approx(planted, abs=0.005)
     from statsmodels.stats.multitest import multipletests
     np.testing.assert_allclose(coef["p_holm"], multipletests(coef["p"], method="holm")[1])
+
+
+def test_ranks_use_the_budget_with_the_most_variants_instead_of_dropping_variants():
+    """A confound budget with only none and oversample beside a full one: ranks over the full budget's cells keep
+    every variant (pooling would have dropped all but two) and equal the ranks of its records alone."""
+    full = make_records(datasets=("ds0", "ds1"), rare_counts=(20,), seeds=4, seed=0,
+                        variants=(("none", 0), ("oversample", "balance"), ("dcgan", 1), ("dcgan", "balance")))
+    part = make_records(datasets=("ds0",), rare_counts=(20,), seeds=4, seed=1,
+                        variants=(("none", 0), ("oversample", "balance")))
+    df = pd.concat([full.assign(budget="match_real_epochs=20"),
+                    part.assign(budget="epochs=3", key=[f"e-{k}" for k in part["key"]],
+                                name=[f"{n}-e" for n in part["name"]])], ignore_index=True)
+    a = stats.analyse(df, ["test_auroc"])
+    summary = a.friedman.set_index("metric").loc["test_auroc"]
+    assert summary["budget"] == "match_real_epochs=20" and summary["k"] == 4 and summary["dropped_variants"] == ""
+    assert "epochs=3 left out" in summary["note"]
+    alone = stats.analyse(full.assign(budget="match_real_epochs=20"), ["test_auroc"])
+    pd.testing.assert_frame_equal(a.ranks.reset_index(drop=True), alone.ranks.reset_index(drop=True))

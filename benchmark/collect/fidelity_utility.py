@@ -10,8 +10,9 @@ duplication's, signed so that a positive gain is always better (negated for lowe
 
 Banks. A bank is one generator fit: (dataset, image size, rare class, rare count, generator, seed, fold); an external
 bank, identical at every seed, is one bank per audit (``audit_audit_key``). Each bank is one point: its audit value
-and the mean gain of its pairs in the scope — ``all ratios`` (every ratio, backbone and budget it was used at) or
-one ratio label (``synthetic_ratio``), when the records hold more than one.
+and the mean gain of its pairs in the scope — ``all ratios`` (every ratio and backbone it was used at) or one ratio
+label (``synthetic_ratio``), when the records hold more than one. Cells of different training budgets are never
+pooled: with several budgets each scope is per budget (``all ratios, epochs=3``).
 
 Statistic. Spearman's rank correlation ρ over the banks (average ranks for ties: Pearson's r of the ranks, =
 ``scipy.stats.spearmanr``), its two-sided p from spearmanr (t approximation; the banks of one cell share its real
@@ -155,9 +156,14 @@ def fidelity_utility(df: pd.DataFrame, metrics, duplication: str = "oversample",
     pairs = paired_gains(df, metrics, duplication)
     if pairs.empty:
         return pd.DataFrame(columns=list(COLUMNS))
-    ratios = sorted(pairs["synthetic_ratio"].astype(str).unique()) if "synthetic_ratio" in pairs.columns else []
-    scopes = [(ALL_RATIOS, pairs)] + ([(f"ratio {r}", pairs[pairs["synthetic_ratio"].astype(str) == r])
-                                       for r in ratios] if len(ratios) > 1 else [])
+    scopes = []
+    budgets = list(dict.fromkeys(pairs["budget"].astype(str))) if "budget" in pairs.columns else []
+    # cells of different training budgets are never pooled (a bank's gain differs with the budget): a scope each
+    for suffix, sub in ([("", pairs)] if len(budgets) <= 1 else
+                        [(f", {b}", pairs[pairs["budget"].astype(str) == b]) for b in budgets]):
+        ratios = sorted(sub["synthetic_ratio"].astype(str).unique()) if "synthetic_ratio" in sub.columns else []
+        scopes += [(ALL_RATIOS + suffix, sub)] + ([(f"ratio {r}{suffix}", sub[sub["synthetic_ratio"].astype(str) == r])
+                                                   for r in ratios] if len(ratios) > 1 else [])
     cell_cols = [c for c in CELL if c in pairs.columns]
     rows = []
     for m in metrics:

@@ -552,11 +552,13 @@ def _section_ranks(doc: Doc, r: ReportInputs) -> None:
           "class × rare count × backbone) share its test set, seeds, rarity subsamples and generator banks, so a "
           "variant's seed means are averaged over the dataset's cells first, and treating the cells as blocks would "
           "pseudo-replicate. Variants or cells with missing values are dropped to keep the design complete (listed "
-          f"below). With fewer than {stats.MIN_RANK_BLOCKS} datasets no test is made — no p-value, no critical "
+          "below); with several training budgets only the cells of one budget are ranked (the note names it). "
+          f" With fewer than {stats.MIN_RANK_BLOCKS} datasets no test is made — no p-value, no critical "
           "difference — and the average ranks (over datasets, and over cells in avg_rank_cells) are descriptive.")
     if len(a.friedman):
         f = a.friedman.copy()
-        keep = [c for c in ("metric", "n_blocks", "n_cells", "k", "tested", "chi2", "p_chi2", "F", "df1", "df2",
+        budget = ("budget",) if "budget" in f.columns and (f["budget"].astype(str) != "").any() else ()
+        keep = [c for c in ("metric", *budget, "n_blocks", "n_cells", "k", "tested", "chi2", "p_chi2", "F", "df1", "df2",
                             "p_F", "cd", "control", "dropped_variants", "n_dropped_cells", "note") if c in f.columns]
         f = f[keep].rename(columns={"n_blocks": "datasets", "n_cells": "cells"})
         f["metric"] = f["metric"].map(metric_title)
@@ -631,7 +633,8 @@ def _section_fidelity(doc: Doc, r: ReportInputs) -> None:
     dup = r.analysis.options.get("duplication", stats.DUPLICATION)
     doc.p(f"Spearman's ρ between each audit metric of a bank and the bank's paired gain over duplication "
           f"(`{dup}` at the same ratio, cell and seed; positive gain = better), one point per bank (its mean gain "
-          f"over the ratios it was used at, or at one ratio), with a 95 % bootstrap interval over banks. "
+          f"over the ratios it was used at, or at one ratio; each training budget its own scope), with a 95 % "
+          f"bootstrap interval over banks. "
           f"Banks of several datasets are pooled, so a correlation can reflect differences between datasets. "
           f"Every row and column: stats/fidelity_utility.csv; method: docs/statistics.md.")
     if fidelity.empty:
@@ -642,7 +645,7 @@ def _section_fidelity(doc: Doc, r: ReportInputs) -> None:
     if most < fu.MIN_BANKS_CI:
         doc.p(f"**Too few banks to tell**: at most {most} bank(s) per comparison, and an interval needs at least "
               f"{fu.MIN_BANKS_CI}. The correlations in stats/fidelity_utility.csv are descriptive only.")
-    shown = fidelity[fidelity["scope"] == fu.ALL_RATIOS][list(FIDELITY_SHOWN)].copy()
+    shown = fidelity[fidelity["scope"].astype(str).str.startswith(fu.ALL_RATIOS)][list(FIDELITY_SHOWN)].copy()
     shown["metric"] = shown["metric"].map(metric_title)
     doc.table(format_frame(shown.head(MAX_ROWS)), _more(shown, "stats/fidelity_utility.csv"))
     clear = fidelity[fidelity["reading"].str.startswith("better fidelity")]

@@ -12,7 +12,7 @@ from scipy import stats as sps
 
 from benchmark.stats.inference import correct_pvalues
 from benchmark.stats.prepare import sort_frame
-from benchmark.stats.vocabulary import CELL, VARIANT, higher_is_better, variant_label
+from benchmark.stats.vocabulary import CELL, UNPOOLED, VARIANT, higher_is_better, variant_label
 
 MIN_RANK_BLOCKS = 3  # rank tests need at least this many independent blocks (datasets)
 
@@ -122,6 +122,28 @@ def complete_blocks(matrix: pd.DataFrame) -> tuple[pd.DataFrame, list, list]:
 
 
 def rank_analysis(df: pd.DataFrame, metric: str, baseline: str, alpha: float = 0.05) -> dict:
+    """:func:`rank_analysis_in` on the cells of one budget: ranks never pool cells of different training budgets,
+    and a budget that holds only some variants (a confound check) would otherwise drop every other variant from
+    the complete design. With several budgets, the one whose cells hold the most variants (then the most records)
+    is ranked; ``summary["budget"]`` names it and its note lists the budgets left out."""
+    col = UNPOOLED[0]
+    if col not in df.columns or df[col].nunique() <= 1:
+        result = rank_analysis_in(df, metric, baseline, alpha)
+        result["summary"]["budget"] = str(df[col].iloc[0]) if col in df.columns and len(df) else ""
+        return result
+    variants = df.drop_duplicates([col, *VARIANT]).groupby(col, sort=False).size()
+    sizes = df.groupby(col, sort=False).size()
+    chosen = max(variants.index, key=lambda b: (variants[b], sizes[b]))
+    result = rank_analysis_in(df[df[col] == chosen], metric, baseline, alpha)
+    others = ", ".join(str(b) for b in variants.index if b != chosen)
+    note = (f"ranks over the cells of budget {chosen} (the most variants); cells of {others} left out: ranks never "
+            f"pool cells of different budgets")
+    summary = result["summary"]
+    summary.update(budget=str(chosen), note="; ".join(filter(None, [note, summary.get("note", "")])))
+    return result
+
+
+def rank_analysis_in(df: pd.DataFrame, metric: str, baseline: str, alpha: float = 0.05) -> dict:
     """Rank variants across independent blocks (datasets) on ``metric``; Friedman, Iman–Davenport, Nemenyi, Holm.
 
     A variant's value in a cell is its mean over seeds. Cells of one dataset share its test set, seeds, rarity
