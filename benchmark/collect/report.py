@@ -553,11 +553,11 @@ def _section_ranks(doc: Doc, r: ReportInputs) -> None:
           "variant's seed means are averaged over the dataset's cells first, and treating the cells as blocks would "
           "pseudo-replicate. Variants or cells with missing values are dropped to keep the design complete (listed "
           "below); with several training budgets only the cells of one budget are ranked (the note names it). "
-          f" With fewer than {stats.MIN_RANK_BLOCKS} datasets no test is made — no p-value, no critical "
+          f"With fewer than {stats.MIN_RANK_BLOCKS} datasets no test is made — no p-value, no critical "
           "difference — and the average ranks (over datasets, and over cells in avg_rank_cells) are descriptive.")
     if len(a.friedman):
         f = a.friedman.copy()
-        budget = ("budget",) if "budget" in f.columns and (f["budget"].astype(str) != "").any() else ()
+        budget = ("budget",) if "budget" in f.columns and several_budgets(a.records) else ()
         keep = [c for c in ("metric", *budget, "n_blocks", "n_cells", "k", "tested", "chi2", "p_chi2", "F", "df1", "df2",
                             "p_F", "cd", "control", "dropped_variants", "n_dropped_cells", "note") if c in f.columns]
         f = f[keep].rename(columns={"n_blocks": "datasets", "n_cells": "cells"})
