@@ -13,16 +13,24 @@ def breastmnist_dir() -> Path:
     return Path(os.environ.get("GENMED_DATA_DIR") or DEFAULT_DATA_DIR)
 
 
-@pytest.fixture(scope="session")
-def real_data_dir() -> Path:
-    """The folder holding the real breastmnist.npz. In CI a missing file fails the test, never skips it."""
-    folder = breastmnist_dir()
-    if not (folder / "breastmnist.npz").is_file():
-        message = (f"breastmnist.npz not found in {folder}; set GENMED_DATA_DIR to the folder holding it "
+def require_data_file(folder: Path, name: str) -> Path:
+    """``folder / name``, a real data file the test needs: its absence fails the test in CI (CI=true) and skips it
+    elsewhere, with the reason and the fix."""
+    path = Path(folder) / name
+    if not path.is_file():
+        message = (f"{name} not found in {folder}; set GENMED_DATA_DIR to the folder holding it "
                    "(CI uses ../shared/data)")
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(reason=message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    """The folder holding the real breastmnist.npz. In CI a missing file fails the test, never skips it."""
+    folder = breastmnist_dir()
+    require_data_file(folder, "breastmnist.npz")
     return folder
 
 

@@ -1,8 +1,6 @@
 """DiffAugment: each operation against its definition (numpy, planted images), gradients, seeding, and the DCGAN
 fitting with it on real BreastMNIST (grey) and RetinaMNIST (RGB) with every discriminator input augmented."""
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -11,6 +9,7 @@ from benchmark.core import registry
 from benchmark.generators import diffaugment as DA
 from benchmark.generators._common import GeneratorConfigError
 from benchmark.generators.dcgan import DCGAN
+from tests.data_fixtures import require_data_file
 from tests.generator_helpers import breastmnist, one_torch_thread  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -30,13 +29,7 @@ def signed_batch(n, c, h, w, seed=0, dtype=torch.float32):
 
 @pytest.fixture(scope="module")
 def retinamnist(real_data_dir):
-    path = real_data_dir / "retinamnist.npz"
-    if not path.is_file():
-        message = f"retinamnist.npz not found in {real_data_dir}; set GENMED_DATA_DIR to the folder holding it"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    with np.load(path) as data:
+    with np.load(require_data_file(real_data_dir, "retinamnist.npz")) as data:
         return data["train_images"].transpose(0, 3, 1, 2).copy(), data["train_labels"].reshape(-1).astype(np.int64)
 
 
