@@ -151,16 +151,15 @@ def _row(points: pd.DataFrame, gain: str, column: str, n_boot: int, seed: int) -
 def fidelity_utility(df: pd.DataFrame, metrics, duplication: str = "oversample", n_boot: int = 2000,
                      seed: int = 0) -> pd.DataFrame:
     """The fidelity-utility table (columns :data:`COLUMNS`): one row per metric × audit metric present × scope."""
-    from benchmark.stats.vocabulary import CELL
+    from benchmark.stats.vocabulary import CELL, several_budgets
 
     pairs = paired_gains(df, metrics, duplication)
     if pairs.empty:
         return pd.DataFrame(columns=list(COLUMNS))
     scopes = []
-    budgets = list(dict.fromkeys(pairs["budget"].astype(str))) if "budget" in pairs.columns else []
     # cells of different training budgets are never pooled (a bank's gain differs with the budget): a scope each
-    for suffix, sub in ([("", pairs)] if len(budgets) <= 1 else
-                        [(f", {b}", pairs[pairs["budget"].astype(str) == b]) for b in budgets]):
+    for suffix, sub in ([(f", {b}", part) for b, part in pairs.groupby("budget", sort=False)]
+                        if several_budgets(pairs) else [("", pairs)]):
         ratios = sorted(sub["synthetic_ratio"].astype(str).unique()) if "synthetic_ratio" in sub.columns else []
         scopes += [(ALL_RATIOS + suffix, sub)] + ([(f"ratio {r}{suffix}", sub[sub["synthetic_ratio"].astype(str) == r])
                                                    for r in ratios] if len(ratios) > 1 else [])

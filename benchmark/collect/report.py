@@ -243,15 +243,9 @@ def hierarchical_table(a: stats.Analysis) -> pd.DataFrame:
         "SD dataset / cell / residual": [" / ".join(fnum(math.sqrt(v), 4) if pd.notna(v) else "–" for v in vs)
                                          for vs in zip(h["var_dataset"], h["var_cell"], h["var_residual"])],
         "note": h["note"].fillna("")})
-    if several_budgets(h):
+    if stats.several_budgets(h):
         out.insert(2, "budget", h["budget"].to_numpy())
     return out
-
-
-def several_budgets(frame: pd.DataFrame) -> bool:
-    """Whether an across-cells table holds more than one budget (then each row says its budget: the across-cells
-    summaries never pool cells of different budgets)."""
-    return "budget" in frame.columns and frame["budget"].nunique() > 1
 
 
 def _power_lines(a: stats.Analysis, design=None) -> list[str]:
@@ -335,7 +329,7 @@ def answer_rows(a: stats.Analysis) -> pd.DataFrame:
     x = a.answer[a.answer["scope"] == stats.ALL_CELLS_SCOPE] if len(a.answer) else a.answer
     if x is None or x.empty:
         return pd.DataFrame()
-    rows, by_budget = {}, several_budgets(x)
+    rows, by_budget = {}, stats.several_budgets(x)
     for _, row in x.iterrows():
         key = (row["budget"], row["source"], row["reference_variant"])
         out = rows.setdefault(key, {"image source": row["source"], "compared with": row["reference_variant"],
@@ -557,9 +551,10 @@ def _section_ranks(doc: Doc, r: ReportInputs) -> None:
           "difference — and the average ranks (over datasets, and over cells in avg_rank_cells) are descriptive.")
     if len(a.friedman):
         f = a.friedman.copy()
-        budget = ("budget",) if "budget" in f.columns and several_budgets(a.records) else ()
-        keep = [c for c in ("metric", *budget, "n_blocks", "n_cells", "k", "tested", "chi2", "p_chi2", "F", "df1", "df2",
-                            "p_F", "cd", "control", "dropped_variants", "n_dropped_cells", "note") if c in f.columns]
+        budget = ("budget",) if "budget" in f.columns and stats.several_budgets(a.records) else ()
+        keep = [c for c in ("metric", *budget, "n_blocks", "n_cells", "k", "tested", "chi2", "p_chi2", "F", "df1",
+                            "df2", "p_F", "cd", "control", "dropped_variants", "n_dropped_cells", "note")
+                if c in f.columns]
         f = f[keep].rename(columns={"n_blocks": "datasets", "n_cells": "cells"})
         f["metric"] = f["metric"].map(metric_title)
         doc.table(format_frame(f, pcols=("p_chi2", "p_F")))
@@ -591,7 +586,7 @@ def _section_dose(doc: Doc, r: ReportInputs) -> None:
                   "p_holm: Holm over methods (and budgets).")
     doc.p(model_note)
     if len(a.dose):
-        dd = a.dose.copy() if several_budgets(a.dose) else a.dose.drop(columns="budget", errors="ignore")
+        dd = a.dose.copy() if stats.several_budgets(a.dose) else a.dose.drop(columns="budget", errors="ignore")
         dd["metric"] = dd["metric"].map(metric_title)
         doc.table(format_frame(dd, pcols=("p", "p_holm"), digits=4))
     else:

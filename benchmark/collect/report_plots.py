@@ -59,7 +59,7 @@ def effect_rows(a: stats.Analysis, metrics=None) -> pd.DataFrame:
         if h.empty:
             return pd.DataFrame(columns=cols)
         out = h.assign(n_pairs=h["n_obs"], source="across the cells: seed means, t interval")
-        if "budget" in h.columns and h["budget"].nunique() > 1:  # never pooled: each budget its own point
+        if stats.several_budgets(h):  # never pooled: each budget its own point
             out = out.assign(variant=[f"{v} · {b}" for v, b in zip(out["variant"], out["budget"])])
     return out[cols].reset_index(drop=True)
 
@@ -218,7 +218,7 @@ def plot_dose(curves: pd.DataFrame, coef: pd.DataFrame, metric: str, baseline: s
     per method through its ratio forms placed at the effective ratio they trained with (``balance`` and
     ``real_percentage=P`` points are labelled), each with its 95 % band; variants that add no images (effective
     ratio 0: none, class_weight, …) are horizontal dashed reference lines with their band."""
-    if "budget" in curves.columns and curves["budget"].nunique() > 1:  # a panel per (dataset, budget): never pooled
+    if stats.several_budgets(curves):  # a panel per (dataset, budget): never pooled
         curves = curves.assign(dataset=curves["dataset"].astype(str) + ", " + curves["budget"].astype(str))
     datasets = list(dict.fromkeys(curves["dataset"]))
     ncol = min(3, max(1, len(datasets)))
@@ -233,7 +233,7 @@ def plot_dose(curves: pd.DataFrame, coef: pd.DataFrame, metric: str, baseline: s
     import matplotlib
 
     colors = matplotlib.colormaps["tab10"]
-    one_budget = "budget" not in coef.columns or coef["budget"].nunique() <= 1  # else slopes differ per budget
+    one_budget = not stats.several_budgets(coef)  # else the slopes differ per budget
     slope = coef.set_index("generator")["slope"] if len(coef) and one_budget else pd.Series(dtype=float)
     pos = curves.loc[curves["effective_ratio"] > 0, "effective_ratio"]
     xmin, xmax = (pos.min() / 1.3, pos.max() * 1.3) if len(pos) else (0.5, 2.0)

@@ -102,16 +102,15 @@ def answer_table(answer: pd.DataFrame, metrics=EFFECT_METRICS) -> str:
     equivalent within ±margin / worse / inconclusive), the margin beside each metric. One block across the cells;
     when the study has several cells, a `cell` column and a block per cell before it."""
     from benchmark.collect.report_tables import metric_title
-    from benchmark.stats import ALL_CELLS_SCOPE, CELL_SCOPE, DUPLICATION
+    from benchmark.stats import ALL_CELLS_SCOPE, CELL_SCOPE, DUPLICATION, several_budgets
 
     a = answer[answer["metric"].isin(metrics)]
     across = a[a["scope"] == ALL_CELLS_SCOPE]
     if across.empty:
         return "_No image source next to a `none` or `oversample` run._"
     per_cell = _by_cell(a[a["scope"] == CELL_SCOPE])
-    budgets = list(dict.fromkeys(across["budget"])) if "budget" in across.columns else []
-    pooled = ([(f"all cells, {b}", across[across["budget"] == b]) for b in budgets] if len(budgets) > 1
-              else [("all cells" if per_cell[0][0] else "", across)])  # cells of different budgets never pooled
+    pooled = ([(f"all cells, {b}", part) for b, part in across.groupby("budget", sort=False)]
+              if several_budgets(across) else [("all cells" if per_cell[0][0] else "", across)])  # never pooled
     blocks = ([] if not per_cell[0][0] else per_cell) + pooled
     cell_col = ["cell"] if per_cell[0][0] else []
     shown = [m for m in metrics if m in set(across["metric"])]

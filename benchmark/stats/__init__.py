@@ -71,6 +71,7 @@ from benchmark.stats.vocabulary import (
     ratio_problem,
     ratio_sort_key,
     ratio_value,
+    several_budgets,
     unit_label,
     variant_label,
 )
@@ -79,8 +80,7 @@ __all__ = [
     # vocabulary
     "ARGMAX_METRICS", "BOUNDED_METRICS", "CELL", "DEFAULT_METRICS", "KNOWN_METRIC_COLUMNS", "LOWER_IS_BETTER",
     "METRICS", "RATIO_FORMS", "SPLITS", "UNIT", "UNPOOLED", "VARIANT", "_natural_key", "higher_is_better",
-    "ratio_label",
-    "ratio_problem", "ratio_sort_key", "ratio_value", "unit_label", "variant_label",
+    "ratio_label", "ratio_problem", "ratio_sort_key", "ratio_value", "several_budgets", "unit_label", "variant_label",
     # prepare
     "BOOKKEEPING", "OPTIONAL_DEFAULTS", "REQUIRED_COLUMNS", "STALE_COLUMNS", "check_not_stale", "effective_ratios",
     "metric_choices", "nan_metric_rows", "prepare_records", "resolve_metrics", "sort_frame",

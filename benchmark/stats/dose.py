@@ -103,9 +103,8 @@ def dose_response(df: pd.DataFrame, metric: str, alpha: float = 0.05, duplicatio
     budgets = list(dict.fromkeys(df[col])) if col in df.columns else ["-"]
     parts = [(b, dose_response_in(df[df[col] == b] if col in df.columns else df, metric, alpha, duplication))
              for b in budgets]
-    coef = pd.concat([r["coef"].assign(**{col: b}) for b, r in parts if len(r["coef"])],
-                     ignore_index=True).reindex(columns=list(DOSE_COLUMNS)) if any(
-        len(r["coef"]) for _, r in parts) else parts[0][1]["coef"].reindex(columns=list(DOSE_COLUMNS))
+    frames = [r["coef"].assign(**{col: b}) for b, r in parts if len(r["coef"])]
+    coef = (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()).reindex(columns=list(DOSE_COLUMNS))
     if len(coef):
         coef["p_holm"] = correct_pvalues(coef["p"], "holm", alpha)
     warnings = [r["warning"] + (f" ({col} {b})" if len(budgets) > 1 else "") for b, r in parts if r["warning"]]

@@ -12,7 +12,7 @@ from scipy import stats as sps
 
 from benchmark.stats.inference import correct_pvalues
 from benchmark.stats.prepare import sort_frame
-from benchmark.stats.vocabulary import CELL, UNPOOLED, VARIANT, higher_is_better, variant_label
+from benchmark.stats.vocabulary import CELL, UNPOOLED, VARIANT, higher_is_better, several_budgets, variant_label
 
 MIN_RANK_BLOCKS = 3  # rank tests need at least this many independent blocks (datasets)
 
@@ -127,7 +127,7 @@ def rank_analysis(df: pd.DataFrame, metric: str, baseline: str, alpha: float = 0
     the complete design. With several budgets, the one whose cells hold the most variants (then the most records)
     is ranked; ``summary["budget"]`` names it and its note lists the budgets left out."""
     col = UNPOOLED[0]
-    if col not in df.columns or df[col].nunique() <= 1:
+    if not several_budgets(df):
         result = rank_analysis_in(df, metric, baseline, alpha)
         result["summary"]["budget"] = str(df[col].iloc[0]) if col in df.columns and len(df) else ""
         return result

@@ -40,6 +40,12 @@ CELL = ("dataset", "image_size", "rare_class", "rare_count", "backbone", "budget
 # what an across-cells summary never pools over: cells of different budgets answer different questions (the budget
 # confound), so each budget gets its own across-cells row, model and curve
 UNPOOLED = ("budget",)
+
+
+def several_budgets(frame) -> bool:
+    """Whether a table (records or an across-cells summary) holds more than one budget: then every across-cells
+    row, curve and panel names its budget."""
+    return UNPOOLED[0] in frame.columns and frame[UNPOOLED[0]].nunique() > 1
 VARIANT = ("generator", "synthetic_ratio")
 UNIT = ("seed", "fold")
 RATIO_FORMS = "a number ≥ 0, 'balance' or 'real_percentage=P' (0 < P ≤ 100)"  # a variant's may add '+mixing'
