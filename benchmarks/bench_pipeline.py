@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from _docs import write_section  # noqa: E402 - benchmarks/_docs.py, beside this script
+from benchmark.core.errors import exits_on_user_error  # noqa: E402 - a bad entry name: message, exit 2
 
 HEADING = "## Pipeline generator: sampling time per image on CPU"
 SHAPE = (1, 28, 28)  # BreastMNIST's images: what the bank is converted to
@@ -103,6 +104,7 @@ def sd15_call() -> tuple[float, int]:
     return times[-1], sum(p.numel() for p in unet.parameters())
 
 
+@exits_on_user_error
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=8, help="images per bank (default 8)")

@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from _docs import write_section  # noqa: E402 - benchmarks/_docs.py, beside this script
+from benchmark.core.errors import exits_on_user_error  # noqa: E402 - a bad entry name: message, exit 2
 
 HEADING = "## DiffAugment: the DCGAN's audit with and without"
 DOCS_SHEETS = ROOT / "docs" / "diffaugment"
@@ -172,6 +173,7 @@ docs/diffaugment/."""
     return f"{HEADING}\n{wrap(intro)}\n\n{text}\n"
 
 
+@exits_on_user_error
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="breastmnist,retinamnist")
